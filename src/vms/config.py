@@ -1,0 +1,255 @@
+"""The one configuration: a YAML (safe loader) or TOML file validated by pydantic models.
+
+Every model forbids unknown keys, so a typo is an error that names the file and the field
+instead of a setting silently ignored. Secrets (camera passwords) are ``SecretStr`` and are
+kept apart from stream URLs; :func:`redact` removes any credentials that slip into a URL before
+it is logged or shown.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import tomllib
+import urllib.parse
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from vms.errors import Kind, VmsError
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}
+
+
+def parse_size(value: Any) -> Any:
+    """``"500MiB"``, ``"2 GB"``, ``1048576`` → bytes. Other types pass on to pydantic."""
+    if isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if not m:
+            raise ValueError(f"not a size: {value!r} (use bytes or e.g. '500MiB', '2GB')")
+        number, unit = float(m.group(1)), (m.group(2) or "").upper()
+        base = 1024 if "I" in unit else 1000
+        power = "BKMGT".index(unit[0]) if unit else 0
+        return int(number * base**power)
+    return value
+
+
+ByteSize = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Transport(enum.StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+class RecordMode(enum.StrEnum):
+    CONTINUOUS = "continuous"
+    OFF = "off"
+
+
+class StreamConfig(_Model):
+    url: str = Field(title="Stream URL", description="rtsp://, rtsps:// or file:// (looped clip)")
+    transport: Transport = Field(Transport.TCP, title="RTSP transport")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("rtsp", "rtsps", "file"):
+            raise ValueError(f"unsupported scheme {parts.scheme!r}: use rtsp, rtsps or file")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                "credentials in the URL: put them in the camera's username/password instead"
+            )
+        if parts.scheme != "file" and not parts.hostname:
+            raise ValueError("URL has no host")
+        return url
+
+
+class CameraConfig(_Model):
+    id: str = Field(title="Camera id", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    name: str = Field("", title="Display name")
+    main: StreamConfig = Field(title="Main stream (recorded)")
+    sub: StreamConfig | None = Field(None, title="Sub stream (live grid, detection)")
+    username: str | None = Field(None, title="Camera user")
+    password: SecretStr | None = Field(None, title="Camera password")
+    password_env: str | None = Field(None, title="Environment variable holding the password")
+    enabled: bool = Field(True, title="Enabled")
+    record: RecordMode = Field(RecordMode.CONTINUOUS, title="Record mode")
+    retention_days: float | None = Field(None, gt=0, title="Keep recordings at most this many days")
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id
+
+    def secret(self) -> str | None:
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_env:
+            return os.environ.get(self.password_env)
+        return None
+
+    def source_url(self, stream: StreamConfig) -> str:
+        """The URL handed to the demuxer, with percent-encoded credentials. Never log it."""
+        if self.username is None or stream.url.startswith("file:"):
+            return stream.url
+        parts = urllib.parse.urlsplit(stream.url)
+        user = urllib.parse.quote(self.username, safe="")
+        secret = self.secret()
+        cred = user if secret is None else f"{user}:{urllib.parse.quote(secret, safe='')}"
+        return urllib.parse.urlunsplit(parts._replace(netloc=f"{cred}@{parts.netloc}"))
+
+
+class RootConfig(_Model):
+    name: str = Field(title="Root name", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    path: Path = Field(title="Directory (mount point) of the disk")
+    max_bytes: ByteSize | None = Field(None, title="Keep at most this many bytes of recordings")
+    min_free_bytes: ByteSize = Field(
+        1 << 30, title="Delete oldest recordings below this free space"
+    )
+
+
+class StorageConfig(_Model):
+    roots: list[RootConfig] = Field(
+        default_factory=lambda: [RootConfig(name="local", path=Path("recordings"))],
+        min_length=1,
+    )
+    retention_interval_s: float = Field(1.0, gt=0, title="How often retention runs")
+
+    @model_validator(mode="after")
+    def _unique(self) -> StorageConfig:
+        names = [r.name for r in self.roots]
+        if len(names) != len(set(names)):
+            raise ValueError("storage root names must be unique")
+        return self
+
+
+class RecordingConfig(_Model):
+    segment_seconds: float = Field(60.0, ge=2, le=600, title="Target segment length")
+    fragment_seconds: float = Field(1.0, gt=0, le=1.0, title="Maximum fragment length")
+    stagger: bool = Field(True, title="Stagger segment rotation across cameras")
+
+
+class IngestConfig(_Model):
+    open_timeout_s: float = Field(10.0, gt=0)
+    stall_timeout_s: float = Field(10.0, gt=0, title="No packet for this long: reopen")
+    backoff_initial_s: float = Field(1.0, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+    healthy_after_s: float = Field(30.0, gt=0, title="Reset backoff after this long streaming")
+
+
+class LogFormat(enum.StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class ServerConfig(_Model):
+    host: str = Field("127.0.0.1", title="Listen address (localhost until auth exists)")
+    port: int = Field(8080, ge=0, le=65535)
+    log_format: LogFormat = Field(LogFormat.TEXT)
+    log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$")
+
+
+class CatalogConfig(_Model):
+    url: str | None = Field(None, title="SQLAlchemy URL; default SQLite in data_dir")
+
+
+class Config(_Model):
+    data_dir: Path = Field(Path("data"), title="State directory (catalog, demo clips)")
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    catalog: CatalogConfig = Field(default_factory=CatalogConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    recording: RecordingConfig = Field(default_factory=RecordingConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    cameras: list[CameraConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Config:
+        ids = [c.id for c in self.cameras]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"duplicate camera ids: {', '.join(sorted(dup))}")
+        return self
+
+    def catalog_url(self) -> str:
+        return self.catalog.url or f"sqlite:///{self.data_dir / 'catalog.db'}"
+
+    def camera(self, camera_id: str) -> CameraConfig:
+        for cam in self.cameras:
+            if cam.id == camera_id:
+                return cam
+        raise VmsError(Kind.NOT_FOUND, f"no camera {camera_id!r}")
+
+
+def _resolve(base: Path, raw: dict[str, Any]) -> dict[str, Any]:
+    """Relative paths in the file are relative to the file, not to the working directory."""
+    data_dir = Path(raw.get("data_dir", "data"))
+    raw["data_dir"] = str(data_dir if data_dir.is_absolute() else base / data_dir)
+    storage = raw.get("storage")
+    if isinstance(storage, dict) and isinstance(storage.get("roots"), list):
+        for root in storage["roots"]:
+            if isinstance(root, dict) and "path" in root:
+                p = Path(str(root["path"]))
+                root["path"] = str(p if p.is_absolute() else base / p)
+    elif storage is None or (isinstance(storage, dict) and "roots" not in storage):
+        storage = dict(storage or {})
+        storage["roots"] = [{"name": "local", "path": str(Path(raw["data_dir"]) / "recordings")}]
+        raw["storage"] = storage
+    return raw
+
+
+def load(path: Path) -> Config:
+    """Load and validate a config file; raises VmsError(INVALID_ARGUMENT) naming file and field."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise VmsError(Kind.INVALID_ARGUMENT, f"{path}: cannot read config: {e.strerror}") from e
+    try:
+        if path.suffix.lower() == ".toml":
+            raw: Any = tomllib.loads(text)
+        else:
+            raw = yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
+        raise VmsError(Kind.INVALID_ARGUMENT, f"{path}: not valid YAML/TOML: {e}") from e
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise VmsError(Kind.INVALID_ARGUMENT, f"{path}: top level must be a mapping")
+    return from_dict(_resolve(path.resolve().parent, raw), source=str(path))
+
+
+def from_dict(raw: dict[str, Any], *, source: str = "<config>") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"{source}: invalid configuration:"]
+        for err in e.errors(include_input=False, include_url=False):
+            where = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in err["loc"])
+            where = where.replace(".[", "[") or "(top level)"
+            lines.append(f"  {where}: {err['msg']}")
+        raise VmsError(Kind.INVALID_ARGUMENT, "\n".join(lines)) from None
+
+
+_USERINFO_RE = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]*@", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """Remove ``user:password@`` from every URL in ``text`` (for logs and error messages)."""
+    return _USERINFO_RE.sub(r"\g<scheme>***@", text)

@@ -1,0 +1,164 @@
+"""Storage roots: the disks recordings live on, each proven to be the disk we think it is.
+
+Every root directory carries an identity file (``.vms-root.json``) whose uuid the catalog
+remembers. A root whose directory is missing, or that lacks the identity file although the
+catalog knows it (a mount point whose disk is not mounted), or whose uuid differs (a swapped
+disk), is *refused*: nothing is written to it and nothing is deleted from it, so a missing disk
+never reads as "everything was deleted".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import uuid
+from pathlib import Path
+
+from vms.catalog import Catalog
+from vms.clock import Clock
+from vms.config import RootConfig
+from vms.errors import Kind, VmsError
+
+log = logging.getLogger(__name__)
+
+IDENTITY = ".vms-root.json"
+
+
+class Root:
+    """One storage root and what we know of it now."""
+
+    def __init__(self, config: RootConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.path = config.path
+        self.id: int | None = None
+        self.uuid: str | None = None
+        self.error: str | None = "not checked yet"
+        self.write_error: str | None = None  # last failed write (ENOSPC...), cleared on success
+        self._lock = threading.Lock()
+        self._open_bytes: dict[int, int] = {}  # bytes of open segments, not yet in the catalog
+
+    @property
+    def usable(self) -> bool:
+        return self.error is None and self.id is not None
+
+    def set_open_bytes(self, seg_id: int, size: int | None) -> None:
+        with self._lock:
+            if size is None:
+                self._open_bytes.pop(seg_id, None)
+            else:
+                self._open_bytes[seg_id] = size
+
+    @property
+    def open_bytes(self) -> int:
+        with self._lock:
+            return sum(self._open_bytes.values())
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.path)
+        return st.f_bavail * st.f_frsize
+
+    def total_bytes(self) -> int:
+        st = os.statvfs(self.path)
+        return st.f_blocks * st.f_frsize
+
+    def file(self, rel: str) -> Path:
+        return self.path / rel
+
+    def verify(self, catalog: Catalog, now_us: int) -> None:
+        """Check the identity of this root; sets ``error`` (None when usable)."""
+        error = self._identify(catalog, now_us)
+        if error != self.error:
+            if error:
+                log.error("storage root %s refused: %s", self.name, error)
+            elif self.error != "not checked yet":
+                log.info("storage root %s is back at %s", self.name, self.path)
+        self.error = error
+
+    def _identify(self, catalog: Catalog, now_us: int) -> str | None:
+        if not self.path.is_dir():
+            return f"directory {self.path} is missing (disk not mounted?)"
+        known = catalog.root_by_name(self.name)
+        ident = self.path / IDENTITY
+        try:
+            found = json.loads(ident.read_text())["uuid"]
+        except FileNotFoundError:
+            found = None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            return f"identity file {ident} is unreadable: {e}"
+        if known is not None:
+            root_id, known_uuid = known
+            if found is None:
+                return (
+                    f"identity file {ident} is missing although this root holds recordings "
+                    "(disk not mounted?)"
+                )
+            if found != known_uuid:
+                return f"identity file {ident} names another disk ({found}, expected {known_uuid})"
+            self.id, self.uuid = root_id, known_uuid
+            return None
+        if found is not None:
+            return f"{ident} belongs to a root this catalog does not know ({found})"
+        new_uuid = str(uuid.uuid4())
+        tmp = self.path / (IDENTITY + ".tmp")
+        try:
+            tmp.write_text(json.dumps({"uuid": new_uuid, "name": self.name, "created_us": now_us}))
+            os.replace(tmp, ident)
+        except OSError as e:
+            return f"cannot write identity file {ident}: {e.strerror}"
+        self.id = catalog.add_root(self.name, new_uuid, now_us)
+        self.uuid = new_uuid
+        log.info("storage root %s initialised at %s", self.name, self.path)
+        return None
+
+
+class Storage:
+    """All roots; picks where the next segment goes."""
+
+    def __init__(self, roots: list[RootConfig], catalog: Catalog, clock: Clock) -> None:
+        self.roots = [Root(r) for r in roots]
+        self.catalog = catalog
+        self.clock = clock
+
+    def verify(self) -> None:
+        now = self.clock.wall_us()
+        for root in self.roots:
+            root.verify(self.catalog, now)
+
+    def by_id(self, root_id: int) -> Root:
+        for root in self.roots:
+            if root.id == root_id:
+                return root
+        raise VmsError(Kind.STORAGE_MISSING, f"storage root #{root_id} is not configured")
+
+    def usable(self) -> list[Root]:
+        return [r for r in self.roots if r.usable]
+
+    def headroom(self, root: Root) -> int:
+        """Bytes that may still be written before retention has to make room."""
+        room = root.free_bytes() - root.config.min_free_bytes
+        if root.config.max_bytes is not None and root.id is not None:
+            used = self.catalog.root_bytes(root.id) + root.open_bytes
+            room = min(room, root.config.max_bytes - used)
+        return room
+
+    def choose(self) -> Root:
+        """The usable root with the most headroom. Raises if none can take a write."""
+        usable = self.usable()
+        if not usable:
+            problems = "; ".join(f"{r.name}: {r.error}" for r in self.roots)
+            raise VmsError(Kind.STORAGE_MISSING, f"no usable storage root ({problems})")
+        best: tuple[int, Root] | None = None
+        for root in usable:
+            try:
+                room = root.free_bytes()
+            except OSError as e:
+                root.error = f"cannot stat {root.path}: {e.strerror}"
+                continue
+            if best is None or room > best[0]:
+                best = (room, root)
+        if best is None or best[0] <= 0:
+            raise VmsError(Kind.STORAGE_FULL, "every storage root is full")
+        return best[1]
