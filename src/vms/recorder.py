@@ -153,6 +153,13 @@ class Recorder:
                 return
             self._video(p)
 
+    def open_end_us(self, seg_id: int) -> int | None:
+        """Wall-clock end of what is on disk of the open segment ``seg_id`` (for the API)."""
+        seg, info = self._seg, self._info
+        if seg is None or seg.id != seg_id or info is None:
+            return None
+        return seg.start_us + seg.writer.index.duration * 1_000_000 // info.video.timescale
+
     # --- video path ----------------------------------------------------------------------
 
     def _video(self, p: Packet) -> None:

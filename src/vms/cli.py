@@ -1,0 +1,281 @@
+"""The ``vms`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from vms import __version__
+from vms import config as config_mod
+from vms.errors import Kind, VmsError
+
+log = logging.getLogger("vms")
+
+EXIT_USAGE = 2
+
+DESCRIPTION = """\
+vms records IP cameras into crash-safe fragmented MP4 segments with an index.
+
+commands:
+  serve    record every configured camera and serve the HTTP API
+  status   show cameras (health, fps, bitrate, last frame) and storage of a running server
+  check    verify that the catalog and the segment files agree (--repair to fix)
+  bench    run a benchmark: recording, crash
+
+examples:
+  vms serve --demo                     demo cameras, no network needed, http://127.0.0.1:8080
+  vms serve --config vms.yaml
+  vms status
+  vms check --config vms.yaml --repair
+  vms bench recording --quick
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vms", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--version", action="version", version=f"vms {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="record cameras and serve the API")
+    src = serve.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", type=Path, help="YAML or TOML configuration file")
+    src.add_argument("--demo", action="store_true", help="record built-in demo cameras")
+    serve.add_argument("--data-dir", type=Path, default=Path("data"), help="state for --demo")
+    serve.add_argument("--port", type=int, help="override the configured HTTP port")
+    serve.add_argument("--log-format", choices=["text", "json"], help="override log format")
+
+    status = sub.add_parser("status", help="show a running server's cameras and storage")
+    status.add_argument("--url", default="http://127.0.0.1:8080", help="server address")
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
+
+    check = sub.add_parser("check", help="verify catalog against segment files")
+    check.add_argument("--config", type=Path, required=True)
+    check.add_argument("--repair", action="store_true", help="fix what is found")
+    check.add_argument("--json", action="store_true", help="print one JSON report")
+    check.add_argument(
+        "--server-running", action="store_true", help="leave open segments alone (being written)"
+    )
+
+    bench = sub.add_parser("bench", help="run a benchmark (see bench/README.md)")
+    bench.add_argument("name", choices=["recording", "crash"])
+    bench.add_argument("--quick", action="store_true", help="small run, under 50 s")
+    bench.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    bench.add_argument("--cameras", type=int, help="override the number of cameras")
+    bench.add_argument("--seconds", type=float, help="override the run length")
+    bench.add_argument("--no-peer", action="store_true", help="skip the ffmpeg peer run")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return EXIT_USAGE
+    from vms import log as log_setup
+
+    log_setup.setup("warning" if getattr(args, "json", False) else "info")
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "status":
+            return _status(args)
+        if args.command == "check":
+            return _check(args)
+        if args.command == "bench":
+            from vms.bench import run_bench
+
+            return run_bench(args)
+    except VmsError as e:
+        print(f"vms: {e}", file=sys.stderr)
+        return EXIT_USAGE if e.kind in (Kind.INVALID_ARGUMENT, Kind.STORAGE_MISSING) else 1
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_USAGE
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import uvicorn
+
+    from vms import log as log_setup
+    from vms.api import create_app
+    from vms.server import Server
+
+    if args.demo:
+        from vms.demo import demo_config
+
+        log.info("preparing demo cameras in %s", args.data_dir)
+        cfg = demo_config(args.data_dir.resolve())
+    else:
+        cfg = config_mod.load(args.config)
+    if args.port is not None or args.log_format is not None:
+        server_cfg = cfg.server.model_copy(
+            update={
+                k: v
+                for k, v in {"port": args.port, "log_format": args.log_format}.items()
+                if v is not None
+            }
+        )
+        cfg = cfg.model_copy(update={"server": server_cfg})
+    log_setup.setup(cfg.server.log_level, cfg.server.log_format.value)
+    server = Server(cfg)
+    app = create_app(server)
+
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        server.start()
+        log.info(
+            "API on http://%s:%d (try: vms status --url http://%s:%d)",
+            cfg.server.host,
+            cfg.server.port,
+            cfg.server.host,
+            cfg.server.port,
+        )
+        try:
+            yield
+        finally:
+            log.info("shutting down: closing open segments")
+            await asyncio.to_thread(server.stop)
+            log.info("stopped cleanly")
+
+    app.router.lifespan_context = lifespan
+    uv = uvicorn.Server(
+        uvicorn.Config(
+            app, host=cfg.server.host, port=cfg.server.port, log_config=None, access_log=False
+        )
+    )
+    asyncio.run(uv.serve())
+    return 0
+
+
+def _fetch(url: str) -> Any:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return json.loads(r.read())
+    except (urllib.error.URLError, OSError) as e:
+        raise VmsError(Kind.UNAVAILABLE, f"no server at {url}: {getattr(e, 'reason', e)}") from None
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 1:
+        return "now"
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def _size(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+def _status(args: argparse.Namespace) -> int:
+    base = args.url.rstrip("/")
+    cams = _fetch(base + "/api/v1/cameras")["cameras"]
+    roots = _fetch(base + "/api/v1/storage")["roots"]
+    if args.json:
+        print(json.dumps({"cameras": cams, "roots": roots}, indent=2))
+        return 0
+    rows = [["CAMERA", "STATE", "VIDEO", "FPS", "BITRATE", "LAST FRAME", "RECORDED", "ERROR"]]
+    for c in cams:
+        h = c["health"]
+        video = f"{h['codec']} {h['width']}x{h['height']}" if h["codec"] else "-"
+        rec = c["recording"]
+        rows.append(
+            [
+                c["id"],
+                h["state"].upper(),
+                video,
+                f"{h['fps']:.1f}",
+                f"{h['bitrate_bps'] / 1e6:.2f} Mb/s",
+                _ago(h["seconds_since_frame"]),
+                _size(rec["bytes_written"]) if rec else "off",
+                (h["last_error"] or "") if h["state"] != "online" else "",
+            ]
+        )
+    print(_table(rows))
+    print()
+    rrows = [["STORAGE", "STATE", "USED", "QUOTA", "FREE", "PATH"]]
+    for r in roots:
+        rrows.append(
+            [
+                r["name"],
+                "OK" if r["usable"] else f"REFUSED: {r['error']}",
+                _size(r.get("bytes_used")),
+                _size(r.get("max_bytes")) if r.get("max_bytes") else "-",
+                _size(r.get("bytes_free")),
+                r["path"],
+            ]
+        )
+    print(_table(rrows))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from vms import check
+    from vms.catalog import Catalog
+    from vms.clock import SystemClock
+    from vms.storage import Storage
+
+    cfg = config_mod.load(args.config)
+    catalog = Catalog(cfg.catalog_url())
+    storage = Storage(cfg.storage.roots, catalog, SystemClock())
+
+    def progress(done: int, total: int) -> None:
+        if not args.json and sys.stderr.isatty():
+            bar = "#" * (30 * done // max(total, 1))
+            print(f"\rchecking {done}/{total} [{bar:<30}]", end="", file=sys.stderr, flush=True)
+
+    report = check.run(
+        catalog, storage, repair=args.repair, server_running=args.server_running, progress=progress
+    )
+    catalog.close()
+    if args.json:
+        out = dataclasses.asdict(report)
+        out["ok"] = report.ok
+        print(json.dumps(out))
+    else:
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+        print(f"checked {report.segments} segment(s), {_size(report.bytes)}")
+        for root in report.refused_roots:
+            print(f"REFUSED ROOT {root}")
+        for p in report.problems:
+            fixed = f" -> repaired: {p.repaired}" if p.repaired else ""
+            print(f"{p.kind.upper():<13} {p.path}: {p.detail}{fixed}")
+        print(
+            "OK"
+            if report.ok
+            else "PROBLEMS FOUND" + ("" if args.repair else " (run with --repair)")
+        )
+    return 0 if report.ok else 1

@@ -1,0 +1,122 @@
+"""The composition root: builds every part from the config, starts them, stops them.
+
+Order of start: catalog (migrated) → storage roots identified → crash recovery → one camera
+pipeline per enabled camera (health, recorder, fan-out, ingest thread) → retention thread. Stop
+is the reverse, driven by one event: ingest threads see it within a packet (or their read
+timeout), their recorders close the open segments (fdatasync, row), then retention stops.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+
+from vms.catalog import Catalog
+from vms.clock import Clock, SystemClock
+from vms.config import CameraConfig, Config, RecordMode
+from vms.errors import Kind, VmsError
+from vms.fanout import Fanout
+from vms.health import CameraHealth
+from vms.ingest import Ingest
+from vms.recorder import Recorder
+from vms.recovery import recover
+from vms.retention import Retention
+from vms.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Camera:
+    config: CameraConfig
+    health: CameraHealth
+    fanout: Fanout
+    recorder: Recorder | None
+    ingest: Ingest | None
+
+
+class Server:
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.stop_event = threading.Event()
+        self.catalog = Catalog(config.catalog_url())
+        self.storage = Storage(config.storage.roots, self.catalog, self.clock)
+        self.storage.verify()
+        if not self.storage.usable():
+            problems = "; ".join(f"{r.name}: {r.error}" for r in self.storage.roots)
+            raise VmsError(Kind.STORAGE_MISSING, f"no usable storage root: {problems}")
+        recovered = recover(self.catalog, self.storage)
+        if recovered:
+            log.info("recovery closed %d segment(s) left open", recovered)
+        self.retention = Retention(config, self.catalog, self.storage, self.clock)
+        self.cameras = [self._camera(c) for c in config.cameras]
+        self._retention_thread = threading.Thread(
+            target=self.retention.loop, args=(self.stop_event,), name="retention", daemon=True
+        )
+        self.started = False
+
+    def _camera(self, cfg: CameraConfig) -> Camera:
+        self.catalog.ensure_camera(cfg.id, cfg.display_name)
+        health = CameraHealth(cfg.id, self.clock, enabled=cfg.enabled)
+        fanout = Fanout()
+        if not cfg.enabled:
+            return Camera(cfg, health, fanout, None, None)
+        recorder = None
+        if cfg.record == RecordMode.CONTINUOUS:
+            recorder = Recorder(
+                cfg.id,
+                catalog=self.catalog,
+                storage=self.storage,
+                clock=self.clock,
+                config=self.config.recording,
+                health=health,
+                on_storage_trouble=self.retention.wake.set,
+            )
+        ingest = Ingest(
+            cfg,
+            cfg.main,
+            recorder=recorder,
+            fanout=fanout,
+            health=health,
+            config=self.config.ingest,
+            clock=self.clock,
+            stop=self.stop_event,
+        )
+        return Camera(cfg, health, fanout, recorder, ingest)
+
+    def camera(self, camera_id: str) -> Camera:
+        for cam in self.cameras:
+            if cam.config.id == camera_id:
+                return cam
+        raise VmsError(Kind.NOT_FOUND, f"no camera {camera_id!r}")
+
+    def start(self) -> None:
+        self._retention_thread.start()
+        for cam in self.cameras:
+            if cam.ingest is not None:
+                cam.ingest.start()
+        self.started = True
+        log.info(
+            "recording %d camera(s) on %d storage root(s)",
+            sum(1 for c in self.cameras if c.recorder is not None),
+            len(self.storage.usable()),
+        )
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close every open segment cleanly; safe to call twice."""
+        self.stop_event.set()
+        self.retention.wake.set()
+        for cam in self.cameras:
+            if cam.ingest is not None and cam.ingest.thread.is_alive():
+                if not cam.ingest.join(timeout):
+                    log.warning(
+                        "ingest thread did not stop in time", extra={"camera": cam.config.id}
+                    )
+            if cam.recorder is not None:
+                cam.recorder.close()
+        if self._retention_thread.is_alive():
+            self._retention_thread.join(timeout)
+        self.catalog.close()
+        self.started = False
