@@ -176,9 +176,11 @@ class Recorder:
         held = self._held
         if held is not None:
             delta = dts - held.dts
-            if delta == 0 and not p.keyframe:
-                # Several packets of one picture (a multi-slice IDR sent twice with one pts).
+            if delta == 0:
+                # Several packets of one picture (a multi-slice IDR sent as two packets with
+                # one pts): one sample, or MP4 would get a zero-duration frame.
                 held.data += p.data
+                held.key = held.key or p.keyframe
                 return
             arrival_gap = p.arrival - held.arrival
             if delta <= 0 or delta > (arrival_gap + JUMP_SLACK_S) * info.video.timescale:

@@ -1,0 +1,267 @@
+"""Stand-in IP camera: a GStreamer RTSP server that serves a synthetic live stream.
+
+Run with Debian's interpreter (it needs ``gi``), not the project venv::
+
+    /usr/bin/python3 rtsp_server.py --port 0 --width 1920 --height 1080
+
+Standalone on purpose: it imports nothing from the ``vms`` package. It binds 127.0.0.1,
+prints exactly one line ``READY <port>`` on stdout once it accepts connections, logs to
+stderr, and exits cleanly on SIGTERM/SIGINT.
+
+The media factory is shared, so one encoder feeds every client of the mount; UDP and
+interleaved TCP transports are both allowed. With ``--tls-cert``/``--tls-key`` the server
+speaks RTSPS (RTSP over TLS, URL scheme ``rtsps://``) on the same port, via
+``GstRTSPAuth.set_tls_certificate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import Any
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtsp", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import Gio, GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
+
+ROLE = "user"
+SRC_CAPS_NAME = "srccaps"
+TILE_WIDTH = 480
+TILE_HEIGHT = 270
+
+
+def log(message: str) -> None:
+    print(f"rtsp_server: {message}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Stand-in RTSP camera (GStreamer).")
+    parser.add_argument("--port", type=int, default=0, help="TCP port, 0 picks a free one")
+    parser.add_argument("--mount", default="/cam", help="mount path, e.g. /cam")
+    parser.add_argument("--width", type=int, default=1920)
+    parser.add_argument("--height", type=int, default=1080)
+    parser.add_argument("--fps", type=int, default=25)
+    parser.add_argument("--bitrate-kbps", type=int, default=2000)
+    parser.add_argument("--keyint", type=int, default=50, help="GOP length in frames")
+    parser.add_argument("--codec", choices=("h264", "h265"), default="h264")
+    parser.add_argument("--audio", choices=("none", "aac", "pcmu", "pcma"), default="none")
+    parser.add_argument("--user", default=None)
+    parser.add_argument("--password", default=None)
+    parser.add_argument("--tls-cert", default=None, help="PEM certificate, enables RTSPS")
+    parser.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
+    parser.add_argument(
+        "--change-resolution-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="halve width/height this long after the media starts (new SPS mid-stream)",
+    )
+    parser.add_argument(
+        "--pattern",
+        default="ball",
+        help="videotestsrc pattern; 'ball' bounces in a 480x270 tile on black (cheap)",
+    )
+    args = parser.parse_args(argv)
+    if (args.user is None) != (args.password is None):
+        parser.error("--user and --password go together")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    if not args.mount.startswith("/"):
+        args.mount = "/" + args.mount
+    for name in ("width", "height", "fps", "bitrate_kbps", "keyint"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    if args.change_resolution_after is not None and (args.width < 4 or args.height < 4):
+        parser.error("--change-resolution-after needs at least 4x4")
+    return args
+
+
+def require_elements(names: list[str]) -> None:
+    missing = [name for name in names if Gst.ElementFactory.find(name) is None]
+    if missing:
+        raise SystemExit(f"rtsp_server: missing GStreamer element(s): {', '.join(missing)}")
+
+
+def raw_caps(width: int, height: int, fps: int) -> str:
+    # format=I420 pins the cheapest path: without it x264enc may negotiate Y444.
+    return f"video/x-raw,format=I420,width={width},height={height},framerate={fps}/1"
+
+
+def video_source(args: argparse.Namespace) -> str:
+    output = f"capsfilter name={SRC_CAPS_NAME} caps={raw_caps(args.width, args.height, args.fps)}"
+    if args.pattern != "ball":
+        return f"videotestsrc is-live=true pattern={args.pattern} ! {output}"
+    # Painting "ball" over a full 1080p frame costs more CPU than encoding it, so the ball
+    # bounces in a small tile that videobox pads with black; autocrop re-pads (or crops)
+    # whenever the output caps change, which the resolution change relies on.
+    tile_width = min(args.width, TILE_WIDTH) & ~1
+    tile_height = min(args.height, TILE_HEIGHT) & ~1
+    return (
+        "videotestsrc is-live=true pattern=ball ! "
+        f"{raw_caps(tile_width, tile_height, args.fps)} ! "
+        f"videobox autocrop=true fill=black ! {output}"
+    )
+
+
+def video_branch(args: argparse.Namespace) -> str:
+    source = video_source(args)
+    if args.codec == "h264":
+        require_elements(["x264enc", "h264parse", "rtph264pay"])
+        # threads=1: frame threads only add latency and overhead at this size.
+        encode = (
+            "x264enc tune=zerolatency speed-preset=ultrafast sliced-threads=false threads=1 "
+            f"bitrate={args.bitrate_kbps} key-int-max={args.keyint} ! "
+            "h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1"
+        )
+    else:
+        if Gst.ElementFactory.find("x265enc") is None:
+            raise SystemExit(
+                "rtsp_server: --codec h265 needs the x265enc element "
+                "(gstreamer1.0-plugins-bad built with libx265), which is not installed"
+            )
+        require_elements(["h265parse", "rtph265pay"])
+        encode = (
+            "x265enc tune=zerolatency speed-preset=ultrafast "
+            f"bitrate={args.bitrate_kbps} key-int-max={args.keyint} ! "
+            "h265parse ! rtph265pay name=pay0 pt=96 config-interval=-1"
+        )
+    return f"{source} ! {encode}"
+
+
+def audio_branch(audio: str) -> str:
+    if audio == "none":
+        return ""
+    source = "audiotestsrc is-live=true wave=sine volume=0.2"
+    if audio == "aac":
+        encoder = "avenc_aac" if Gst.ElementFactory.find("avenc_aac") else "voaacenc"
+        require_elements([encoder, "rtpmp4gpay"])
+        return (
+            f"{source} ! audio/x-raw,rate=48000,channels=1 ! audioconvert ! "
+            f"{encoder} bitrate=64000 ! rtpmp4gpay name=pay1 pt=97"
+        )
+    if audio == "pcmu":
+        require_elements(["mulawenc", "rtppcmupay"])
+        return (
+            f"{source} ! audio/x-raw,rate=8000,channels=1 ! audioconvert ! "
+            "mulawenc ! rtppcmupay name=pay1 pt=0"
+        )
+    require_elements(["alawenc", "rtppcmapay"])
+    return (
+        f"{source} ! audio/x-raw,rate=8000,channels=1 ! audioconvert ! "
+        "alawenc ! rtppcmapay name=pay1 pt=8"
+    )
+
+
+def schedule_resolution_change(media: GstRtspServer.RTSPMedia, args: argparse.Namespace) -> None:
+    element = media.get_element()
+    capsfilter = element.get_by_name(SRC_CAPS_NAME) if isinstance(element, Gst.Bin) else None
+    if capsfilter is None:
+        log("resolution change: capsfilter not found")
+        return
+    # x264 wants even dimensions for I420.
+    width = max(2, (args.width // 2) & ~1)
+    height = max(2, (args.height // 2) & ~1)
+
+    def change() -> bool:
+        log(f"changing resolution to {width}x{height}")
+        # The capsfilter sends a reconfigure upstream; videotestsrc renegotiates and the
+        # encoder re-initialises on the new caps, emitting a new SPS/PPS and an IDR.
+        capsfilter.set_property("caps", Gst.Caps.from_string(raw_caps(width, height, args.fps)))
+        return GLib.SOURCE_REMOVE
+
+    GLib.timeout_add(int(args.change_resolution_after * 1000), change)
+
+
+def build_factory(args: argparse.Namespace) -> GstRtspServer.RTSPMediaFactory:
+    require_elements(["videotestsrc", "capsfilter", "videobox"])
+    branches = [video_branch(args), audio_branch(args.audio)]
+    launch = "( " + " ".join(branch for branch in branches if branch) + " )"
+    log(f"launch: {launch}")
+    factory = GstRtspServer.RTSPMediaFactory()
+    factory.set_launch(launch)
+    factory.set_shared(True)
+    factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP | GstRtsp.RTSPLowerTrans.UDP)
+    if args.user is not None or args.tls_cert is not None:
+        factory.add_role_from_structure(
+            Gst.Structure.from_string(
+                f"{ROLE}, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"
+            )[0]
+        )
+    if args.change_resolution_after is not None:
+
+        def on_configure(
+            _factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSPMedia
+        ) -> None:
+            schedule_resolution_change(media, args)
+
+        factory.connect("media-configure", on_configure)
+    return factory
+
+
+def build_auth(args: argparse.Namespace) -> GstRtspServer.RTSPAuth | None:
+    if args.user is None and args.tls_cert is None:
+        return None
+    auth = GstRtspServer.RTSPAuth()
+    token = GstRtspServer.RTSPToken()
+    token.set_string("media.factory.role", ROLE)
+    if args.user is not None:
+        # make_basic base64-encodes "user:password" verbatim, so any password bytes work.
+        auth.add_basic(GstRtspServer.RTSPAuth.make_basic(args.user, args.password), token)
+    else:
+        # TLS without credentials: anonymous clients get the role.
+        auth.set_default_token(token)
+    if args.tls_cert is not None:
+        try:
+            certificate = Gio.TlsCertificate.new_from_files(args.tls_cert, args.tls_key)
+        except GLib.Error as error:
+            message = f"rtsp_server: cannot load TLS certificate/key: {error.message}"
+            raise SystemExit(message) from None
+        auth.set_tls_certificate(certificate)
+    return auth
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    Gst.init(None)
+    server = GstRtspServer.RTSPServer()
+    server.set_address("127.0.0.1")
+    server.set_service(str(args.port))
+    auth = build_auth(args)
+    if auth is not None:
+        server.set_auth(auth)
+    server.get_mount_points().add_factory(args.mount, build_factory(args))
+
+    loop = GLib.MainLoop()
+    try:
+        server.attach(None)
+    except GLib.Error as error:
+        log(f"cannot bind 127.0.0.1:{args.port}: {error.message}")
+        return 1
+    port = server.get_bound_port()
+    if port <= 0:
+        log(f"cannot bind 127.0.0.1:{args.port}")
+        return 1
+
+    def stop(*_: Any) -> bool:
+        log("signal received, stopping")
+        loop.quit()
+        return GLib.SOURCE_REMOVE
+
+    GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGTERM, stop)
+    GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGINT, stop)
+    scheme = "rtsps" if args.tls_cert else "rtsp"
+    log(f"serving {scheme}://127.0.0.1:{port}{args.mount}")
+    print(f"READY {port}", flush=True)
+    loop.run()
+
+    # Close client sessions so their pipelines shut down before the interpreter exits.
+    server.client_filter(lambda _server, _client: GstRtspServer.RTSPFilterResult.REMOVE)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""The recorder against a real catalog and real files, fed with replayed real media."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import struct
+from pathlib import Path
+
+import av
+import pytest
+
+from tests.conftest import Rig, make_rig
+from vms.catalog import CLOSED, Catalog, Segment
+from vms.media import VIDEO, Packet, StreamInfo, length_split
+from vms.segment import FragmentIndex
+from vms.source import read_clip
+
+
+def feed(rig: Rig, info: StreamInfo, packets: list[Packet]) -> None:
+    rig.recorder.stream_started(info)
+    for p in packets:
+        rig.recorder.packet(p)
+    rig.recorder.stream_stopped()
+
+
+def with_arrival(packets: list[Packet], timescale: int) -> list[Packet]:
+    """Arrival times as a live camera would give them: one frame interval apart."""
+    for p in packets:
+        p.arrival = p.dts / timescale
+    return packets
+
+
+def decoded_frames(path: Path) -> int:
+    with av.open(str(path)) as c:
+        return sum(1 for _ in c.decode(video=0))
+
+
+def check_segments(rig: Rig) -> list[Segment]:
+    """Invariants every recording must hold; returns the closed segments in order."""
+    segs = rig.catalog.segments(camera_id="cam1")
+    assert segs, "nothing recorded"
+    for prev, seg in itertools.pairwise(segs):
+        assert seg.start_us >= prev.end_us, "segments overlap"
+    for seg in segs:
+        assert seg.state == CLOSED
+        assert seg.end_us > seg.start_us, "empty or negative segment"
+        path = rig.root / seg.path
+        assert path.stat().st_size == seg.bytes
+        index = FragmentIndex.decode(seg.frag_index or b"")
+        frags = list(index.fragments(seg.init_bytes))
+        assert frags[0].keyframe, "segment must start at a keyframe"
+        assert all(f.duration <= seg.timescale for f in frags), "fragment longer than 1 s"
+        with open(path, "rb") as f:
+            for frag in frags:
+                f.seek(frag.offset + 4)
+                assert f.read(4) == b"moof"
+        assert (seg.end_us - seg.start_us) == index.duration * 1_000_000 // seg.timescale
+        assert decoded_frames(path) == sum(fr.samples for fr in frags)
+    return segs
+
+
+def total_samples(segs: list[Segment]) -> int:
+    return sum(
+        fr.samples for s in segs for fr in FragmentIndex.decode(s.frag_index or b"").fragments(0)
+    )
+
+
+def test_clip_becomes_contiguous_decodable_segments(rig: Rig, clips: dict[str, Path]) -> None:
+    info, packets = read_clip(clips["h264"])
+    feed(rig, info, with_arrival(packets, info.video.timescale))
+    segs = check_segments(rig)
+    assert total_samples(segs) == len(packets) == 200
+    assert len(segs) == 2  # 8 s at 4 s a segment, cut at keyframes
+    assert segs[1].start_us == segs[0].end_us, "rotation must leave no gap"
+    assert rig.recorder.stats.frames_dropped == 0
+
+
+def test_long_gop_gives_fragments_of_at_most_one_second(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    from vms.standin.footage import synthetic_clip
+
+    clip = synthetic_clip(tmp_path / "gop75.mp4", width=160, height=120, seconds=6, gop=75)
+    rig = make_rig(tmp_path, catalog, segment_seconds=60)
+    info, packets = read_clip(clip)
+    feed(rig, info, with_arrival(packets, info.video.timescale))
+    segs = check_segments(rig)
+    frags = list(FragmentIndex.decode(segs[0].frag_index or b"").fragments(0))
+    assert [f.samples for f in frags] == [25] * 6
+    assert [f.keyframe for f in frags] == [True, False, False, True, False, False]
+
+
+def test_camera_timestamps_jumping_by_hours(rig: Rig, clips: dict[str, Path]) -> None:
+    info, packets = read_clip(clips["h264"])
+    ts = info.video.timescale
+    with_arrival(packets, ts)
+    hours = 3600 * ts
+    for i, p in enumerate(packets):
+        shift = (3 * hours if i >= 60 else 0) - (5 * hours if i >= 130 else 0)
+        p.dts += shift
+        p.pts += shift
+    feed(rig, info, packets)
+    segs = check_segments(rig)
+    assert rig.recorder.stats.timestamp_jumps == 2
+    assert total_samples(segs) == 200
+    span = segs[-1].end_us - segs[0].start_us
+    assert 7_900_000 <= span <= 8_100_000, "jumps must not stretch or fold the timeline"
+
+
+def test_server_clock_stepping_back_and_forward(rig: Rig, clips: dict[str, Path]) -> None:
+    info, packets = read_clip(clips["h264"])
+    with_arrival(packets, info.video.timescale)
+    rig.recorder.stream_started(info)
+    for i, p in enumerate(packets):
+        if i == 100:
+            rig.clock.step(-7200)  # NTP or an operator steps the clock back two hours
+        rig.recorder.packet(p)
+    rig.recorder.stream_stopped()
+    rig.clock.step(+3 * 3600)
+    feed(rig, info, with_arrival(read_clip(clips["h264"])[1], info.video.timescale))
+    segs = check_segments(rig)
+    assert total_samples(segs) == 400
+
+
+def _with_inband_params(p: Packet, info: StreamInfo) -> Packet:
+    params = info.video.params
+    assert params is not None
+    prefix = b"".join(struct.pack(">I", len(n)) + n for n in (*params.sps, *params.pps))
+    return Packet(VIDEO, prefix + p.data, p.pts, p.dts, True, p.arrival, params)
+
+
+def test_parameter_sets_only_with_a_later_keyframe(rig: Rig, clips: dict[str, Path]) -> None:
+    info, packets = read_clip(clips["h264"])
+    with_arrival(packets, info.video.timescale)
+    bare = dataclasses.replace(info, video=dataclasses.replace(info.video, params=None))
+    packets[25] = _with_inband_params(packets[25], info)
+    feed(rig, bare, packets)
+    segs = check_segments(rig)
+    assert rig.recorder.stats.frames_dropped == 25, "the first GOP has nothing to decode it with"
+    assert total_samples(segs) == 175
+
+
+def test_idr_split_in_two_packets_with_one_pts(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    from vms.standin.footage import synthetic_clip
+
+    clip = synthetic_clip(tmp_path / "slices.mp4", width=320, height=240, seconds=4, gop=25)
+    rig = make_rig(tmp_path, catalog)
+    info, packets = read_clip(clip)
+    with_arrival(packets, info.video.timescale)
+    split: list[Packet] = []
+    for p in packets:
+        nals = length_split(p.data)
+        if p.keyframe and len(nals) >= 2:
+            cut = len(p.data) - (4 + len(nals[-1]))
+            split.append(Packet(VIDEO, p.data[:cut], p.pts, p.dts, True, p.arrival))
+            split.append(Packet(VIDEO, p.data[cut:], p.pts, p.dts, True, p.arrival))
+        else:
+            split.append(p)
+    assert len(split) > len(packets), "the clip should have multi-NAL keyframes"
+    feed(rig, info, split)
+    segs = check_segments(rig)
+    assert total_samples(segs) == len(packets)
+    assert rig.recorder.stats.timestamp_jumps == 0
+
+
+def test_resolution_change_starts_a_new_segment(rig: Rig, clips: dict[str, Path]) -> None:
+    info, big = read_clip(clips["h264"])
+    small_info, small = read_clip(clips["h264_small"])
+    ts = info.video.timescale
+    assert small_info.video.timescale == ts
+    base = big[-1].dts + ts // 25
+    small[0] = _with_inband_params(small[0], small_info)
+    for p in small:
+        p.dts += base
+        p.pts += base
+    feed(rig, info, with_arrival(big + small, ts))
+    segs = check_segments(rig)
+    assert [(s.width, s.height) for s in segs] == [(320, 240), (320, 240), (160, 120)]
+    assert total_samples(segs) == 250
+
+
+def test_hevc(rig: Rig, clips: dict[str, Path]) -> None:
+    info, packets = read_clip(clips["hevc"])
+    assert info.video.codec == "hevc"
+    feed(rig, info, with_arrival(packets, info.video.timescale))
+    segs = check_segments(rig)
+    assert {s.codec for s in segs} == {"hevc"}
+    assert total_samples(segs) == len(packets) == 100
+
+
+def test_aac_audio_is_recorded(rig: Rig, clips: dict[str, Path]) -> None:
+    info, packets = read_clip(clips["aac"])
+    assert info.audio is not None and info.audio.codec == "aac"
+    for p in packets:
+        p.arrival = 0.0
+    feed(rig, info, packets)
+    segs = check_segments(rig)
+    assert all(s.has_audio for s in segs)
+    with av.open(str(rig.root / segs[0].path)) as c:
+        assert c.streams.audio[0].codec_context.name == "aac"
+        audio_frames = sum(1 for _ in c.decode(audio=0))
+    seconds = (segs[0].end_us - segs[0].start_us) / 1e6
+    assert audio_frames == pytest.approx(seconds * 48000 / 1024, abs=3)
