@@ -1,0 +1,200 @@
+"""Crash safety: torn tails, kill -9 of a real server, and `vms check` finding and repairing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Rig
+from vms import check
+from vms.catalog import CLOSED, OPEN, Catalog
+from vms.clock import SystemClock
+from vms.config import load
+from vms.health import CameraHealth
+from vms.recorder import Recorder
+from vms.recovery import recover
+from vms.segment import FragmentIndex
+from vms.source import read_clip
+from vms.storage import Storage
+
+
+def record_without_closing(rig: Rig, clip: Path, frames: int) -> None:
+    """Feed packets and stop without closing: what a kill leaves (whole fragments, open row)."""
+    info, packets = read_clip(clip)
+    rig.recorder.stream_started(info)
+    for p in packets[:frames]:
+        p.arrival = p.dts / info.video.timescale
+        rig.recorder.packet(p)
+
+
+def test_recovery_truncates_a_torn_tail_and_indexes_whole_fragments(
+    rig: Rig, clips: dict[str, Path]
+) -> None:
+    record_without_closing(rig, clips["h264"], 80)  # 3.2 s: 3 whole fragments, 1 in memory
+    (seg,) = rig.catalog.segments(state=OPEN)
+    path = rig.root / seg.path
+    whole = path.stat().st_size
+    with open(path, "ab") as f:  # half of a fragment written when the process died
+        f.write(b"\x00\x00\x10\x00moof" + os.urandom(1000))
+    assert recover(rig.catalog, rig.storage) == 1
+    seg = rig.catalog.segment(seg.id)
+    assert seg.state == CLOSED
+    assert path.stat().st_size == whole == seg.bytes
+    index = FragmentIndex.decode(seg.frag_index or b"")
+    assert [f.samples for f in index.fragments(0)] == [25, 25, 25]
+    assert seg.end_us - seg.start_us == 3_000_000
+    assert check.run(rig.catalog, rig.storage).ok
+
+
+def test_recovery_drops_a_segment_without_a_whole_fragment(
+    rig: Rig, clips: dict[str, Path]
+) -> None:
+    record_without_closing(rig, clips["h264"], 10)  # 0.4 s: nothing flushed yet
+    (seg,) = rig.catalog.segments(state=OPEN)
+    assert recover(rig.catalog, rig.storage) == 1
+    assert rig.catalog.segments() == []
+    assert not (rig.root / seg.path).exists()
+
+
+def _closed_segments(rig: Rig, clip: Path) -> list[int]:
+    info, packets = read_clip(clip)
+    rig.recorder.stream_started(info)
+    for p in packets:
+        p.arrival = p.dts / info.video.timescale
+        rig.recorder.packet(p)
+    rig.recorder.stream_stopped()
+    return [s.id for s in rig.catalog.segments(state=CLOSED)]
+
+
+def test_check_finds_and_repairs_every_kind_of_mismatch(rig: Rig, clips: dict[str, Path]) -> None:
+    _closed_segments(rig, clips["h264"])
+    ids = _closed_segments(rig, clips["h264"])
+    assert len(ids) == 4
+    assert check.run(rig.catalog, rig.storage).ok
+    segs = {i: rig.catalog.segment(i) for i in ids}
+    p0, p1, p2, p3 = (rig.root / segs[i].path for i in ids)
+    p0.unlink()  # missing file
+    with open(p1, "r+b") as f:  # flipped byte inside a fragment
+        f.seek(segs[ids[1]].bytes - 10)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0xFF]))
+    os.truncate(p2, segs[ids[2]].bytes - 100)  # lost the tail
+    with open(p3, "ab") as f:  # bytes after the indexed end
+        f.write(b"junk")
+    orphan = rig.root / "cam1" / "2026-01-01" / "999.mp4"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"x")
+    report = check.run(rig.catalog, rig.storage)
+    kinds = sorted(p.kind for p in report.problems)
+    assert kinds == ["bad_fragment", "crc_mismatch", "extra_bytes", "missing_file", "orphan"] or (
+        kinds == ["crc_mismatch", "extra_bytes", "missing_file", "orphan", "short_file"]
+    )
+    assert not report.ok
+    repaired = check.run(rig.catalog, rig.storage, repair=True)
+    assert all(p.repaired for p in repaired.problems if p.kind != "orphan")
+    orphan.unlink()
+    after = check.run(rig.catalog, rig.storage)
+    assert after.ok, after.problems
+    assert rig.catalog.segment(ids[2]).bytes < segs[ids[2]].bytes  # re-indexed to what is whole
+    assert len(rig.catalog.segments()) == 3  # the missing file's row is gone
+
+
+def _config(tmp_path: Path, clip: Path, cameras: int) -> Path:
+    root = tmp_path / "root"
+    root.mkdir()
+    cams = "".join(
+        f"  - {{id: cam{i}, main: {{url: '{clip.as_uri()}'}}}}\n" for i in range(cameras)
+    )
+    path = tmp_path / "vms.yaml"
+    path.write_text(
+        f"server: {{port: 0}}\nrecording: {{segment_seconds: 3}}\n"
+        f"storage: {{roots: [{{name: r1, path: {root}, min_free_bytes: 0}}]}}\n"
+        f"cameras:\n{cams}"
+    )
+    return path
+
+
+def _open_catalog(path: Path) -> tuple[Catalog, Storage]:
+    cfg = load(path)
+    cat = Catalog(cfg.catalog_url())
+    storage = Storage(cfg.storage.roots, cat, SystemClock())
+    storage.verify()
+    return cat, storage
+
+
+@pytest.mark.parametrize("run_seconds", [2.3, 4.1])
+def test_kill_9_loses_at_most_the_last_fragment(
+    tmp_path: Path, clips: dict[str, Path], run_seconds: float
+) -> None:
+    cfg_path = _config(tmp_path, clips["h264"], cameras=3)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vms", "serve", "--config", str(cfg_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        cat, _ = _open_catalog(cfg_path)
+        while not any(s.state == OPEN for s in cat.segments()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(run_seconds)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        killed_us = time.time_ns() // 1000
+        proc.wait(10)
+        cat.close()
+    cat, storage = _open_catalog(cfg_path)
+    before = check.run(cat, storage)
+    assert {p.kind for p in before.problems} <= {"open"}, before.problems
+    recover(cat, storage)
+    after = check.run(cat, storage)
+    assert after.ok, after.problems
+    for cam in ("cam0", "cam1", "cam2"):
+        segs = cat.segments(camera_id=cam)
+        assert segs and all(s.state == CLOSED for s in segs)
+        lost = (killed_us - segs[-1].end_us) / 1e6
+        assert lost <= 1.3, f"{cam} lost {lost:.2f} s"
+        for prev, seg in zip(segs, segs[1:], strict=False):
+            assert seg.start_us == prev.end_us
+    cat.close()
+    result = subprocess.run(
+        [sys.executable, "-m", "vms", "check", "--config", str(cfg_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK" in result.stdout
+
+
+def test_check_cli_reports_and_repairs(tmp_path: Path, clips: dict[str, Path]) -> None:
+    cfg_path = _config(tmp_path, clips["h264"], cameras=1)
+    cat, storage = _open_catalog(cfg_path)
+    loaded = load(cfg_path)
+    cat.ensure_camera("cam0", "cam0")
+    clock = SystemClock()
+    rec = Recorder(
+        "cam0", catalog=cat, storage=storage, clock=clock, config=loaded.recording,
+        health=CameraHealth("cam0", clock),
+    )  # fmt: skip
+    info, packets = read_clip(clips["h264"])
+    rec.stream_started(info)
+    for p in packets:
+        p.arrival = p.dts / info.video.timescale
+        rec.packet(p)
+    rec.stream_stopped()
+    seg = cat.segments()[0]
+    (tmp_path / "root" / seg.path).unlink()
+    cat.close()
+    cmd = [sys.executable, "-m", "vms", "check", "--config", str(cfg_path)]
+    found = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert found.returncode == 1
+    assert "MISSING_FILE" in found.stdout and "run with --repair" in found.stdout
+    fixed = subprocess.run([*cmd, "--repair"], capture_output=True, text=True, timeout=60)
+    assert "repaired" in fixed.stdout
+    clean = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=60)
+    assert clean.returncode == 0, clean.stdout
