@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -160,7 +161,7 @@ def test_kill_9_loses_at_most_the_last_fragment(
         assert segs and all(s.state == CLOSED for s in segs)
         lost = (killed_us - segs[-1].end_us) / 1e6
         assert lost <= 1.3, f"{cam} lost {lost:.2f} s"
-        for prev, seg in zip(segs, segs[1:], strict=False):
+        for prev, seg in itertools.pairwise(segs):
             assert seg.start_us == prev.end_us
     cat.close()
     result = subprocess.run(
