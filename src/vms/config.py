@@ -94,6 +94,7 @@ class CameraConfig(_Model):
     enabled: bool = Field(True, title="Enabled")
     record: RecordMode = Field(RecordMode.CONTINUOUS, title="Record mode")
     retention_days: float | None = Field(None, gt=0, title="Keep recordings at most this many days")
+    roots: list[str] | None = Field(None, title="Storage roots this camera may use (default: any)")
 
     @property
     def display_name(self) -> str:
@@ -186,6 +187,11 @@ class Config(_Model):
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
             raise ValueError(f"duplicate camera ids: {', '.join(sorted(dup))}")
+        names = {r.name for r in self.storage.roots}
+        for cam in self.cameras:
+            unknown = set(cam.roots or ()) - names
+            if unknown:
+                raise ValueError(f"camera {cam.id}: unknown storage roots {sorted(unknown)}")
         return self
 
     def catalog_url(self) -> str:

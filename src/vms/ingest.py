@@ -22,7 +22,7 @@ from vms.fanout import Fanout
 from vms.health import CameraHealth
 from vms.media import VIDEO
 from vms.recorder import Recorder
-from vms.source import describe, open_source
+from vms.source import TIMED_OUT, describe, open_source
 
 log = logging.getLogger(__name__)
 
@@ -100,21 +100,30 @@ class Ingest:
             v.height,
             f", audio {info.audio.codec} {info.audio.sample_rate} Hz" if info.audio else "",
         )
-        self.health.stream_up(v.codec, v.width, v.height)
         recorder, health, fanout = self.recorder, self.health, self.fanout
         if recorder is not None:
             recorder.stream_started(info)
         fanout.stream_started(info)
+        # Online once video flows, not once the session is set up: a camera that answers
+        # PLAY and then sends nothing must not flap to online on every reconnect.
+        up = False
         try:
             for p in source.packets():
                 if recorder is not None:
                     recorder.packet(p)
                 if p.kind == VIDEO:
+                    if not up:
+                        health.stream_up(v.codec, v.width, v.height)
+                        up = True
                     health.frame(len(p.data), p.arrival)
                 fanout.publish(p)
             return "stopped"
         except (VmsError, OSError, av.error.FFmpegError) as e:
-            return describe(e)
+            reason = describe(e)
+            if reason == TIMED_OUT:
+                stall = self.config.stall_timeout_s
+                return f"stalled: no data for {stall:g} s (timed out)"
+            return reason
         except Exception as e:
             self.log.exception("unexpected error while reading the stream")
             return describe(e)

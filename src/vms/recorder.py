@@ -93,6 +93,7 @@ class Recorder:
         config: RecordingConfig,
         health: CameraHealth,
         on_storage_trouble: Callable[[], None] = lambda: None,
+        roots: list[str] | None = None,
     ) -> None:
         self.camera_id = camera_id
         self.catalog = catalog
@@ -101,6 +102,7 @@ class Recorder:
         self.config = config
         self.health = health
         self.on_storage_trouble = on_storage_trouble
+        self.roots = roots
         self.stats = RecorderStats()
         self._lock = threading.Lock()
         self._log = logging.LoggerAdapter(log, {"camera": camera_id})
@@ -254,7 +256,7 @@ class Recorder:
         stream = dataclasses.replace(info, video=video)
         day = datetime.datetime.fromtimestamp(start / 1e6, datetime.UTC).strftime("%Y-%m-%d")
         try:
-            root = self.storage.choose()
+            root = self.storage.choose(self.roots)
             seg_id, rel = self.catalog.open_segment(
                 camera_id=self.camera_id, root_id=root.id or 0, start_us=start,
                 codec=video.codec, width=width, height=height,
@@ -292,6 +294,8 @@ class Recorder:
             self._frag_duration += held.duration
             self._held = None
         self._flush_fragment()
+        if self._seg is not seg:
+            return  # the flush failed and closed the segment at its last whole fragment
         self._seg = None
         writer = seg.writer
         seg.root.set_open_bytes(seg.id, None)

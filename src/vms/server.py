@@ -73,6 +73,7 @@ class Server:
                 config=self.config.recording,
                 health=health,
                 on_storage_trouble=self.retention.wake.set,
+                roots=cfg.roots,
             )
         ingest = Ingest(
             cfg,

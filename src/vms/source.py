@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -46,6 +47,8 @@ from vms.media import (
     params_from_extradata,
 )
 
+TIMED_OUT = "timed out (no data)"
+
 VIDEO_CODECS = {"h264": H264, "hevc": HEVC}
 AUDIO_CODECS = {"aac": AAC, "pcm_mulaw": PCMU, "pcm_alaw": PCMA}
 
@@ -57,10 +60,10 @@ def describe(e: BaseException) -> str:
     if isinstance(e, av.error.FFmpegError):
         reason = e.strerror or type(e).__name__
         if isinstance(e, av.error.ExitError) or "Immediate exit" in reason:
-            reason = "timed out (no data)"
+            reason = TIMED_OUT
         return redact(reason)
     if isinstance(e, TimeoutError):
-        return "timed out (no data)"
+        return TIMED_OUT
     if isinstance(e, OSError):
         return redact(e.strerror or type(e).__name__)
     return redact(f"{type(e).__name__}: {e}")
@@ -236,7 +239,18 @@ def open_source(
             "analyzeduration": "2000000",
             "probesize": "1000000",
         }
-        container = av.open(url, "r", options=options, timeout=(open_timeout, read_timeout))
+        started = time.monotonic()
+        try:
+            container = av.open(url, "r", options=options, timeout=(open_timeout, read_timeout))
+        except (av.error.InvalidDataError, av.error.ExitError):
+            # FFmpeg's RTSP demuxer reports its interrupted open (no answer, or no valid RTSP
+            # answer, before the open timeout) as "Invalid data": say what happened instead.
+            if time.monotonic() - started < open_timeout * 0.9:
+                raise
+            raise VmsError(
+                Kind.UNAVAILABLE,
+                f"timed out: no valid RTSP answer within {open_timeout:g} s",
+            ) from None
         try:
             return Source(container, live=True, stop=stop, clock=clock)
         except VmsError:

@@ -144,11 +144,13 @@ class Storage:
             room = min(room, root.config.max_bytes - used)
         return room
 
-    def choose(self) -> Root:
-        """The usable root with the most headroom. Raises if none can take a write."""
-        usable = self.usable()
+    def choose(self, allowed: list[str] | None = None) -> Root:
+        """The usable root (among ``allowed``) with the most free space. Raises if none."""
+        usable = [r for r in self.usable() if allowed is None or r.name in allowed]
         if not usable:
-            problems = "; ".join(f"{r.name}: {r.error}" for r in self.roots)
+            problems = "; ".join(
+                f"{r.name}: {r.error}" for r in self.roots if allowed is None or r.name in allowed
+            )
             raise VmsError(Kind.STORAGE_MISSING, f"no usable storage root ({problems})")
         best: tuple[int, Root] | None = None
         for root in usable:
@@ -160,5 +162,6 @@ class Storage:
             if best is None or room > best[0]:
                 best = (room, root)
         if best is None or best[0] <= 0:
-            raise VmsError(Kind.STORAGE_FULL, "every storage root is full")
+            names = ", ".join(r.name for r in usable)
+            raise VmsError(Kind.STORAGE_FULL, f"storage full: no space left on root(s) {names}")
         return best[1]
