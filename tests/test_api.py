@@ -1,0 +1,126 @@
+"""The HTTP API over a real server recording real clips."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from vms.api import create_app, parse_time
+from vms.config import from_dict
+from vms.errors import VmsError
+from vms.server import Server
+
+
+@pytest.fixture
+def server(tmp_path: Path, clips: dict[str, Path]) -> Iterator[Server]:
+    (tmp_path / "r1").mkdir()
+    cfg = from_dict(
+        {
+            "data_dir": str(tmp_path / "data"),
+            "recording": {"segment_seconds": 2},
+            "storage": {
+                "roots": [{"name": "r1", "path": str(tmp_path / "r1"), "min_free_bytes": 0}]
+            },
+            "cameras": [
+                {"id": "clip", "name": "Clip", "main": {"url": clips["h264"].as_uri()}},
+                {"id": "dead", "main": {"url": "rtsp://127.0.0.1:9/x"}},
+                {"id": "off", "enabled": False, "main": {"url": "rtsp://127.0.0.1:9/y"}},
+            ],
+        }
+    )
+    s = Server(cfg)
+    s.start()
+    yield s
+    s.stop()
+
+
+def wait_segments(server: Server, n: int) -> None:
+    deadline = time.monotonic() + 20
+    while len(server.catalog.segments(camera_id="clip", state=1)) < n:
+        assert time.monotonic() < deadline, "no closed segments"
+        time.sleep(0.1)
+
+
+def test_health_cameras_and_recordings(server: Server) -> None:
+    client = TestClient(create_app(server))
+    wait_segments(server, 2)
+    assert client.get("/healthz").json()["roots"] == {"r1": "ok"}
+    cams = {c["id"]: c for c in client.get("/api/v1/cameras").json()["cameras"]}
+    assert cams["clip"]["health"]["state"] == "online"
+    assert cams["clip"]["health"]["fps"] == pytest.approx(25, abs=5)
+    assert cams["clip"]["health"]["width"] == 320
+    assert cams["dead"]["health"]["state"] == "offline"
+    assert "refused" in cams["dead"]["health"]["last_error"].lower()
+    assert cams["off"]["health"]["state"] == "disabled" and cams["off"]["recording"] is None
+    body = client.get("/api/v1/cameras/clip/recordings").json()
+    assert len(body["runs"]) == 1, "rotation must not split a run"
+    run = body["runs"][0]
+    assert run["segments"] >= 3 and run["open"]
+    closed = server.catalog.segments(camera_id="clip", state=1)
+    assert run["end_us"] - run["start_us"] >= sum(s.end_us - s.start_us for s in closed)
+    assert run["start_us"] == closed[0].start_us
+    assert body["gaps"][0]["end_us"] == run["start_us"]
+    one = client.get("/api/v1/cameras/clip").json()
+    assert one["recording"]["frames_written"] > 0
+
+
+def test_recordings_window_and_gaps(server: Server) -> None:
+    client = TestClient(create_app(server))
+    wait_segments(server, 2)
+    first = server.catalog.segments(camera_id="clip")[0]
+    start = first.start_us - 5_000_000
+    end = first.start_us + 1_000_000
+    body = client.get(f"/api/v1/cameras/clip/recordings?start={start}&end={end}").json()
+    assert body["runs"][0]["start_us"] == first.start_us and body["runs"][0]["end_us"] == end
+    assert body["gaps"] == [{"start_us": start, "end_us": first.start_us, "duration_s": 5.0}]
+    iso = client.get(
+        "/api/v1/cameras/clip/recordings?start=2020-01-01T00:00:00Z&end=2020-01-02"
+    ).json()
+    assert iso["runs"] == [] and iso["gaps"][0]["duration_s"] == 86400
+
+
+def test_errors_are_mapped_once(server: Server) -> None:
+    client = TestClient(create_app(server))
+    r = client.get("/api/v1/cameras/nope/recordings")
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    r = client.get("/api/v1/cameras/clip/recordings?start=yesterday")
+    assert r.status_code == 400 and "ISO 8601" in r.json()["message"]
+    r = client.get("/api/v1/cameras/clip/recordings?start=10&end=5")
+    assert r.status_code == 400
+
+
+def test_metrics(server: Server) -> None:
+    client = TestClient(create_app(server))
+    wait_segments(server, 1)
+    text = client.get("/metrics").text
+    for name in (
+        'vms_camera_fps{camera="clip"}',
+        'vms_camera_bitrate_bps{camera="clip"}',
+        'vms_camera_bytes_written_total{camera="clip"}',
+        'vms_camera_reconnects_total{camera="dead"}',
+        'vms_camera_seconds_since_frame{camera="clip"}',
+        'vms_camera_fragment_write_seconds_count{camera="clip"}',
+        'vms_camera_packet_to_disk_seconds{camera="clip"}',
+        'vms_camera_state{camera="dead",state="offline"} 1.0',
+        'vms_root_bytes_used{root="r1"}',
+        'vms_root_bytes_free{root="r1"}',
+    ):
+        assert name in text, name
+    written = next(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith('vms_camera_bytes_written_total{camera="clip"}')
+    )
+    assert written > 0
+
+
+def test_parse_time() -> None:
+    assert parse_time("1700000000000000", 0) == 1_700_000_000_000_000
+    assert parse_time("2023-11-14T22:13:20Z", 0) == 1_700_000_000_000_000
+    assert parse_time(None, 42) == 42
+    with pytest.raises(VmsError):
+        parse_time("soon", 0)
