@@ -125,11 +125,17 @@ class RootConfig(_Model):
     min_free_bytes: ByteSize = Field(
         1 << 30, title="Delete oldest recordings below this free space"
     )
+    create: bool = Field(
+        False,
+        title="Create the directory on first use",
+        description="Only for a root the catalog has never seen; a known root that is missing "
+        "is always refused (an unmounted disk must not be recreated on the system disk).",
+    )
 
 
 class StorageConfig(_Model):
     roots: list[RootConfig] = Field(
-        default_factory=lambda: [RootConfig(name="local", path=Path("recordings"))],
+        default_factory=lambda: [RootConfig(name="local", path=Path("recordings"), create=True)],
         min_length=1,
     )
     retention_interval_s: float = Field(1.0, gt=0, title="How often retention runs")
@@ -216,7 +222,9 @@ def _resolve(base: Path, raw: dict[str, Any]) -> dict[str, Any]:
                 root["path"] = str(p if p.is_absolute() else base / p)
     elif storage is None or (isinstance(storage, dict) and "roots" not in storage):
         storage = dict(storage or {})
-        storage["roots"] = [{"name": "local", "path": str(Path(raw["data_dir"]) / "recordings")}]
+        storage["roots"] = [
+            {"name": "local", "path": str(Path(raw["data_dir"]) / "recordings"), "create": True}
+        ]
         raw["storage"] = storage
     return raw
 

@@ -65,6 +65,7 @@ def demo_config(data_dir: Path, port: int = 8080) -> Config:
                     "path": str(data_dir / "recordings"),
                     "min_free_bytes": "1GiB",
                     "max_bytes": "2GiB",
+                    "create": True,
                 }
             ]
         },

@@ -78,9 +78,14 @@ class Root:
         self.error = error
 
     def _identify(self, catalog: Catalog, now_us: int) -> str | None:
-        if not self.path.is_dir():
-            return f"directory {self.path} is missing (disk not mounted?)"
         known = catalog.root_by_name(self.name)
+        if not self.path.is_dir():
+            if known is not None or not self.config.create:
+                return f"directory {self.path} is missing (disk not mounted?)"
+            try:
+                self.path.mkdir(parents=True)
+            except OSError as e:
+                return f"cannot create {self.path}: {e.strerror}"
         ident = self.path / IDENTITY
         try:
             found = json.loads(ident.read_text())["uuid"]
