@@ -258,3 +258,27 @@ def test_foreign_file_makes_oldest_recordings_go_before_a_write_fails(
         server.stop()
         with contextlib.suppress(FileNotFoundError):
             (small_disk / "foreign.bin").unlink()
+
+
+def test_a_non_empty_directory_is_not_claimed(tmp_path: Path, catalog: Catalog) -> None:
+    from vms.clock import SystemClock
+    from vms.storage import Storage
+
+    full = tmp_path / "someone-elses"
+    full.mkdir()
+    (full / "holiday.jpg").write_bytes(b"\xff\xd8")
+    fresh = tmp_path / "fresh-disk"
+    (fresh / "lost+found").mkdir(parents=True)
+    cfg = from_dict(
+        {
+            "storage": {
+                "roots": [{"name": "a", "path": str(full)}, {"name": "b", "path": str(fresh)}]
+            }
+        }
+    )
+    storage = Storage(cfg.storage.roots, catalog, SystemClock())
+    storage.verify()
+    a, b = storage.roots
+    assert not a.usable and "not ours to claim" in (a.error or "")
+    assert not (full / IDENTITY).exists()
+    assert b.usable and (fresh / IDENTITY).exists()

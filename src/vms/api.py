@@ -145,7 +145,7 @@ def create_app(server: Server) -> FastAPI:
                 "error": r.error,
             }
             if r.usable and r.id is not None:
-                item["bytes_used"] = server.catalog.root_bytes(r.id) + r.open_bytes
+                item["bytes_used"] = r.used_bytes
                 item["bytes_free"] = r.free_bytes()
                 item["max_bytes"] = r.config.max_bytes
                 item["min_free_bytes"] = r.config.min_free_bytes

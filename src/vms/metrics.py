@@ -113,9 +113,7 @@ class ServerCollector(Collector):
         for root in self.server.storage.roots:
             usable.add_metric([root.name], 1.0 if root.usable else 0.0)
             if root.usable and root.id is not None:
-                used.add_metric(
-                    [root.name], self.server.catalog.root_bytes(root.id) + root.open_bytes
-                )
+                used.add_metric([root.name], root.used_bytes)
                 try:
                     free.add_metric([root.name], root.free_bytes())
                 except OSError:

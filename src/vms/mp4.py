@@ -269,40 +269,54 @@ class FragmentInfo:
     video_duration: int
     samples: int
     keyframe: bool
+    data_bytes: int  # sum of every track's sample sizes: must equal the mdat payload
 
 
-def _children(data: bytes, b: Box, skip: int = 0) -> Iterator[Box]:
-    return iter_boxes(data, b.offset + b.header + skip, b.offset + b.size)
+def _children(data: bytes, b: Box) -> Iterator[Box]:
+    return iter_boxes(data, b.offset + b.header, b.offset + b.size)
 
 
 def parse_moof(moof: bytes) -> FragmentInfo:
-    """Video timing of a fragment from its moof bytes (the moof box alone)."""
-    top = next(iter_boxes(moof))
+    """Video timing and total sample bytes of a fragment from its moof box's bytes."""
+    top = next(iter_boxes(moof), None)
+    if top is None or top.kind != b"moof":
+        raise ValueError("not a moof box")
+    video: tuple[int, int, int, bool] | None = None
+    data_bytes = 0
     for traf in _children(moof, top):
         if traf.kind != b"traf":
             continue
         track = base = 0
-        info = None
+        run: tuple[int, int, bool, int] | None = None
         for child in _children(moof, traf):
             p = child.offset + child.header
             if child.kind == b"tfhd":
                 (track,) = struct.unpack_from(">I", moof, p + 4)
             elif child.kind == b"tfdt":
-                version = moof[p]
-                fmt = ">Q" if version == 1 else ">I"
+                fmt = ">Q" if moof[p] == 1 else ">I"
                 (base,) = struct.unpack_from(fmt, moof, p + 4)
             elif child.kind == b"trun":
-                info = _parse_trun(moof, p)
-        if track == VIDEO_TRACK and info is not None:
-            duration, samples, key = info
-            return FragmentInfo(base, duration, samples, key)
-    raise ValueError("moof has no video track run")
+                run = _parse_trun(moof, p)
+        if run is None:
+            continue
+        data_bytes += run[3]
+        if track == VIDEO_TRACK:
+            video = (base, run[0], run[1], run[2])
+    if video is None:
+        raise ValueError("moof has no video track run")
+    return FragmentInfo(*video, data_bytes)
 
 
-def _parse_trun(data: bytes, p: int) -> tuple[int, int, bool]:
+def _parse_trun(data: bytes, p: int) -> tuple[int, int, bool, int]:
+    """(total duration, sample count, first sample is sync, total sample bytes).
+
+    Only what this project writes is understood: per-sample durations and sizes.
+    """
     (vf,) = struct.unpack_from(">I", data, p)
     flags = vf & 0xFFFFFF
     (count,) = struct.unpack_from(">I", data, p + 4)
+    if not (flags & 0x100 and flags & 0x200):
+        raise ValueError("trun without per-sample durations and sizes")
     q = p + 8
     if flags & 0x1:
         q += 4
@@ -310,23 +324,14 @@ def _parse_trun(data: bytes, p: int) -> tuple[int, int, bool]:
     if flags & 0x4:
         (first_flags,) = struct.unpack_from(">I", data, q)
         q += 4
-    fields = [bit for bit in (0x100, 0x200, 0x400, 0x800) if flags & bit]
-    stride = 4 * len(fields)
-    total = 0
-    key = False
-    for i in range(count):
-        row = q + i * stride
-        col = 0
-        for bit in fields:
-            (v,) = struct.unpack_from(">I", data, row + col)
-            if bit == 0x100:
-                total += v
-            elif bit == 0x400 and i == 0 and first_flags is None:
-                first_flags = v
-            col += 4
-    if first_flags is not None:
-        key = not (first_flags & 0x10000)
-    return total, count, key
+    width = sum(1 for bit in (0x100, 0x200, 0x400, 0x800) if flags & bit)
+    values = struct.unpack_from(f">{count * width}I", data, q)
+    durations = values[0::width]
+    sizes = values[1::width]
+    if first_flags is None and flags & 0x400 and count:
+        first_flags = values[2]
+    key = first_flags is not None and not (first_flags & 0x10000)
+    return sum(durations), count, key, sum(sizes)
 
 
 def parse_timescales(moov: bytes) -> dict[int, int]:

@@ -307,8 +307,10 @@ class Recorder:
         end_us = seg.start_us + writer.index.duration * 1_000_000 // self._info.video.timescale
         try:
             writer.sync()
-            if self.stats.segments == 0:
-                fsync_dir(writer.path.parent)
+            # The file's name must be durable too: its day directory, and that directory's
+            # own entry in the camera directory (new each day).
+            fsync_dir(writer.path.parent)
+            fsync_dir(writer.path.parent.parent)
         except OSError as e:
             self._log.warning("fdatasync of segment %s failed: %s", seg.id, e.strerror)
         writer.close()
@@ -319,6 +321,7 @@ class Recorder:
             )  # fmt: skip
         except Exception:  # noqa: BLE001 - the file is intact; recovery closes the row later
             self._log.exception("cannot close segment %s in the catalog", seg.id)
+        seg.root.add_closed(writer.size)
         self._prev_end_us = end_us
         self.stats.segments += 1
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import struct
 import zlib
 from pathlib import Path
 
@@ -56,8 +57,11 @@ def scan(path: Path) -> Scan:
             f.seek(moof.offset)
             try:
                 frag = mp4.parse_moof(f.read(moof.size))
-            except (ValueError, IndexError) as e:
+            except (ValueError, IndexError, struct.error) as e:
                 result.problem = f"bad moof at {moof.offset}: {e}"
+                break
+            if frag.data_bytes != mdat.size - mdat.header:
+                result.problem = f"moof at {moof.offset} does not match its mdat"
                 break
             result.index.add(
                 frag.video_duration, moof.size + mdat.size, frag.keyframe, frag.samples

@@ -70,7 +70,7 @@ class Retention:
                 reasons.append(f"free space {free} < {cfg.min_free_bytes}")
             if cfg.max_bytes is not None:
                 assert root.id is not None
-                used = self.catalog.root_bytes(root.id) + root.open_bytes
+                used = root.used_bytes
                 if used > cfg.max_bytes:
                     reasons.append(f"{used} bytes used > quota {cfg.max_bytes}")
             if not reasons:
@@ -102,6 +102,7 @@ class Retention:
                 log.error("cannot delete %s on root %s: %s", rel, root.name, e.strerror)
                 continue
             done.append(gid)
+            root.add_closed(-seg.bytes)
             self.deleted_segments += 1
             self.deleted_bytes += seg.bytes
         self.catalog.forget_garbage(done)

@@ -50,6 +50,8 @@ class Server:
         recovered = recover(self.catalog, self.storage)
         if recovered:
             log.info("recovery closed %d segment(s) left open", recovered)
+        for root in self.storage.usable():
+            root.sync_usage(self.catalog)
         self.retention = Retention(config, self.catalog, self.storage, self.clock)
         self.cameras = [self._camera(c) for c in config.cameras]
         self._retention_thread = threading.Thread(

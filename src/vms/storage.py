@@ -20,10 +20,13 @@ from vms.catalog import Catalog
 from vms.clock import Clock
 from vms.config import RootConfig
 from vms.errors import Kind, VmsError
+from vms.segment import fsync_dir
 
 log = logging.getLogger(__name__)
 
 IDENTITY = ".vms-root.json"
+# What a fresh file system's root may hold before we claim it.
+_CLAIMABLE = {"lost+found", IDENTITY + ".tmp"}
 
 
 class Root:
@@ -39,6 +42,7 @@ class Root:
         self.write_error: str | None = None  # last failed write (ENOSPC...), cleared on success
         self._lock = threading.Lock()
         self._open_bytes: dict[int, int] = {}  # bytes of open segments, not yet in the catalog
+        self._closed_bytes = 0  # bytes of closed segments; kept in step by recorder and retention
 
     @property
     def usable(self) -> bool:
@@ -56,6 +60,23 @@ class Root:
         with self._lock:
             return sum(self._open_bytes.values())
 
+    def add_closed(self, delta: int) -> None:
+        with self._lock:
+            self._closed_bytes += delta
+
+    def sync_usage(self, catalog: Catalog) -> None:
+        """Re-read the bytes of this root's segments from the catalog (at start; after repairs)."""
+        if self.id is not None:
+            total = catalog.root_bytes(self.id)
+            with self._lock:
+                self._closed_bytes = total
+
+    @property
+    def used_bytes(self) -> int:
+        """Closed segments (catalog) plus open ones (their current size)."""
+        with self._lock:
+            return self._closed_bytes + sum(self._open_bytes.values())
+
     def free_bytes(self) -> int:
         st = os.statvfs(self.path)
         return st.f_bavail * st.f_frsize
@@ -70,6 +91,8 @@ class Root:
     def verify(self, catalog: Catalog, now_us: int) -> None:
         """Check the identity of this root; sets ``error`` (None when usable)."""
         error = self._identify(catalog, now_us)
+        if error is None and self.error is not None:
+            self.sync_usage(catalog)
         if error != self.error:
             if error:
                 log.error("storage root %s refused: %s", self.name, error)
@@ -106,11 +129,22 @@ class Root:
             return None
         if found is not None:
             return f"{ident} belongs to a root this catalog does not know ({found})"
+        foreign = [p.name for p in self.path.iterdir() if p.name not in _CLAIMABLE]
+        if foreign:
+            return (
+                f"{self.path} is not empty and has no identity file: not ours to claim "
+                f"(found {', '.join(sorted(foreign)[:3])})"
+            )
         new_uuid = str(uuid.uuid4())
         tmp = self.path / (IDENTITY + ".tmp")
+        body = json.dumps({"uuid": new_uuid, "name": self.name, "created_us": now_us})
         try:
-            tmp.write_text(json.dumps({"uuid": new_uuid, "name": self.name, "created_us": now_us}))
+            with open(tmp, "w") as f:
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, ident)
+            fsync_dir(self.path)
         except OSError as e:
             return f"cannot write identity file {ident}: {e.strerror}"
         self.id = catalog.add_root(self.name, new_uuid, now_us)
@@ -141,32 +175,35 @@ class Storage:
     def usable(self) -> list[Root]:
         return [r for r in self.roots if r.usable]
 
-    def headroom(self, root: Root) -> int:
+    @staticmethod
+    def headroom(root: Root) -> int:
         """Bytes that may still be written before retention has to make room."""
         room = root.free_bytes() - root.config.min_free_bytes
-        if root.config.max_bytes is not None and root.id is not None:
-            used = self.catalog.root_bytes(root.id) + root.open_bytes
-            room = min(room, root.config.max_bytes - used)
+        if root.config.max_bytes is not None:
+            room = min(room, root.config.max_bytes - root.used_bytes)
         return room
 
     def choose(self, allowed: list[str] | None = None) -> Root:
-        """The usable root (among ``allowed``) with the most free space. Raises if none."""
+        """The usable root (among ``allowed``) with the most headroom. Raises if none can
+        take a write at all; a root past its quota or minimum free space still takes writes
+        (retention is making room), so headroom ranks roots but free space decides."""
         usable = [r for r in self.usable() if allowed is None or r.name in allowed]
         if not usable:
             problems = "; ".join(
                 f"{r.name}: {r.error}" for r in self.roots if allowed is None or r.name in allowed
             )
             raise VmsError(Kind.STORAGE_MISSING, f"no usable storage root ({problems})")
-        best: tuple[int, Root] | None = None
+        best: tuple[int, int, Root] | None = None
         for root in usable:
             try:
-                room = root.free_bytes()
+                free = root.free_bytes()
+                room = self.headroom(root)
             except OSError as e:
                 root.error = f"cannot stat {root.path}: {e.strerror}"
                 continue
-            if best is None or room > best[0]:
-                best = (room, root)
-        if best is None or best[0] <= 0:
+            if free > 0 and (best is None or room > best[0]):
+                best = (room, free, root)
+        if best is None:
             names = ", ".join(r.name for r in usable)
             raise VmsError(Kind.STORAGE_FULL, f"storage full: no space left on root(s) {names}")
-        return best[1]
+        return best[2]

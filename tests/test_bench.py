@@ -1,0 +1,100 @@
+"""Smoke tests of ``vms bench``: tiny sizes, the JSON envelope's shape and sane figures.
+
+They prove the benchmarks run and report, not how fast anything is (that is the benchmarks'
+own job, on a quiet machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shutil
+from typing import Any
+
+import pytest
+
+from vms.bench import run_bench
+from vms.bench.report import emit, percentile
+from vms.standin import gstreamer_available
+
+pytestmark = pytest.mark.skipif(
+    not gstreamer_available(),
+    reason="GStreamer RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0, x264enc) missing",
+)
+
+ENVELOPE = {"bench", "quick", "figures", "peer", "ratio", "ok", "target", "machine"}
+
+
+def _run(capsys: pytest.CaptureFixture[str], **kwargs: Any) -> dict[str, Any]:
+    ns = {"quick": True, "json": True, "cameras": None, "seconds": None, "no_peer": False}
+    ns.update(kwargs)
+    rc = run_bench(argparse.Namespace(**ns))
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1, "exactly one JSON object on stdout"
+    result: dict[str, Any] = json.loads(out)
+    assert rc == (0 if result["ok"] else 1)
+    assert set(result) == ENVELOPE
+    assert result["quick"] is True
+    assert result["machine"]["cpus"] >= 1
+    assert result["machine"]["av"]
+    return result
+
+
+def test_percentile() -> None:
+    assert percentile([], 50) is None
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert percentile([float(i) for i in range(1, 101)], 95) == 95.0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg (the peer) missing")
+def test_recording_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    result = _run(capsys, name="recording", cameras=2, seconds=3.0)
+    assert result["bench"] == "recording"
+    f, peer, ratio = result["figures"], result["peer"], result["ratio"]
+    assert f["cameras"] == 2 and 2.5 <= f["seconds"] <= 6
+    assert 0 < f["cpu_per_camera_pct"] < 100
+    assert f["rss_bytes"] > f["rss_baseline_bytes"] > 0
+    assert f["frames_recorded"] > 0 and f["frames_lost"] >= 0
+    assert f["frames_expected"] >= f["frames_recorded"] - 2 * f["segments"]
+    assert f["packet_to_disk_s"]["p50"] is not None and 0 <= f["packet_to_disk_s"]["p50"] < 5
+    assert f["server_alive_at_end"] is True
+    assert peer["cameras"] == 2 and peer["frames_recorded"] > 0 and peer["cpu_per_camera_pct"] > 0
+    assert set(ratio) == {"cpu_per_camera_pct", "rss_per_camera_mib"}
+    assert ratio["cpu_per_camera_pct"] > 0
+    assert result["target"]["cameras"] == 200
+
+
+@pytest.mark.timeout(60)
+def test_crash_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    result = _run(capsys, name="crash", kills=6, seconds=0.5, cameras=2)
+    assert result["bench"] == "crash"
+    assert result["peer"] is None and result["ratio"] is None
+    f = result["figures"]
+    assert f["errors"] == []
+    assert f["kills"] == 6
+    assert f["checks_run"] >= 1
+    lost = f["seconds_lost_per_camera"]
+    assert lost["p50"] is not None and 0 <= lost["p50"] <= lost["p95"] <= lost["max"] < 10
+    assert f["restart_s"]["p50"] is None or 0 < f["restart_s"]["p50"] < 10
+    assert f["mismatches"] == 0, f["mismatch_examples"]
+    # 6 kills are below the quick run's 50: never ok.
+    assert result["ok"] is False
+
+
+def test_table_output() -> None:
+    result = {
+        "bench": "x",
+        "quick": True,
+        "figures": {"a": 1.5, "b": {"p50": 1}},
+        "peer": {"a": 3.0},
+        "ratio": {"a": 0.5},
+        "ok": True,
+        "target": {"a": 2},
+        "machine": {"cpus": 2},
+    }
+    out = io.StringIO()
+    emit(result, as_json=False, out=out)
+    text = out.getvalue()
+    assert "a" in text and "0.5" in text and "ok: yes" in text
