@@ -10,7 +10,7 @@ from pathlib import Path
 import av
 import pytest
 
-from tests.conftest import Rig, make_rig
+from tests.conftest import START_US, Rig, make_rig
 from vms.catalog import CLOSED, Catalog, Segment
 from vms.media import VIDEO, Packet, StreamInfo, length_split
 from vms.segment import FragmentIndex
@@ -76,9 +76,7 @@ def test_clip_becomes_contiguous_decodable_segments(rig: Rig, clips: dict[str, P
     assert rig.recorder.stats.frames_dropped == 0
 
 
-def test_long_gop_gives_fragments_of_at_most_one_second(
-    tmp_path: Path, catalog: Catalog
-) -> None:
+def test_long_gop_gives_fragments_of_at_most_one_second(tmp_path: Path, catalog: Catalog) -> None:
     from vms.standin.footage import synthetic_clip
 
     clip = synthetic_clip(tmp_path / "gop75.mp4", width=160, height=120, seconds=6, gop=75)
@@ -141,9 +139,7 @@ def test_parameter_sets_only_with_a_later_keyframe(rig: Rig, clips: dict[str, Pa
     assert total_samples(segs) == 175
 
 
-def test_idr_split_in_two_packets_with_one_pts(
-    tmp_path: Path, catalog: Catalog
-) -> None:
+def test_idr_split_in_two_packets_with_one_pts(tmp_path: Path, catalog: Catalog) -> None:
     from vms.standin.footage import synthetic_clip
 
     clip = synthetic_clip(tmp_path / "slices.mp4", width=320, height=240, seconds=4, gop=25)
@@ -204,3 +200,60 @@ def test_aac_audio_is_recorded(rig: Rig, clips: dict[str, Path]) -> None:
         audio_frames = sum(1 for _ in c.decode(audio=0))
     seconds = (segs[0].end_us - segs[0].start_us) / 1e6
     assert audio_frames == pytest.approx(seconds * 48000 / 1024, abs=3)
+
+
+class ManualClock:
+    """Wall and monotonic time set by the test, one step per packet."""
+
+    def __init__(self, wall_us: int) -> None:
+        self.wall = wall_us
+        self.mono = 0.0
+
+    def wall_us(self) -> int:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+
+def test_slow_camera_clock_reanchors_with_a_gap_of_about_a_second(
+    tmp_path: Path, catalog: Catalog, clips: dict[str, Path]
+) -> None:
+    rig = make_rig(tmp_path, catalog, segment_seconds=10)
+    clock = ManualClock(START_US)
+    rig.recorder.clock = clock
+    info, clip = read_clip(clips["h264"])
+    ts = info.video.timescale
+    rig.recorder.stream_started(info)
+    laps = 15  # 2 minutes of media; the wall clock runs 1 % faster than the camera's
+    for lap in range(laps):
+        for p in clip:
+            dts = p.dts + lap * 200 * (ts // 25)
+            q = Packet(VIDEO, p.data, dts, dts, p.keyframe, dts / ts, p.params)
+            clock.mono = q.arrival * 1.01
+            clock.wall = START_US + int(clock.mono * 1_000_000)
+            rig.recorder.packet(q)
+    rig.recorder.stream_stopped()
+    segs = check_segments(rig)
+    gaps = [b.start_us - a.end_us for a, b in itertools.pairwise(segs)]
+    assert sum(1 for g in gaps if g == 0) >= len(gaps) - 2, (
+        "runs stay contiguous between re-anchors"
+    )
+    reanchors = [g for g in gaps if g > 0]
+    assert reanchors and all(1_000_000 < g < 1_200_000 for g in reanchors), gaps
+    assert total_samples(segs) == laps * 200
+
+
+def test_after_a_restart_with_the_clock_set_back_nothing_overlaps(
+    tmp_path: Path, catalog: Catalog, clips: dict[str, Path]
+) -> None:
+    rig = make_rig(tmp_path, catalog)
+    info, packets = read_clip(clips["h264"])
+    feed(rig, info, with_arrival(packets, info.video.timescale))
+    last_end = rig.catalog.segments()[-1].end_us
+    again = make_rig(tmp_path, catalog)  # a new process: a new recorder on the same catalog
+    again.clock.step(-3600)
+    info, packets = read_clip(clips["h264"])
+    feed(again, info, with_arrival(packets, info.video.timescale))
+    segs = check_segments(again)
+    assert segs[2].start_us >= last_end

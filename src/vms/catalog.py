@@ -256,6 +256,14 @@ class Catalog:
         with self.engine.connect() as c:
             return [_segment(r) for r in c.execute(q)]
 
+    def last_end_us(self, camera_id: str) -> int | None:
+        """End of the camera's latest segment: where its next recording may start at the
+        earliest, whatever the wall clock says after a restart."""
+        q = sa.select(sa.func.max(segments.c.end_us)).where(segments.c.camera_id == camera_id)
+        with self.engine.connect() as c:
+            value = c.execute(q).scalar_one()
+        return None if value is None else int(value)
+
     def root_bytes(self, root_id: int) -> int:
         q = sa.select(sa.func.coalesce(sa.func.sum(segments.c.bytes), 0)).where(
             segments.c.root_id == root_id

@@ -116,7 +116,7 @@ class Recorder:
         self._audio: list[Packet] = []
         self._offset = 0  # added to camera dts: rebases the media timeline after a jump
         self._last_delta = 0
-        self._prev_end_us: int | None = None
+        self._prev_end_us: int | None = catalog.last_end_us(camera_id)
         self._continuous = False
         self._cut = False
         self._retry_at = 0.0
