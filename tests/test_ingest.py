@@ -203,9 +203,7 @@ def test_unreachable_camera_retries_with_growing_backoff(
         assert b.created - a.created >= delay * 0.95, "retried before the backoff ran out"
 
 
-def test_stall_before_play_times_out_and_retries(
-    tmp_path: Path, clips: dict[str, Path]
-) -> None:
+def test_stall_before_play_times_out_and_retries(tmp_path: Path, clips: dict[str, Path]) -> None:
     with StallBeforePlay() as stall:
         srv = build(tmp_path, [bystander_config(clips), camera("bad", stall.url)])
         bad = srv.camera("bad").health

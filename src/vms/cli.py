@@ -117,15 +117,11 @@ def _serve(args: argparse.Namespace) -> int:
         cfg = demo_config(args.data_dir.resolve())
     else:
         cfg = config_mod.load(args.config)
-    if args.port is not None or args.log_format is not None:
-        server_cfg = cfg.server.model_copy(
-            update={
-                k: v
-                for k, v in {"port": args.port, "log_format": args.log_format}.items()
-                if v is not None
-            }
-        )
-        cfg = cfg.model_copy(update={"server": server_cfg})
+    overrides = {"port": args.port, "log_format": args.log_format}
+    if any(v is not None for v in overrides.values()):
+        # Re-validate: model_copy(update=...) would keep plain strings where enums belong.
+        server = cfg.server.model_dump() | {k: v for k, v in overrides.items() if v is not None}
+        cfg = cfg.model_copy(update={"server": config_mod.ServerConfig.model_validate(server)})
     log_setup.setup(cfg.server.log_level, cfg.server.log_format.value)
     server = Server(cfg)
     app = create_app(server)

@@ -240,8 +240,16 @@ def load(path: Path) -> Config:
             raw: Any = tomllib.loads(text)
         else:
             raw = yaml.safe_load(text)
-    except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
-        raise VmsError(Kind.INVALID_ARGUMENT, f"{path}: not valid YAML/TOML: {e}") from e
+    except yaml.YAMLError as e:
+        # Only the position and the problem: PyYAML's full message quotes the offending line,
+        # which may be the one holding a password.
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "syntax error"
+        raise VmsError(Kind.INVALID_ARGUMENT, f"{path}: not valid YAML{where}: {problem}") from None
+    except tomllib.TOMLDecodeError as e:
+        # tomllib's message gives the position, never the line's text.
+        raise VmsError(Kind.INVALID_ARGUMENT, f"{path}: not valid TOML: {e}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
