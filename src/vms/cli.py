@@ -120,8 +120,8 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {"port": args.port, "log_format": args.log_format}
     if any(v is not None for v in overrides.values()):
         # Re-validate: model_copy(update=...) would keep plain strings where enums belong.
-        server = cfg.server.model_dump() | {k: v for k, v in overrides.items() if v is not None}
-        cfg = cfg.model_copy(update={"server": config_mod.ServerConfig.model_validate(server)})
+        fields = cfg.server.model_dump() | {k: v for k, v in overrides.items() if v is not None}
+        cfg = cfg.model_copy(update={"server": config_mod.ServerConfig.model_validate(fields)})
     log_setup.setup(cfg.server.log_level, cfg.server.log_format.value)
     server = Server(cfg)
     app = create_app(server)
