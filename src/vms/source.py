@@ -57,13 +57,10 @@ def describe(e: BaseException) -> str:
     """An operator-facing reason for a source failure, without the URL or its secrets."""
     if isinstance(e, VmsError):
         return e.message
-    if isinstance(e, av.error.FFmpegError):
-        reason = e.strerror or type(e).__name__
-        if isinstance(e, av.error.ExitError) or "Immediate exit" in reason:
-            reason = TIMED_OUT
-        return redact(reason)
-    if isinstance(e, TimeoutError):
+    if isinstance(e, TimeoutError | av.error.ExitError):  # socket timeout; interrupted open
         return TIMED_OUT
+    if isinstance(e, av.error.FFmpegError):
+        return redact(e.strerror or type(e).__name__)
     if isinstance(e, OSError):
         return redact(e.strerror or type(e).__name__)
     return redact(f"{type(e).__name__}: {e}")
@@ -238,10 +235,14 @@ def open_source(
             "rtsp_transport": transport,
             "analyzeduration": "2000000",
             "probesize": "1000000",
+            # FFmpeg's own socket timeout (µs) detects a stalled stream. PyAV's read timeout
+            # is NOT used: its interrupt callback takes the GIL on every poll inside FFmpeg's
+            # reads, and with 200 ingest threads that contention cost more than the reading.
+            "timeout": str(int(read_timeout * 1_000_000)),
         }
         started = time.monotonic()
         try:
-            container = av.open(url, "r", options=options, timeout=(open_timeout, read_timeout))
+            container = av.open(url, "r", options=options, timeout=(open_timeout, None))
         except (av.error.InvalidDataError, av.error.ExitError):
             # FFmpeg's RTSP demuxer reports its interrupted open (no answer, or no valid RTSP
             # answer, before the open timeout) as "Invalid data": say what happened instead.
