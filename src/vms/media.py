@@ -101,9 +101,16 @@ def annexb_split(data: bytes) -> list[bytes]:
 
     Emulation prevention guarantees ``00 00 01`` never occurs inside a NAL unit, so a plain
     split is exact. A 4-byte start code leaves a zero at the end of the previous piece; NAL
-    units never end in a zero byte, so stripping trailing zeros is safe.
+    units never end in a zero byte, so stripping trailing zeros is safe. (Runs per packet:
+    written to copy each NAL unit once at most.)
     """
-    return [n.rstrip(b"\x00") for n in data.split(b"\x00\x00\x01") if n.strip(b"\x00")]
+    out = []
+    for n in data.split(b"\x00\x00\x01"):
+        if n and n[-1] == 0:
+            n = n.rstrip(b"\x00")
+        if n:
+            out.append(n)
+    return out
 
 
 def length_split(data: bytes) -> list[bytes]:
@@ -118,7 +125,19 @@ def length_split(data: bytes) -> list[bytes]:
 
 
 def length_prefix(nals: list[bytes]) -> bytes:
-    return b"".join(struct.pack(">I", len(n)) + n for n in nals)
+    """4-byte length-prefixed form; one copy of the payload (the join)."""
+    parts = []
+    for n in nals:
+        parts.append(len(n).to_bytes(4, "big"))
+        parts.append(n)
+    return b"".join(parts)
+
+
+def has_keyframe(codec: str, nals: list[bytes]) -> bool:
+    """Whether an access unit holds an IDR (H.264) or IRAP (H.265) picture."""
+    if codec == HEVC:
+        return any(16 <= (n[0] >> 1) & 0x3F <= 23 for n in nals)
+    return any(n[0] & 0x1F == _H264_IDR for n in nals)
 
 
 def collect_params(codec: str, nals: list[bytes]) -> ParameterSets | None:

@@ -40,10 +40,9 @@ from vms.media import (
     annexb_split,
     collect_params,
     dimensions,
-    is_keyframe_nal,
+    has_keyframe,
     length_prefix,
     length_split,
-    nal_type,
     params_from_extradata,
 )
 
@@ -139,7 +138,7 @@ class Source:
             nals = annexb_split(raw)
             data = length_prefix(nals)
             if not key:
-                key = any(is_keyframe_nal(codec, nal_type(codec, n)) for n in nals)
+                key = has_keyframe(codec, nals)
             if key:
                 params = collect_params(codec, nals)
         else:
