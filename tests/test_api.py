@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from vms.api import create_app, parse_time
 from vms.config import from_dict
@@ -110,6 +111,8 @@ def test_metrics(server: Server) -> None:
         'vms_root_bytes_free{root="r1"}',
     ):
         assert name in text, name
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert {"vms_camera_frames", "vms_camera_fragment_write_seconds", "vms_root_bytes_free"} <= set(families)
     written = next(
         float(line.split()[-1])
         for line in text.splitlines()

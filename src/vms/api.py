@@ -154,6 +154,6 @@ def create_app(server: Server) -> FastAPI:
 
     @app.get("/metrics")
     def prometheus() -> Response:
-        return Response(metrics.render(server), media_type="text/plain; version=0.0.4")
+        return Response(metrics.render(server), media_type=metrics.CONTENT_TYPE)
 
     return app
