@@ -27,7 +27,14 @@ ENVELOPE = {"bench", "quick", "figures", "peer", "ratio", "ok", "target", "machi
 
 
 def _run(capsys: pytest.CaptureFixture[str], **kwargs: Any) -> dict[str, Any]:
-    ns = {"quick": True, "json": True, "cameras": None, "seconds": None, "no_peer": False}
+    ns = {
+        "quick": True,
+        "json": True,
+        "cameras": None,
+        "seconds": None,
+        "no_peer": False,
+        "kills": None,
+    }
     ns.update(kwargs)
     rc = run_bench(argparse.Namespace(**ns))
     out = capsys.readouterr().out
@@ -47,7 +54,7 @@ def test_percentile() -> None:
     assert percentile([float(i) for i in range(1, 101)], 95) == 95.0
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(40)
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg (the peer) missing")
 def test_recording_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     result = _run(capsys, name="recording", cameras=2, seconds=3.0)
@@ -60,13 +67,14 @@ def test_recording_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert f["frames_expected"] >= f["frames_recorded"] - 2 * f["segments"]
     assert f["packet_to_disk_s"]["p50"] is not None and 0 <= f["packet_to_disk_s"]["p50"] < 5
     assert f["server_alive_at_end"] is True
-    assert peer["cameras"] == 2 and peer["frames_recorded"] > 0 and peer["cpu_per_camera_pct"] > 0
+    # Two ffmpeg processes for 3 s use a few 10 ms clock ticks: their CPU may read as 0 here.
+    assert peer["cameras"] == 2 and peer["frames_recorded"] > 0 and peer["cpu_per_camera_pct"] >= 0
     assert set(ratio) == {"cpu_per_camera_pct", "rss_per_camera_mib"}
-    assert ratio["cpu_per_camera_pct"] > 0
+    assert ratio["rss_per_camera_mib"] > 0
     assert result["target"]["cameras"] == 200
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(40)
 def test_crash_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     result = _run(capsys, name="crash", kills=6, seconds=0.5, cameras=2)
     assert result["bench"] == "crash"

@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--cameras", type=int, help="override the number of cameras")
     bench.add_argument("--seconds", type=float, help="override the run length")
     bench.add_argument("--no-peer", action="store_true", help="skip the ffmpeg peer run")
+    bench.add_argument("--kills", type=int, help="crash: number of kill -9 (50 quick, 500 full)")
     return p
 
 

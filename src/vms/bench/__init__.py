@@ -1,0 +1,246 @@
+"""``vms bench NAME``: the benchmarks of the project (see BENCHMARKS.md and bench/README.md).
+
+This module dispatches to :mod:`vms.bench.recording` and :mod:`vms.bench.crash` and holds what
+both need: a VMS server run as a separate process (so the operating system accounts its CPU and
+memory), its temporary configuration, and small HTTP helpers for its API and ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import psutil
+import yaml
+
+from vms.bench.report import Progress, emit
+
+log = logging.getLogger(__name__)
+
+__all__ = ["VmsProcess", "free_port", "run_bench"]
+
+_METRIC_LINE = re.compile(r'^(?P<name>[a-z_]+)\{camera="(?P<camera>[^"]+)"\} (?P<value>\S+)$')
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_json(url: str, timeout: float = 5.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def camera_metrics(text: str, names: set[str]) -> dict[str, dict[str, float]]:
+    """``{metric: {camera: value}}`` for the per-camera samples named in ``names``."""
+    out: dict[str, dict[str, float]] = {n: {} for n in names}
+    for line in text.splitlines():
+        m = _METRIC_LINE.match(line)
+        if m and m.group("name") in names:
+            out[m.group("name")][m.group("camera")] = float(m.group("value"))
+    return out
+
+
+def write_config(
+    directory: Path,
+    *,
+    port: int,
+    cameras: list[tuple[str, str]],
+    segment_seconds: float,
+    fragment_seconds: float = 1.0,
+    stagger: bool = True,
+    log_level: str = "warning",
+) -> Path:
+    """A YAML config for ``vms serve``: data and recordings under ``directory``."""
+    cfg = {
+        "data_dir": str(directory / "data"),
+        "server": {"host": "127.0.0.1", "port": port, "log_level": log_level},
+        "storage": {
+            "roots": [{"name": "bench", "path": str(directory / "recordings"), "min_free_bytes": 0}]
+        },
+        "recording": {
+            "segment_seconds": segment_seconds,
+            "fragment_seconds": fragment_seconds,
+            "stagger": stagger,
+        },
+        "cameras": [{"id": cid, "main": {"url": url, "transport": "tcp"}} for cid, url in cameras],
+    }
+    (directory / "recordings").mkdir(parents=True, exist_ok=True)
+    path = directory / "vms.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+class VmsProcess:
+    """``python -m vms serve --config PATH`` as a child process, with its log in a file."""
+
+    def __init__(self, config: Path, port: int, log_path: Path) -> None:
+        self.config = config
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> VmsProcess:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "vms", "serve", "--config", str(self.config)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def ps(self) -> psutil.Process:
+        return psutil.Process(self.pid)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, limit: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-limit:]
+        except OSError:
+            return ""
+
+    def wait_http(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"vms serve exited early:\n{self.log_tail()}")
+            try:
+                http_json(self.base + "/healthz", timeout=1.0)
+                return
+            except (urllib.error.URLError, OSError, ValueError):
+                time.sleep(0.05)
+        raise RuntimeError(f"vms serve did not answer in {timeout:g} s:\n{self.log_tail()}")
+
+    def cameras(self) -> list[dict[str, Any]]:
+        cams: list[dict[str, Any]] = http_json(self.base + "/api/v1/cameras", timeout=10)["cameras"]
+        return cams
+
+    def wait_online(
+        self, count: int, timeout: float, progress: Progress | None = None, phase: str = ""
+    ) -> float:
+        """Wait until ``count`` cameras are online; returns the monotonic time it happened."""
+        deadline = time.monotonic() + timeout
+        online = 0
+        errors: set[str] = set()
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"vms serve exited:\n{self.log_tail()}")
+            with contextlib.suppress(urllib.error.URLError, OSError, ValueError):
+                cams = self.cameras()
+                online = sum(1 for c in cams if c["health"]["state"] == "online")
+                errors = {str(c["health"]["last_error"]) for c in cams if c["health"]["last_error"]}
+                if progress is not None:
+                    progress.update(phase, online, count)
+                if online >= count:
+                    return time.monotonic()
+            time.sleep(0.1 if count > 20 else 0.03)
+        raise RuntimeError(
+            f"only {online}/{count} cameras online after {timeout:g} s: {'; '.join(errors)}"
+        )
+
+    def metrics(self, names: set[str]) -> dict[str, dict[str, float]]:
+        with urllib.request.urlopen(self.base + "/metrics", timeout=10) as r:
+            return camera_metrics(r.read().decode(), names)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM (segments closed cleanly), then SIGKILL after ``timeout``."""
+        p = self.process
+        rc = None
+        if p is not None:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    log.warning("vms serve ignored SIGTERM for %g s: killed", timeout)
+                    p.kill()
+                    p.wait()
+            rc = p.returncode
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return rc
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def __enter__(self) -> VmsProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    """user + system CPU seconds of the processes (the ones gone count as 0)."""
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def rss_bytes(procs: list[psutil.Process]) -> int:
+    total = 0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total
+
+
+def workdir(prefix: str) -> tempfile.TemporaryDirectory[str]:
+    return tempfile.TemporaryDirectory(prefix=f"vms-bench-{prefix}-")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Run one benchmark; prints the result. Exit status 0 when its target is met, else 1."""
+    progress = Progress(enabled=not args.json)
+    if args.name == "recording":
+        from vms.bench import recording
+
+        result = recording.run(args, progress)
+    elif args.name == "crash":
+        import vms.bench.crash as crash_bench
+
+        result = crash_bench.run(args, progress)
+    else:
+        print(f"vms: no benchmark {args.name!r}", file=sys.stderr)
+        return 2
+    progress.done()
+    emit(result, args.json)
+    return 0 if result["ok"] else 1

@@ -1,0 +1,404 @@
+"""``vms bench recording``: N cameras recorded by one VMS process against the ffmpeg peer.
+
+One stand-in camera (1080p25 H.264, 2 Mbit/s, keyint 50; its RTSP media is shared, so one
+encode serves every client) and N VMS cameras pointing at it. The VMS runs as a separate
+process so its CPU (user + system, from the OS) and RSS are measured from outside. RSS per
+camera subtracts the RSS of the same server with no cameras, measured first.
+
+Lost frames come from the catalog after a clean stop: per segment, the samples indexed against
+25 fps × its media duration (a frame lost on the way leaves a longer dts delta, so the duration
+still covers it), plus the wall-clock gaps between a camera's segments. The peer is one
+``ffmpeg -c copy -f segment`` process per camera against the same camera, measured after ours
+(not at the same time), and its frames are counted by demuxing its files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+import psutil
+
+from vms.bench import (
+    VmsProcess,
+    cpu_seconds,
+    free_port,
+    rss_bytes,
+    workdir,
+    write_config,
+)
+from vms.bench.report import Progress, Result, envelope, ratios, spread
+from vms.catalog import Catalog
+from vms.segment import FragmentIndex
+from vms.standin import StandinCamera
+
+FPS = 25
+MIB = 1 << 20
+# "snow" is the one test pattern that really fills 2 Mbit/s at 1080p ("ball" gives ~150 kbit/s).
+PATTERN = "snow"
+TARGET = {
+    "cameras": 200,
+    "frames_lost": 0,
+    "cpu_per_camera_ratio_max": round(1 / 3, 4),
+    "rss_per_camera_mib_max": 5.0,
+}
+# A gap between two segments of one camera longer than this is lost time (1.5 frames).
+GAP_SLACK_US = 60_000
+METRICS = {
+    "vms_camera_frames_total",
+    "vms_camera_frames_recorded_total",
+    "vms_camera_frames_dropped_total",
+    "vms_camera_reconnects_total",
+    "vms_camera_packet_to_disk_seconds",
+}
+
+
+def run(args: argparse.Namespace, progress: Progress) -> Result:
+    quick = bool(args.quick)
+    n = int(args.cameras or (10 if quick else 200))
+    seconds = float(args.seconds or (12 if quick else 60))
+    warmup = 3.0 if quick else 5.0
+    with (
+        workdir("recording") as tmp_name,
+        StandinCamera(
+            width=1920, height=1080, fps=FPS, bitrate_kbps=2000, keyint=50, pattern=PATTERN
+        ) as cam,
+    ):
+        tmp = Path(tmp_name)
+        camera_ps = psutil.Process(cam.pid)
+        progress.note(f"stand-in camera {cam.url} (pid {cam.pid}); {n} cameras x {seconds:g} s")
+        baseline = _baseline_rss(tmp / "baseline", progress)
+        ours = _ours(cam, camera_ps, n, seconds, warmup, tmp / "ours", baseline, progress)
+        peer = None
+        if not args.no_peer:
+            if not cam.running():
+                # Seen with 200 clients: gst-rtsp-server aborts on an assertion in its TCP
+                # backlog (rtsp-stream-transport.c, queue_duration >= 0). Start a fresh one.
+                cam.stop()
+                cam.start()
+                camera_ps = psutil.Process(cam.pid)
+                progress.note(f"stand-in camera restarted for the peer: {cam.url}")
+            peer = _peer(cam, camera_ps, n, seconds, warmup, tmp / "peer", progress)
+            peer["camera_restarted"] = ours["camera_error"] is not None
+    ratio = ratios(ours, peer, ["cpu_per_camera_pct", "rss_per_camera_mib"])
+    ok = (
+        ours["camera_error"] is None
+        and (quick or n >= TARGET["cameras"])
+        and ours["frames_lost"] == TARGET["frames_lost"]
+        and ours["rss_per_camera_mib"] <= TARGET["rss_per_camera_mib_max"]
+        and ratio is not None
+        and ratio["cpu_per_camera_pct"] is not None
+        and ratio["cpu_per_camera_pct"] <= TARGET["cpu_per_camera_ratio_max"]
+    )
+    return envelope("recording", quick, ours, peer, ratio, ok, TARGET)
+
+
+def _baseline_rss(tmp: Path, progress: Progress) -> int:
+    """RSS of the same server with no cameras, settled for a second."""
+    progress.update("baseline: 0-camera server", 0, 1)
+    port = free_port()
+    tmp.mkdir(parents=True)
+    cfg = write_config(tmp, port=port, cameras=[], segment_seconds=60)
+    with VmsProcess(cfg, port, tmp / "vms.log") as vms:
+        vms.wait_http(60)
+        time.sleep(1.0)
+        rss = rss_bytes([vms.ps()])
+    progress.update("baseline: 0-camera server", 1, 1)
+    return rss
+
+
+def _camera_cpu(camera_ps: psutil.Process, cpu0: float, elapsed: float) -> dict[str, Any]:
+    pct = max(0.0, cpu_seconds([camera_ps]) - cpu0) / elapsed * 100
+    note = None
+    if pct > 80:
+        note = f"stand-in camera used {pct:.0f}% of a core: it may be the bottleneck"
+    return {"camera_server_cpu_pct": round(pct, 1), "camera_server_note": note}
+
+
+def _camera_error(cam: StandinCamera) -> str | None:
+    if cam.running():
+        return None
+    tail = [ln for ln in cam.stderr_tail().splitlines() if ln.strip()]
+    return "stand-in camera died: " + (tail[-1] if tail else "no message")
+
+
+def _ours(
+    cam: StandinCamera,
+    camera_ps: psutil.Process,
+    n: int,
+    seconds: float,
+    warmup: float,
+    tmp: Path,
+    baseline: int,
+    progress: Progress,
+) -> dict[str, Any]:
+    url = cam.url
+    tmp.mkdir(parents=True)
+    port = free_port()
+    ids = [f"cam{i:03d}" for i in range(n)]
+    cfg_path = write_config(
+        tmp, port=port, cameras=[(i, url) for i in ids], segment_seconds=60, stagger=True
+    )
+    vms = VmsProcess(cfg_path, port, tmp / "vms.log").start()
+    try:
+        vms.wait_http(60)
+        vms.wait_online(n, 60 + n * 0.5, progress, "ours: cameras online")
+        _sleep_with_bar(warmup, progress, "ours: warm-up")
+        proc = vms.ps()
+        m0 = vms.metrics(METRICS)
+        cpu0, cam0, t0 = cpu_seconds([proc]), cpu_seconds([camera_ps]), time.monotonic()
+        delays: list[float] = []
+        rss_samples: list[int] = []
+        while (elapsed := time.monotonic() - t0) < seconds:
+            time.sleep(min(1.0, max(0.0, seconds - elapsed)))
+            m = vms.metrics(METRICS)
+            delays.extend(m["vms_camera_packet_to_disk_seconds"].values())
+            rss_samples.append(rss_bytes([proc]))
+            progress.update("ours: measuring", time.monotonic() - t0, seconds)
+            if not cam.running():
+                break
+        m1 = vms.metrics(METRICS)
+        cpu1, t1 = cpu_seconds([proc]), time.monotonic()
+        camera = _camera_cpu(camera_ps, cam0, t1 - t0)
+        camera["camera_error"] = _camera_error(cam)
+        # What one /metrics scrape costs the server (the loop above did one a second).
+        c0 = cpu_seconds([proc])
+        for _ in range(3):
+            vms.metrics(METRICS)
+        scrape_s = (cpu_seconds([proc]) - c0) / 3
+        alive = vms.alive()
+    finally:
+        progress.update("ours: stopping (SIGTERM)", 0, 1)
+        rc = vms.stop(60)
+    elapsed = t1 - t0
+    cpu_pct = (cpu1 - cpu0) / elapsed * 100
+    rss = max(rss_samples) if rss_samples else 0
+    received = {c: m1["vms_camera_frames_total"].get(c, 0) - m0["vms_camera_frames_total"].get(c, 0)
+                for c in ids}  # fmt: skip
+    window_fps = [received[c] / elapsed for c in ids]
+    disk = _catalog_frames(tmp / "data" / "catalog.db", ids)
+    return {
+        "cameras": n,
+        "seconds": round(elapsed, 2),
+        "cpu_per_camera_pct": round(cpu_pct / n, 3),
+        "cpu_total_pct": round(cpu_pct, 1),
+        "rss_bytes": rss,
+        "rss_baseline_bytes": baseline,
+        "rss_per_camera_mib": round((rss - baseline) / n / MIB, 3),
+        "frames_expected": disk["expected"],
+        "frames_recorded": disk["recorded"],
+        "frames_lost": disk["lost"],
+        "gaps": disk["gaps"],
+        "gap_seconds": disk["gap_seconds"],
+        "recorded_seconds": disk["covered_seconds"],
+        "segments": disk["segments"],
+        "window_fps_received": {
+            "min": round(min(window_fps), 2),
+            "mean": round(sum(window_fps) / n, 2),
+        },
+        "frames_dropped": int(sum(m1["vms_camera_frames_dropped_total"].values())),
+        "reconnects": int(sum(m1["vms_camera_reconnects_total"].values())),
+        "packet_to_disk_s": spread(delays),
+        **camera,
+        "metrics_scrape_cpu_pct": round(scrape_s * 100, 2),
+        "server_alive_at_end": alive,
+        "server_exit_code": rc,
+    }
+
+
+def _sleep_with_bar(seconds: float, progress: Progress, phase: str) -> None:
+    t0 = time.monotonic()
+    while (done := time.monotonic() - t0) < seconds:
+        progress.update(phase, done, seconds)
+        time.sleep(min(0.5, seconds - done))
+
+
+def _catalog_frames(db: Path, ids: list[str]) -> dict[str, Any]:
+    """Samples indexed vs 25 fps × media duration, and gaps between segments, per camera."""
+    catalog = Catalog(f"sqlite:///{db}")
+    expected = recorded = lost = gaps = segments = 0
+    gap_us = covered_us = 0
+    try:
+        for cid in ids:
+            prev_end: int | None = None
+            for seg in catalog.segments(camera_id=cid):
+                segments += 1
+                index = FragmentIndex.decode(seg.frag_index or b"")
+                samples = sum(flags >> 1 for _, _, flags in index.entries)
+                exp = round(index.duration / seg.timescale * FPS) if seg.timescale else 0
+                expected += exp
+                recorded += samples
+                lost += max(0, exp - samples)
+                covered_us += seg.end_us - seg.start_us
+                if prev_end is not None and seg.start_us - prev_end > GAP_SLACK_US:
+                    gaps += 1
+                    gap_us += seg.start_us - prev_end
+                    lost += round((seg.start_us - prev_end) / 1e6 * FPS)
+                prev_end = seg.end_us
+    finally:
+        catalog.close()
+    return {
+        "expected": expected,
+        "recorded": recorded,
+        "lost": lost,
+        "gaps": gaps,
+        "gap_seconds": round(gap_us / 1e6, 3),
+        "covered_seconds": round(covered_us / 1e6, 1),
+        "segments": segments,
+    }
+
+
+def _peer(
+    cam: StandinCamera,
+    camera_ps: psutil.Process,
+    n: int,
+    seconds: float,
+    warmup: float,
+    tmp: Path,
+    progress: Progress,
+) -> dict[str, Any]:
+    """One ``ffmpeg -c copy -f segment`` process per camera (how Frigate records)."""
+    procs: list[subprocess.Popen[bytes]] = []
+    dirs = [tmp / f"cam{i:03d}" for i in range(n)]
+    url = cam.url
+    logs = tmp / "ffmpeg.log"
+    tmp.mkdir(parents=True)
+    with open(logs, "ab") as log_file:
+        try:
+            for d in dirs:
+                d.mkdir()
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            "ffmpeg",
+                            "-hide_banner",
+                            "-loglevel",
+                            "error",
+                            "-nostdin",
+                            "-rtsp_transport",
+                            "tcp",
+                            "-i",
+                            url,
+                            "-c",
+                            "copy",
+                            "-f",
+                            "segment",
+                            "-segment_time",
+                            "10",
+                            "-reset_timestamps",
+                            "1",
+                            str(d / "%05d.mp4"),
+                        ],
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=log_file,
+                    )
+                )
+            _wait_files(dirs, 60 + n * 0.5, progress)
+            _sleep_with_bar(warmup, progress, "peer: warm-up")
+            ps = [psutil.Process(p.pid) for p in procs]
+            cpu0, cam0, t0 = cpu_seconds(ps), cpu_seconds([camera_ps]), time.monotonic()
+            rss_samples: list[int] = []
+            uss = 0
+            while (elapsed := time.monotonic() - t0) < seconds:
+                time.sleep(min(1.0, max(0.0, seconds - elapsed)))
+                rss_samples.append(rss_bytes(ps))
+                if not uss:
+                    for p in ps:
+                        with contextlib.suppress(psutil.Error):
+                            uss += p.memory_full_info().uss
+                progress.update("peer: measuring", time.monotonic() - t0, seconds)
+                if not cam.running():
+                    break
+            cpu1, t1 = cpu_seconds(ps), time.monotonic()
+            camera = _camera_cpu(camera_ps, cam0, t1 - t0)
+            camera["camera_error"] = _camera_error(cam)
+            alive = sum(1 for p in procs if p.poll() is None)
+        finally:
+            progress.update("peer: stopping (SIGINT)", 0, 1)
+            _stop_all(procs)
+    elapsed = t1 - t0
+    cpu_pct = (cpu1 - cpu0) / elapsed * 100
+    rss = max(rss_samples) if rss_samples else 0
+    frames = _count_files(dirs, progress)
+    return {
+        "cameras": n,
+        "seconds": round(elapsed, 2),
+        "cpu_per_camera_pct": round(cpu_pct / n, 3),
+        "cpu_total_pct": round(cpu_pct, 1),
+        "rss_bytes": rss,
+        "rss_per_camera_mib": round(rss / n / MIB, 3),
+        "uss_per_camera_mib": round(uss / n / MIB, 3),
+        "frames_expected": frames["expected"],
+        "frames_recorded": frames["recorded"],
+        "frames_lost": frames["lost"],
+        "recorded_seconds": frames["covered_seconds"],
+        "segments": frames["files"],
+        "unreadable_files": frames["unreadable"],
+        **camera,
+        "processes_alive_at_end": alive,
+    }
+
+
+def _wait_files(dirs: list[Path], timeout: float, progress: Progress) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready = sum(1 for d in dirs if any(f.stat().st_size > 0 for f in d.iterdir()))
+        progress.update("peer: ffmpeg connected", ready, len(dirs))
+        if ready == len(dirs):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"ffmpeg peer: only {ready}/{len(dirs)} processes wrote a file")
+
+
+def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)  # ffmpeg finishes the open segment's moov on SIGINT
+    deadline = time.monotonic() + 30
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _count_files(dirs: list[Path], progress: Progress) -> dict[str, Any]:
+    """Video packets in the peer's files vs 25 fps × each file's pts span."""
+    expected = recorded = lost = files = unreadable = 0
+    covered = 0.0
+    for i, d in enumerate(dirs):
+        progress.update("peer: counting frames", i, len(dirs))
+        for path in sorted(d.glob("*.mp4")):
+            files += 1
+            try:
+                with av.open(str(path)) as container:
+                    stream = container.streams.video[0]
+                    pts = [p.pts for p in container.demux(stream) if p.size and p.pts is not None]
+                    tb = float(stream.time_base or 0)
+            except (av.error.FFmpegError, IndexError):
+                unreadable += 1
+                continue
+            if not pts:
+                continue
+            span = (max(pts) - min(pts)) * tb + 1 / FPS
+            exp = round(span * FPS)
+            expected += exp
+            recorded += len(pts)
+            lost += max(0, exp - len(pts))
+            covered += span
+    return {
+        "expected": expected,
+        "recorded": recorded,
+        "lost": lost,
+        "files": files,
+        "unreadable": unreadable,
+        "covered_seconds": round(covered, 1),
+    }
