@@ -103,6 +103,11 @@ class CameraHealth:
     def record_failed(self, error: str) -> None:
         self._update(record_error=error)
 
+    @property
+    def record_error(self) -> str | None:
+        """Why recording is failing while the stream is up, or None."""
+        return self._record_error
+
     def record_ok(self) -> None:
         if self._record_error is not None:
             self._update(record_error=None)

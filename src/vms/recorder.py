@@ -378,7 +378,7 @@ class Recorder:
         st.last_delay_s = t1 - frag[0].arrival
         st.max_delay_s = max(st.max_delay_s, st.last_delay_s)
         seg.root.set_open_bytes(seg.id, seg.writer.size)
-        if seg.root.write_error is not None or self.health._record_error is not None:
+        if seg.root.write_error is not None or self.health.record_error is not None:
             seg.root.write_error = None
             self.health.record_ok()
 
@@ -414,7 +414,7 @@ class Recorder:
     def _storage_failed(self, message: str, root: Root | None) -> None:
         if root is not None:
             root.write_error = message
-        if self.health._record_error != message:
+        if self.health.record_error != message:
             self._log.error(
                 "recording stopped: %s (retrying every %.0f s)", message, STORAGE_RETRY_S
             )
