@@ -463,7 +463,7 @@ def test_sigterm_closes_every_open_segment(tmp_path: Path, clips: dict[str, Path
             proc.communicate()
     log = out.decode(errors="replace")
     # uvicorn re-raises the SIGTERM it caught once shutdown is complete.
-    assert proc.returncode in (0, -signal.SIGTERM), log
+    assert proc.returncode == 0, log
     assert "stopped cleanly" in log
     cat = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import urllib.error
 import urllib.request
@@ -153,6 +154,9 @@ def _serve(args: argparse.Namespace) -> int:
             app, host=cfg.server.host, port=cfg.server.port, log_config=None, access_log=False
         )
     )
+    # uvicorn re-raises SIGTERM once it has shut down; with the default handler that would end
+    # a clean stop with status -15. A no-op handler lets it return 0 (segments are closed).
+    signal.signal(signal.SIGTERM, lambda *_: None)
     asyncio.run(uv.serve())
     return 0
 

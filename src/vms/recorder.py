@@ -120,6 +120,7 @@ class Recorder:
         self._continuous = False
         self._cut = False
         self._retry_at = 0.0
+        self._closed = False
         # Stagger: the first segment is shorter by a per-camera amount, so cameras that start
         # together do not all rotate (fsync + catalog write) in the same second.
         stagger = zlib.crc32(camera_id.encode()) % 1000 / 1000 if config.stagger else 0.0
@@ -130,6 +131,8 @@ class Recorder:
     def stream_started(self, info: StreamInfo) -> None:
         """A new connection: whatever was open ends here (timestamps restart)."""
         with self._lock:
+            if self._closed:
+                return
             self._close_segment(final=True)
             self._info = info
             if info.video.params is not None and info.video.params.complete:
@@ -145,7 +148,11 @@ class Recorder:
             self._continuous = False
 
     def close(self) -> None:
-        self.stream_stopped()
+        """Close the open segment for good: later packets (a thread still draining) are ignored."""
+        with self._lock:
+            self._close_segment(final=True)
+            self._info = None
+            self._closed = True
 
     def packet(self, p: Packet) -> None:
         with self._lock:
