@@ -112,7 +112,9 @@ def test_metrics(server: Server) -> None:
     ):
         assert name in text, name
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    assert {"vms_camera_frames", "vms_camera_fragment_write_seconds", "vms_root_bytes_free"} <= set(families)
+    assert {"vms_camera_frames", "vms_camera_fragment_write_seconds", "vms_root_bytes_free"} <= set(
+        families
+    )
     written = next(
         float(line.split()[-1])
         for line in text.splitlines()

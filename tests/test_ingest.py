@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import pytest
 import yaml
 
 from tests.support.bad_rtsp import Garbage, StallAfterPlay, StallBeforePlay
+from tests.support.polling import free_port, wait_for
 from vms import config as config_mod
 from vms.catalog import CLOSED, OPEN, Catalog, Segment
 from vms.health import CameraHealth, State
@@ -44,24 +44,6 @@ KEYINT = 25  # the stand-ins' GOP
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def closed_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def config_dict(
@@ -179,7 +161,7 @@ def test_unreachable_camera_retries_with_growing_backoff(
     tmp_path: Path, clips: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="vms.ingest")
-    url = f"rtsp://127.0.0.1:{closed_port()}/cam"
+    url = f"rtsp://127.0.0.1:{free_port()}/cam"
     srv = build(tmp_path, [bystander_config(clips), camera("bad", url)])
     with serving(srv):
         other = Bystander(srv.camera("bystander"))
@@ -413,12 +395,6 @@ def test_subscriber_that_never_polls_does_not_hold_back_recording(
     assert stats.frames_dropped == 0
     assert stats.frames_written == health.frames, "every frame that arrived is on disk"
     assert sub.dropped == health.frames - 8
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_sigterm_closes_every_open_segment(tmp_path: Path, clips: dict[str, Path]) -> None:

@@ -7,12 +7,13 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Rig
+from tests.support.polling import wait_for
 from vms import check
 from vms.catalog import CLOSED, Catalog
 from vms.config import from_dict
@@ -145,15 +146,6 @@ def test_missing_root_at_start(tmp_path: Path, clips: dict[str, Path]) -> None:
         server.stop()
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> float:
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
-    return time.monotonic() - start
-
-
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 6 MiB filesystem (tmpfs), so ENOSPC is the kernel's, not a fake."""
@@ -218,8 +210,10 @@ def test_disk_full_then_space_returns(
         assert other.recorder.stats.frames_written >= before_other + 40, "other camera disturbed"
         assert other.health.state == State.ONLINE and other.recorder.stats.frames_dropped == 0
         (small_disk / "foreign.bin").unlink()
-        resumed = wait_for(lambda: full.recorder.stats.frames_written > stuck)  # type: ignore[union-attr]
-        assert resumed < 5.0
+        returned = time.monotonic()
+        wait_for(lambda: full.recorder.stats.frames_written > stuck)  # type: ignore[union-attr]
+        assert time.monotonic() - returned < 5.0, "recording must resume within 5 s of space"
+
         wait_for(lambda: full.health.state == State.ONLINE)
     finally:
         server.stop()
