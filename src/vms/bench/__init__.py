@@ -1,4 +1,4 @@
-"""``vms bench NAME``: the benchmarks of the project (see BENCHMARKS.md and bench/README.md).
+"""``vms bench NAME``: the benchmarks of the project (see bench/README.md).
 
 This module dispatches to :mod:`vms.bench.recording` and :mod:`vms.bench.crash` and holds what
 both need: a VMS server run as a separate process (so the operating system accounts its CPU and

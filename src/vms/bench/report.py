@@ -1,6 +1,6 @@
 """What every benchmark shares on the way out: the JSON envelope, machine facts, the table.
 
-The envelope is the contract of docs ``BENCHMARKS.md``: ``bench``, ``quick``, ``figures``,
+The envelope every benchmark prints: ``bench``, ``quick``, ``figures``,
 ``peer``, ``ratio``, ``ok``, ``target`` and ``machine``. With ``--json`` it is the only thing
 on stdout; otherwise a table is printed and a progress bar is drawn on stderr while it runs.
 """
