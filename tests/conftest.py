@@ -114,14 +114,19 @@ def rig(tmp_path: Path, catalog: Catalog) -> Rig:
 
 
 def make_rig(
-    tmp_path: Path, catalog: Catalog, *, segment_seconds: float = 4.0, camera: str = "cam1"
+    tmp_path: Path,
+    catalog: Catalog,
+    *,
+    segment_seconds: float = 4.0,
+    camera: str = "cam1",
+    stagger: bool = False,
 ) -> Rig:
     root = tmp_path / "root"
     root.mkdir(exist_ok=True)
     cfg = config_mod.from_dict(
         {
             "storage": {"roots": [{"name": "r1", "path": str(root), "min_free_bytes": 0}]},
-            "recording": {"segment_seconds": segment_seconds, "stagger": False},
+            "recording": {"segment_seconds": segment_seconds, "stagger": stagger},
         }
     )
     clock = SimulatedClock(START_US)

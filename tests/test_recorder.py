@@ -257,3 +257,35 @@ def test_after_a_restart_with_the_clock_set_back_nothing_overlaps(
     feed(again, info, with_arrival(packets, info.video.timescale))
     segs = check_segments(again)
     assert segs[2].start_us >= last_end
+
+
+def test_first_segments_are_staggered_across_cameras(
+    tmp_path: Path, catalog: Catalog, clips: dict[str, Path]
+) -> None:
+    info, _ = read_clip(clips["h264"])
+    firsts = {}
+    for cam in ("gate", "lobby", "yard"):
+        rig = make_rig(tmp_path, catalog, segment_seconds=8, camera=cam, stagger=True)
+        feed(rig, info, with_arrival(read_clip(clips["h264"])[1], info.video.timescale))
+        first = rig.catalog.segments(camera_id=cam)[0]
+        firsts[cam] = first.end_us - first.start_us
+    assert len(set(firsts.values())) == 3, firsts  # rotations fall at different moments
+    assert all(1_000_000 <= d <= 8_000_000 for d in firsts.values())
+
+
+def test_health_listeners_see_state_changes() -> None:
+    from vms.clock import SystemClock
+    from vms.health import CameraHealth, State
+
+    health = CameraHealth("cam", SystemClock())
+    seen: list[State] = []
+    unsubscribe = health.subscribe(lambda h: seen.append(h.state))
+    health.stream_up("h264", 640, 360)
+    health.record_failed("storage full on root r1")
+    health.record_failed("storage full on root r1")  # no change, no call
+    health.record_ok()
+    health.stream_down("Connection refused")
+    unsubscribe()
+    health.stream_up("h264", 640, 360)
+    assert seen == [State.ONLINE, State.DEGRADED, State.ONLINE, State.OFFLINE]
+    assert health.last_error == "Connection refused"

@@ -20,6 +20,8 @@ import threading
 import zlib
 from collections.abc import Callable
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from vms import mp4
 from vms.catalog import Catalog
 from vms.clock import Clock
@@ -326,7 +328,7 @@ class Recorder:
                 seg.id, end_us=end_us, init_bytes=writer.init_bytes, size=writer.size,
                 fragments=len(writer.index), frag_index=writer.index.encode(), crc32=writer.crc,
             )  # fmt: skip
-        except Exception:  # noqa: BLE001 - the file is intact; recovery closes the row later
+        except SQLAlchemyError:  # the file is intact; recovery closes the row at next start
             self._log.exception("cannot close segment %s in the catalog", seg.id)
         seg.root.add_closed(writer.size)
         self._prev_end_us = end_us
