@@ -154,7 +154,18 @@ class RecordingConfig(_Model):
     stagger: bool = Field(True, title="Stagger segment rotation across cameras")
 
 
+class Reader(enum.StrEnum):
+    PYAV = "pyav"
+    NATIVE = "native"
+
+
 class IngestConfig(_Model):
+    reader: Reader = Field(
+        Reader.NATIVE,
+        title="RTSP reader",
+        description="native: one thread reads every RTSP-over-TCP camera (much cheaper in CPU); "
+        "pyav: FFmpeg's RTSP client, one thread a camera. UDP, RTSPS and files always use pyav.",
+    )
     open_timeout_s: float = Field(10.0, gt=0)
     stall_timeout_s: float = Field(10.0, gt=0, title="No packet for this long: reopen")
     backoff_initial_s: float = Field(1.0, gt=0)

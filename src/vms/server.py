@@ -14,7 +14,7 @@ import threading
 
 from vms.catalog import Catalog
 from vms.clock import Clock, SystemClock
-from vms.config import CameraConfig, Config, RecordMode
+from vms.config import CameraConfig, Config, Reader, RecordMode, Transport
 from vms.errors import Kind, VmsError
 from vms.fanout import Fanout
 from vms.health import CameraHealth
@@ -22,6 +22,7 @@ from vms.ingest import Ingest
 from vms.recorder import Recorder
 from vms.recovery import recover
 from vms.retention import Retention
+from vms.rtsp import Reactor, Session
 from vms.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class Server:
         for root in self.storage.usable():
             root.sync_usage(self.catalog)
         self.retention = Retention(config, self.catalog, self.storage, self.clock)
+        self.reactor = Reactor(self.clock, self.stop_event)
         self.cameras = [self._camera(c) for c in config.cameras]
         self._retention_thread = threading.Thread(
             target=self.retention.loop, args=(self.stop_event,), name="retention", daemon=True
@@ -77,6 +79,23 @@ class Server:
                 on_storage_trouble=self.retention.wake.set,
                 roots=cfg.roots,
             )
+        native = (
+            self.config.ingest.reader == Reader.NATIVE
+            and cfg.main.url.startswith("rtsp://")
+            and cfg.main.transport == Transport.TCP
+        )
+        if native:
+            self.reactor.add(
+                Session(
+                    cfg,
+                    recorder=recorder,
+                    fanout=fanout,
+                    health=health,
+                    config=self.config.ingest,
+                    clock=self.clock,
+                )
+            )
+            return Camera(cfg, health, fanout, recorder, None)
         ingest = Ingest(
             cfg,
             cfg.main,
@@ -100,6 +119,7 @@ class Server:
         for cam in self.cameras:
             if cam.ingest is not None:
                 cam.ingest.start()
+        self.reactor.start()
         self.started = True
         log.info(
             "recording %d camera(s) on %d storage root(s)",
@@ -111,9 +131,15 @@ class Server:
         """Close every open segment cleanly; safe to call twice."""
         self.stop_event.set()
         self.retention.wake.set()
+        deadline = self.clock.monotonic() + timeout  # one budget for all: they stop in parallel
+        if not self.reactor.join(timeout):
+            log.warning("RTSP reactor did not stop in time")
         for cam in self.cameras:
             if cam.ingest is not None and cam.ingest.thread.is_alive():
-                if not cam.ingest.join(timeout):
+                left = max(0.0, deadline - self.clock.monotonic())
+                if not cam.ingest.join(left):
+                    # Blocked in a read until its socket timeout; its recorder is closed below
+                    # and ignores whatever the thread still hands it.
                     log.warning(
                         "ingest thread did not stop in time", extra={"camera": cam.config.id}
                     )

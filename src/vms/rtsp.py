@@ -1,0 +1,652 @@
+"""A native RTSP client for RTSP over TCP: every camera on one reactor thread.
+
+FFmpeg's RTSP client (through PyAV) costs two ``recvfrom`` and a ``poll`` per RTP packet and a GIL
+round trip per frame per camera thread; with 200 cameras the GIL contention costs more than the
+reading (docs/design/concurrency.md, "Measured"). This reader runs every session as a
+non-blocking state machine on one thread with ``selectors``, reads up to 256 kB per ``recv``
+and waits a few milliseconds between rounds so that each read carries many RTP packets.
+
+Scope: RTSP 1.0 over TCP (interleaved), Basic and Digest authentication, H.264 and H.265 video
+(single NAL, STAP-A/AP, FU-A/FU), AAC (mpeg4-generic, AU headers) and G.711 audio. UDP and
+RTSPS stay on PyAV (``ingest.reader`` chooses). A session that fails (refused, unauthorised,
+no answer, stalled, garbage) reports why and is retried with the same backoff as the PyAV
+ingest.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import functools
+import hashlib
+import logging
+import os
+import random
+import re
+import selectors
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+
+from vms.clock import Clock
+from vms.config import CameraConfig, IngestConfig
+from vms.fanout import Fanout
+from vms.health import CameraHealth
+from vms.media import (
+    AAC,
+    AUDIO,
+    H264,
+    HEVC,
+    PCMA,
+    PCMU,
+    VIDEO,
+    AudioInfo,
+    Packet,
+    ParameterSets,
+    StreamInfo,
+    VideoInfo,
+    collect_params,
+    dimensions,
+    has_keyframe,
+    length_prefix,
+)
+from vms.recorder import Recorder
+
+log = logging.getLogger(__name__)
+
+ROUND_S = 0.02  # a read round every 20 ms: ~50 reads a second a camera, many RTP packets each
+KEEPALIVE_S = 25.0
+MAX_RESPONSE = 64 * 1024
+
+
+class RtspError(Exception):
+    """A session failed; ``str()`` is the operator-facing reason (never holds a secret)."""
+
+
+class _Media:
+    """One SETUP'd track from the SDP."""
+
+    def __init__(self, kind: int, codec: str, rate: int, control: str, channel: int) -> None:
+        self.kind = kind
+        self.codec = codec
+        self.rate = rate
+        self.control = control
+        self.channel = channel
+        self.channels = 1
+        self.config = b""
+        self.params: ParameterSets | None = None
+
+
+def parse_sdp(sdp: str, base: str) -> tuple[_Media | None, _Media | None]:
+    """The first supported video and audio tracks of an SDP."""
+    video: _Media | None = None
+    audio: _Media | None = None
+    blocks = re.split(r"\r?\nm=", "\n" + sdp)[1:]
+    for block in blocks:
+        lines = block.splitlines()
+        kind = lines[0].split(" ", 1)[0]
+        attrs = [ln[2:] for ln in lines[1:] if ln.startswith("a=")]
+        rtpmap = next((a.split(" ", 1)[1] for a in attrs if a.startswith("rtpmap:")), "")
+        fmtp = next((a.split(" ", 1)[1] for a in attrs if a.startswith("fmtp:")), "")
+        control = next((a[8:] for a in attrs if a.startswith("control:")), "")
+        if control and not control.startswith("rtsp"):
+            control = base.rstrip("/") + "/" + control if control != "*" else base
+        name, _, rest = rtpmap.partition("/")
+        rate_s, _, chans = rest.partition("/")
+        rate = int(rate_s) if rate_s.isdigit() else 0
+        params = dict(p.strip().split("=", 1) for p in fmtp.split(";") if "=" in p and p.strip())
+        params = {k.lower(): v for k, v in params.items()}
+        name = name.upper()
+        if kind == "video" and video is None and name in ("H264", "H265"):
+            codec = H264 if name == "H264" else HEVC
+            video = _Media(VIDEO, codec, rate or 90000, control or base, 0)
+            video.params = _sprop(codec, params)
+        elif kind == "audio" and audio is None and name in ("MPEG4-GENERIC", "PCMU", "PCMA"):
+            codec = {"MPEG4-GENERIC": AAC, "PCMU": PCMU, "PCMA": PCMA}[name]
+            audio = _Media(AUDIO, codec, rate or 8000, control or base, 2)
+            audio.channels = int(chans) if chans.isdigit() else 1
+            if codec == AAC:
+                audio.config = bytes.fromhex(params.get("config", ""))
+    return video, audio
+
+
+def _sprop(codec: str, fmtp: dict[str, str]) -> ParameterSets | None:
+    def b64(values: str) -> list[bytes]:
+        out = []
+        for v in values.split(","):
+            with contextlib.suppress(ValueError):
+                if v:
+                    out.append(base64.b64decode(v + "=" * (-len(v) % 4)))
+        return out
+
+    if codec == H264:
+        nals = b64(fmtp.get("sprop-parameter-sets", ""))
+    else:
+        nals = [n for k in ("sprop-vps", "sprop-sps", "sprop-pps") for n in b64(fmtp.get(k, ""))]
+    return collect_params(codec, nals)
+
+
+class _Depacketizer:
+    """RTP payloads of one video track → access units (length-prefixed), on the marker bit."""
+
+    def __init__(self, codec: str) -> None:
+        self.codec = codec
+        self.nals: list[bytes] = []
+        self.fu: list[bytes] | None = None
+
+    def push(self, payload: memoryview, marker: bool) -> list[bytes] | None:
+        if not payload:
+            return None
+        if self.codec == H264:
+            self._h264(payload)
+        else:
+            self._h265(payload)
+        if marker and self.nals:
+            nals, self.nals = self.nals, []
+            return nals
+        return None
+
+    def _h264(self, p: memoryview) -> None:
+        t = p[0] & 0x1F
+        if t == 28 and len(p) > 2:  # FU-A
+            fu = p[1]
+            if fu & 0x80:
+                self.fu = [bytes([(p[0] & 0xE0) | (fu & 0x1F)]), bytes(p[2:])]
+            elif self.fu is not None:
+                self.fu.append(bytes(p[2:]))
+            if fu & 0x40 and self.fu is not None:
+                self.nals.append(b"".join(self.fu))
+                self.fu = None
+        elif t == 24:  # STAP-A
+            q = 1
+            while q + 2 <= len(p):
+                size = (p[q] << 8) | p[q + 1]
+                self.nals.append(bytes(p[q + 2 : q + 2 + size]))
+                q += 2 + size
+        elif 1 <= t <= 23:
+            self.nals.append(bytes(p))
+
+    def _h265(self, p: memoryview) -> None:
+        if len(p) < 3:
+            return
+        t = (p[0] >> 1) & 0x3F
+        if t == 49:  # FU
+            fu = p[2]
+            if fu & 0x80:
+                head = bytes([(p[0] & 0x81) | ((fu & 0x3F) << 1), p[1]])
+                self.fu = [head, bytes(p[3:])]
+            elif self.fu is not None:
+                self.fu.append(bytes(p[3:]))
+            if fu & 0x40 and self.fu is not None:
+                self.nals.append(b"".join(self.fu))
+                self.fu = None
+        elif t == 48:  # AP
+            q = 2
+            while q + 2 <= len(p):
+                size = (p[q] << 8) | p[q + 1]
+                self.nals.append(bytes(p[q + 2 : q + 2 + size]))
+                q += 2 + size
+        else:
+            self.nals.append(bytes(p))
+
+
+class _Clock32:
+    """RTP's 32-bit timestamps, extended so they never wrap."""
+
+    def __init__(self) -> None:
+        self.last: int | None = None
+        self.high = 0
+
+    def extend(self, ts: int) -> int:
+        if self.last is not None and ts < self.last and self.last - ts > 0x80000000:
+            self.high += 1 << 32
+        elif self.last is not None and ts > self.last and ts - self.last > 0x80000000:
+            return self.high - (1 << 32) + ts  # a late packet from before a wrap
+        self.last = ts
+        return self.high + ts
+
+
+class Session:
+    """One camera's RTSP session, driven by the reactor thread only."""
+
+    def __init__(
+        self,
+        camera: CameraConfig,
+        *,
+        recorder: Recorder | None,
+        fanout: Fanout,
+        health: CameraHealth,
+        config: IngestConfig,
+        clock: Clock,
+    ) -> None:
+        self.camera = camera
+        self.recorder = recorder
+        self.fanout = fanout
+        self.health = health
+        self.config = config
+        self.clock = clock
+        self.log = logging.LoggerAdapter(log, {"camera": camera.id})
+        parts = urllib.parse.urlsplit(camera.main.url)
+        self.host = parts.hostname or ""
+        self.port = parts.port or 554
+        self.url = camera.main.url
+        self.backoff = config.backoff_initial_s
+        self.sock: socket.socket | None = None
+        self.retry_at = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.step = "idle"
+        self.buf = bytearray()
+        self.cseq = 0
+        self.session_id = ""
+        self.auth: tuple[str, dict[str, str]] | None = None
+        self.auth_tried = False
+        self.video: _Media | None = None
+        self.audio: _Media | None = None
+        self.setups: list[_Media] = []
+        self.opened_at = 0.0
+        self.last_data = 0.0
+        self.last_keepalive = 0.0
+        self.playing_since = 0.0
+        self.depay: _Depacketizer | None = None
+        self.vclock = _Clock32()
+        self.aclock = _Clock32()
+        self.up = False
+        self.params: ParameterSets | None = None
+        self.pending = ""
+        self.info: StreamInfo | None = None
+        self.nc = 0  # Digest nonce count
+
+    # --- requests ------------------------------------------------------------------------
+
+    def _send(self, method: str, url: str, extra: str = "") -> None:
+        assert self.sock is not None
+        self.cseq += 1
+        head = f"{method} {url} RTSP/1.0\r\nCSeq: {self.cseq}\r\nUser-Agent: vms\r\n"
+        if self.session_id:
+            head += f"Session: {self.session_id}\r\n"
+        if self.auth is not None:
+            head += self._authorization(method, url)
+        self.sock.sendall((head + extra + "\r\n").encode())
+        self.pending = method
+
+    def _authorization(self, method: str, url: str) -> str:
+        assert self.auth is not None
+        scheme, p = self.auth
+        user = self.camera.username or ""
+        secret = self.camera.secret() or ""
+        if scheme == "basic":
+            token = base64.b64encode(f"{user}:{secret}".encode()).decode()
+            return f"Authorization: Basic {token}\r\n"
+        realm, nonce = p.get("realm", ""), p.get("nonce", "")
+
+        def md5(text: str) -> str:
+            return hashlib.md5(text.encode()).hexdigest()  # RFC 2617 mandates MD5
+
+        ha1, ha2 = md5(f"{user}:{realm}:{secret}"), md5(f"{method}:{url}")
+        head = f'Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{url}"'
+        if "auth" in p.get("qop", "").split(","):
+            self.nc += 1
+            nc, cnonce = f"{self.nc:08x}", os.urandom(8).hex()
+            response = md5(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}")
+            head += f', qop=auth, nc={nc}, cnonce="{cnonce}"'
+        else:
+            response = md5(f"{ha1}:{nonce}:{ha2}")
+        if "opaque" in p:
+            head += f', opaque="{p["opaque"]}"'
+        return f'Authorization: {head}, response="{response}"\r\n'
+
+    # --- reactor callbacks ---------------------------------------------------------------
+
+    def start(self, sel: selectors.BaseSelector) -> None:
+        self._reset()
+        now = self.clock.monotonic()
+        self.opened_at = self.last_data = now
+        try:
+            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        except OSError as e:
+            raise RtspError(f"cannot resolve {self.host}: {e.strerror}") from None
+        family, kind, proto, _, addr = infos[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        err = sock.connect_ex(addr)
+        if err not in (0, errno.EINPROGRESS):
+            sock.close()
+            raise RtspError(os.strerror(err))
+        self.sock = sock
+        self.step = "connecting"
+        sel.register(sock, selectors.EVENT_WRITE, self)
+
+    def writable(self, sel: selectors.BaseSelector) -> None:
+        assert self.sock is not None
+        err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise RtspError(_strerror(err))
+        sel.modify(self.sock, selectors.EVENT_READ, self)
+        self.step = "options"
+        self._send("OPTIONS", self.url)
+
+    def readable(self) -> bool:
+        """Read what is there; False when the peer closed."""
+        assert self.sock is not None
+        try:
+            data = self.sock.recv(262144)
+        except BlockingIOError:
+            return True
+        except OSError as e:
+            raise RtspError(e.strerror or "read failed") from None
+        if not data:
+            return False
+        self.last_data = self.clock.monotonic()
+        self.buf += data
+        if self.step == "playing":
+            self._interleaved()
+        else:
+            self._responses()
+        return True
+
+    def tick(self, now: float) -> None:
+        if self.step == "playing":
+            if now - self.last_data > self.config.stall_timeout_s:
+                raise RtspError(
+                    f"stalled: no data for {self.config.stall_timeout_s:g} s (timed out)"
+                )
+            if now - self.last_keepalive > KEEPALIVE_S:
+                self.last_keepalive = now
+                self._send("GET_PARAMETER", self.url)
+        elif now - self.opened_at > self.config.open_timeout_s:
+            raise RtspError(
+                f"timed out: no valid RTSP answer within {self.config.open_timeout_s:g} s"
+            )
+
+    # --- handshake -----------------------------------------------------------------------
+
+    def _responses(self) -> None:
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buf) > MAX_RESPONSE or (self.buf and not self.buf.startswith(b"R")):
+                    raise RtspError("no valid RTSP answer (garbage on the port)")
+                return
+            head = bytes(self.buf[:end]).decode("latin-1")
+            lines = head.split("\r\n")
+            m = re.match(r"RTSP/1\.0 (\d{3})", lines[0])
+            if not m:
+                raise RtspError("no valid RTSP answer (garbage on the port)")
+            headers: dict[str, str] = {}
+            for line in lines[1:]:
+                k, _, v = line.partition(":")
+                headers.setdefault(k.strip().lower(), v.strip())
+            length = int(headers.get("content-length", "0") or 0)
+            if len(self.buf) < end + 4 + length:
+                return
+            body = bytes(self.buf[end + 4 : end + 4 + length]).decode("utf-8", "replace")
+            del self.buf[: end + 4 + length]
+            self._response(int(m.group(1)), headers, body)
+            if self.step == "playing":
+                self._interleaved()
+                return
+
+    def _response(self, status: int, headers: dict[str, str], body: str) -> None:
+        if status == 401:
+            if self.auth_tried or self.camera.username is None:
+                raise RtspError("401 Unauthorized (check the camera's username and password)")
+            self.auth_tried = True
+            challenge = headers.get("www-authenticate", "")
+            scheme = "digest" if challenge.lower().startswith("digest") else "basic"
+            params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+            self.auth = (scheme, params)
+            self._resend()
+            return
+        if status != 200:
+            raise RtspError(f"{self.pending} failed: RTSP {status}")
+        if self.step == "options":
+            self.step = "describe"
+            self._send("DESCRIBE", self.url, "Accept: application/sdp\r\n")
+        elif self.step == "describe":
+            base = headers.get("content-base") or headers.get("content-location") or self.url
+            self.video, self.audio = parse_sdp(body, base)
+            if self.video is None:
+                raise RtspError("the stream has no H.264 or H.265 video track")
+            self.setups = [m for m in (self.video, self.audio) if m is not None]
+            self.step = "setup"
+            self._setup_next()
+        elif self.step == "setup":
+            sid = headers.get("session", "")
+            if sid:
+                self.session_id = sid.split(";")[0].strip()
+            if self.setups:
+                self._setup_next()
+            else:
+                self.step = "play"
+                self._send("PLAY", self.url, "Range: npt=0.000-\r\n")
+        elif self.step == "play":
+            self._playing()
+
+    def _resend(self) -> None:
+        if self.step == "options":
+            self._send("OPTIONS", self.url)
+        elif self.step == "describe":
+            self._send("DESCRIBE", self.url, "Accept: application/sdp\r\n")
+
+    def _setup_next(self) -> None:
+        media = self.setups.pop(0)
+        ch = media.channel
+        self._send(
+            "SETUP", media.control, f"Transport: RTP/AVP/TCP;unicast;interleaved={ch}-{ch + 1}\r\n"
+        )
+
+    def _playing(self) -> None:
+        assert self.video is not None
+        now = self.clock.monotonic()
+        self.step = "playing"
+        self.playing_since = self.last_keepalive = now
+        v = self.video
+        width = height = 0
+        if v.params is not None and v.params.complete:
+            with contextlib.suppress(ValueError, IndexError):
+                width, height = dimensions(v.params)
+        self.params = v.params
+        audio = None
+        if self.audio is not None:
+            a = self.audio
+            audio = AudioInfo(a.codec, a.rate, a.rate, a.channels, a.config)
+        info = StreamInfo(VideoInfo(v.codec, v.rate, width, height, v.params), audio)
+        self.info = info
+        self.depay = _Depacketizer(v.codec)
+        self.log.info(
+            "stream open: %s %dx%d%s (native reader)", v.codec, width, height,
+            f", audio {audio.codec} {audio.sample_rate} Hz" if audio else "",
+        )  # fmt: skip
+        if self.recorder is not None:
+            self.recorder.stream_started(info)
+        self.fanout.stream_started(info)
+
+    # --- media ---------------------------------------------------------------------------
+
+    def _interleaved(self) -> None:
+        buf = self.buf
+        view = memoryview(buf)
+        i, n = 0, len(buf)
+        try:
+            while n - i >= 4:
+                if buf[i] != 0x24:  # not '$': an RTSP reply (keepalive) or noise
+                    if buf[i : i + 4] == b"RTSP":
+                        end = buf.find(b"\r\n\r\n", i)
+                        if end < 0:
+                            break  # the rest of the reply is still on its way
+                        i = end + 4  # keepalive replies carry no body we need
+                        continue
+                    nxt = buf.find(b"$", i + 1)
+                    if nxt < 0:
+                        i = n
+                        break
+                    i = nxt
+                    continue
+                channel = buf[i + 1]
+                length = (buf[i + 2] << 8) | buf[i + 3]
+                if n - i - 4 < length:
+                    break
+                if length >= 12 and channel in (0, 2):
+                    self._rtp(channel, view[i + 4 : i + 4 + length])
+                i += 4 + length
+        finally:
+            view.release()
+        del buf[:i]
+
+    def _rtp(self, channel: int, rtp: memoryview) -> None:
+        b0 = rtp[0]
+        hdr = 12 + 4 * (b0 & 0x0F)
+        if b0 & 0x10 and len(rtp) >= hdr + 4:
+            hdr += 4 + 4 * ((rtp[hdr + 2] << 8) | rtp[hdr + 3])
+        end = len(rtp)
+        if b0 & 0x20:  # padding
+            end -= rtp[end - 1]
+        if hdr > end:
+            return
+        ts = (rtp[4] << 24) | (rtp[5] << 16) | (rtp[6] << 8) | rtp[7]
+        if channel == 0:
+            assert self.depay is not None
+            nals = self.depay.push(rtp[hdr:end], bool(rtp[1] & 0x80))
+            if nals:
+                self._frame(nals, self.vclock.extend(ts))
+        elif self.audio is not None:
+            self._audio(rtp[hdr:end], self.aclock.extend(ts))
+
+    def _frame(self, nals: list[bytes], ts: int) -> None:
+        codec = self.depay.codec if self.depay else H264
+        key = has_keyframe(codec, nals)
+        params = collect_params(codec, nals) if key else None
+        now = self.clock.monotonic()
+        p = Packet(VIDEO, length_prefix(nals), ts, ts, key, now, params)
+        if self.recorder is not None:
+            self.recorder.packet(p)
+        h = self.health
+        if not self.up and self.info is not None:
+            v = self.info.video
+            h.stream_up(v.codec, v.width, v.height)
+            self.up = True
+        if params is not None and params.complete and params != self.params:
+            self.params = params
+            with contextlib.suppress(ValueError, IndexError):
+                h.width, h.height = dimensions(params)
+        h.frame(len(p.data), now)
+        self.fanout.publish(p)
+
+    def _audio(self, payload: memoryview, ts: int) -> None:
+        assert self.audio is not None
+        now = self.clock.monotonic()
+        frames: list[tuple[bytes, int]] = []
+        if self.audio.codec == AAC:
+            if len(payload) < 2:
+                return
+            header_bits = (payload[0] << 8) | payload[1]
+            count = header_bits // 16  # 13-bit size + 3-bit index per AU
+            q = 2 + (header_bits + 7) // 8
+            for k in range(count):
+                size = ((payload[2 + 2 * k] << 8) | payload[3 + 2 * k]) >> 3
+                frames.append((bytes(payload[q : q + size]), ts + 1024 * k))
+                q += size
+        else:
+            frames.append((bytes(payload), ts))
+        for data, t in frames:
+            p = Packet(AUDIO, data, t, t, True, now, None)
+            if self.recorder is not None:
+                self.recorder.packet(p)
+            self.health.audio(len(data))
+            self.fanout.publish(p)
+
+    def close(self, sel: selectors.BaseSelector) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                sel.unregister(self.sock)
+            with contextlib.suppress(OSError):
+                if self.step == "playing":
+                    self._send("TEARDOWN", self.url)
+            self.sock.close()
+            self.sock = None
+        if self.step == "playing" and self.recorder is not None:
+            self.recorder.stream_stopped()
+        self.step = "idle"
+
+
+def _strerror(err: int) -> str:
+    return os.strerror(err)
+
+
+class Reactor:
+    """The thread that runs every native session."""
+
+    def __init__(self, clock: Clock, stop: threading.Event) -> None:
+        self.clock = clock
+        self.stop = stop
+        self.sessions: list[Session] = []
+        self.thread = threading.Thread(target=self._run, name="rtsp-reactor", daemon=True)
+
+    def add(self, session: Session) -> None:
+        self.sessions.append(session)
+
+    def start(self) -> None:
+        if self.sessions:
+            self.thread.start()
+
+    def join(self, timeout: float) -> bool:
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+    def _fail(self, s: Session, sel: selectors.BaseSelector, reason: str) -> None:
+        healthy = s.step == "playing" and (
+            self.clock.monotonic() - s.playing_since >= s.config.healthy_after_s
+        )
+        s.close(sel)
+        if healthy:
+            s.backoff = s.config.backoff_initial_s
+        delay = s.backoff * random.uniform(0.8, 1.2)
+        s.backoff = min(s.backoff * 2, s.config.backoff_max_s)
+        s.retry_at = self.clock.monotonic() + delay
+        s.health.stream_down(reason)
+        s.health.reconnecting()
+        s.log.warning("stream failed: %s; retrying in %.1f s", reason, delay)
+
+    def _guard(self, s: Session, sel: selectors.BaseSelector, fn: Callable[[], object]) -> None:
+        try:
+            if fn() is False:
+                self._fail(s, sel, "the camera closed the connection")
+        except RtspError as e:
+            self._fail(s, sel, str(e))
+        except OSError as e:
+            self._fail(s, sel, e.strerror or type(e).__name__)
+
+    def _run(self) -> None:
+        sel = selectors.DefaultSelector()
+        try:
+            while not self.stop.is_set():
+                round_start = time.monotonic()
+                now = self.clock.monotonic()
+                for s in self.sessions:
+                    if s.step == "idle" and now >= s.retry_at:
+                        self._guard(s, sel, functools.partial(s.start, sel))
+                    elif s.step != "idle":
+                        self._guard(s, sel, functools.partial(s.tick, now))
+                for key, events in sel.select(ROUND_S):
+                    s = key.data
+                    if events & selectors.EVENT_WRITE and s.step == "connecting":
+                        self._guard(s, sel, functools.partial(s.writable, sel))
+                    elif events & selectors.EVENT_READ and s.sock is not None:
+                        self._guard(s, sel, s.readable)
+                # Let data pile up a little: one recv then carries many RTP packets.
+                rest = ROUND_S - (time.monotonic() - round_start)
+                if rest > 0:
+                    self.stop.wait(rest)
+        finally:
+            for s in self.sessions:
+                s.close(sel)
+                if s.recorder is not None:
+                    s.recorder.close()
+            sel.close()
