@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -223,8 +225,17 @@ def rss_bytes(procs: list[psutil.Process]) -> int:
     return total
 
 
-def workdir(prefix: str) -> tempfile.TemporaryDirectory[str]:
-    return tempfile.TemporaryDirectory(prefix=f"vms-bench-{prefix}-")
+@contextlib.contextmanager
+def workdir(prefix: str) -> Iterator[str]:
+    """A scratch directory, removed afterwards unless VMS_BENCH_KEEP is set (to read logs)."""
+    path = tempfile.mkdtemp(prefix=f"vms-bench-{prefix}-")
+    try:
+        yield path
+    finally:
+        if os.environ.get("VMS_BENCH_KEEP"):
+            print(f"kept {path}", file=sys.stderr)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def run_bench(args: argparse.Namespace) -> int:
