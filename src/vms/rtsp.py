@@ -16,6 +16,7 @@ ingest.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import contextlib
 import errno
 import functools
@@ -30,6 +31,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
+from typing import Any
 
 from vms.clock import Clock
 from vms.config import CameraConfig, IngestConfig
@@ -62,6 +64,10 @@ KEEPALIVE_S = 25.0
 TICK_S = 0.1
 CONNECT_SPREAD_S = 0.02  # timers (retries, open and stall timeouts, keepalives) at this resolution
 MAX_RESPONSE = 64 * 1024
+
+
+# Name resolution is the one blocking call a session makes; two threads do it for all of them.
+_RESOLVER = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="rtsp-dns")
 
 
 class RtspError(Exception):
@@ -262,6 +268,9 @@ class Session:
         self.pending = ""
         self.info: StreamInfo | None = None
         self.nc = 0  # Digest nonce count
+        self.setting: _Media | None = None
+        self.channels: tuple[int, ...] = ()
+        self.resolving: concurrent.futures.Future[list[Any]] | None = None
 
     # --- requests ------------------------------------------------------------------------
 
@@ -305,13 +314,23 @@ class Session:
     # --- reactor callbacks ---------------------------------------------------------------
 
     def start(self, sel: selectors.BaseSelector) -> None:
+        """Resolve the host (off this thread: DNS can block for seconds), then connect."""
         self._reset()
         now = self.clock.monotonic()
         self.opened_at = self.last_data = now
+        self.step = "resolving"
+        self.resolving = _RESOLVER.submit(
+            socket.getaddrinfo, self.host, self.port, type=socket.SOCK_STREAM
+        )
+
+    def _connect(self, sel: selectors.BaseSelector) -> None:
+        assert self.resolving is not None
         try:
-            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+            infos = self.resolving.result()
         except OSError as e:
             raise RtspError(f"cannot resolve {self.host}: {e.strerror}") from None
+        finally:
+            self.resolving = None
         family, kind, proto, _, addr = infos[0]
         sock = socket.socket(family, kind, proto)
         sock.setblocking(False)
@@ -356,7 +375,9 @@ class Session:
             self._responses()
         return True
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float, sel: selectors.BaseSelector) -> None:
+        if self.step == "resolving" and self.resolving is not None and self.resolving.done():
+            self._connect(sel)
         if self.step == "playing":
             if now - self.last_data > self.config.stall_timeout_s:
                 raise RtspError(
@@ -428,6 +449,9 @@ class Session:
             self.step = "setup"
             self._setup_next()
         elif self.step == "setup":
+            m = re.search(r"interleaved=(\d+)", headers.get("transport", ""))
+            if m and self.setting is not None:
+                self.setting.channel = int(m.group(1))  # the server may pick other channels
             sid = headers.get("session", "")
             if sid:
                 self.session_id = sid.split(";")[0].strip()
@@ -449,6 +473,7 @@ class Session:
 
     def _setup_next(self) -> None:
         media = self.setups.pop(0)
+        self.setting = media
         ch = media.channel
         self._send(
             "SETUP", media.control, f"Transport: RTP/AVP/TCP;unicast;interleaved={ch}-{ch + 1}\r\n"
@@ -472,6 +497,7 @@ class Session:
         info = StreamInfo(VideoInfo(v.codec, v.rate, width, height, v.params), audio)
         self.info = info
         self.depay = _Depacketizer(v.codec)
+        self.channels = (v.channel,) + ((self.audio.channel,) if self.audio is not None else ())
         self.log.info(
             "stream open: %s %dx%d%s (native reader)", v.codec, width, height,
             f", audio {audio.codec} {audio.sample_rate} Hz" if audio else "",
@@ -505,14 +531,14 @@ class Session:
                 length = (buf[i + 2] << 8) | buf[i + 3]
                 if n - i - 4 < length:
                     break
-                if length >= 12 and channel in (0, 2):
-                    self._rtp(channel, view[i + 4 : i + 4 + length])
+                if length >= 12 and channel in self.channels:
+                    self._rtp(channel == self.channels[0], view[i + 4 : i + 4 + length])
                 i += 4 + length
         finally:
             view.release()
         del buf[:i]
 
-    def _rtp(self, channel: int, rtp: memoryview) -> None:
+    def _rtp(self, is_video: bool, rtp: memoryview) -> None:
         b0 = rtp[0]
         hdr = 12 + 4 * (b0 & 0x0F)
         if b0 & 0x10 and len(rtp) >= hdr + 4:
@@ -523,7 +549,7 @@ class Session:
         if hdr > end:
             return
         ts = (rtp[4] << 24) | (rtp[5] << 16) | (rtp[6] << 8) | rtp[7]
-        if channel == 0:
+        if is_video:
             assert self.depay is not None
             nals = self.depay.push(rtp[hdr:end], bool(rtp[1] & 0x80))
             if nals:
@@ -653,7 +679,7 @@ class Reactor:
                         if s.step == "idle" and now >= s.retry_at:
                             self._guard(s, sel, functools.partial(s.start, sel))
                         elif s.step != "idle":
-                            self._guard(s, sel, functools.partial(s.tick, now))
+                            self._guard(s, sel, functools.partial(s.tick, now, sel))
                 for key, events in sel.select(ROUND_S):
                     s = key.data
                     if events & selectors.EVENT_WRITE and s.step == "connecting":

@@ -78,13 +78,13 @@ def run(args: argparse.Namespace, progress: Progress) -> Result:
         ours = _ours(cam, camera_ps, n, seconds, warmup, tmp / "ours", baseline, progress)
         peer = None
         if not args.no_peer:
-            if not cam.running():
-                # Seen with 200 clients: gst-rtsp-server aborts on an assertion in its TCP
-                # backlog (rtsp-stream-transport.c, queue_duration >= 0). Start a fresh one.
-                cam.stop()
-                cam.start()
-                camera_ps = psutil.Process(cam.pid)
-                progress.note(f"stand-in camera restarted for the peer: {cam.url}")
+            # Each phase starts from a fresh camera, so neither inherits the other's state (a
+            # gst-rtsp-server that 200 clients just left has been seen to stop answering new
+            # ones, and to abort on a TCP backlog assertion when clients fell behind).
+            cam.stop()
+            cam.start()
+            camera_ps = psutil.Process(cam.pid)
+            progress.note(f"fresh stand-in camera for the peer: {cam.url}")
             peer = _peer(cam, camera_ps, n, seconds, warmup, tmp / "peer", progress)
             peer["camera_restarted"] = ours["camera_error"] is not None
     ratio = ratios(ours, peer, ["cpu_per_camera_pct", "rss_per_camera_mib"])
