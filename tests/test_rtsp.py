@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vms import rtsp
+from vms import rtp, rtsp
 from vms.clock import SystemClock
 from vms.config import CameraConfig, IngestConfig
 from vms.fanout import Fanout
@@ -69,20 +69,20 @@ a=control:stream=1
 
 
 def test_sdp_tracks_and_parameter_sets() -> None:
-    video, audio = rtsp.parse_sdp(SDP, "rtsp://cam/live/")
+    video, audio = rtp.parse_sdp(SDP, "rtsp://cam/live/")
     assert video is not None and audio is not None
     assert (video.codec, video.rate, video.control) == (H264, 90000, "rtsp://cam/live/stream=0")
     assert video.params is not None and video.params.complete
     assert (audio.codec, audio.rate, audio.channels, audio.config) == (AAC, 48000, 1, b"\x11\x88")
     pcmu = SDP.replace("MPEG4-GENERIC/48000/1", "PCMU/8000")
-    assert rtsp.parse_sdp(pcmu, "rtsp://cam/")[1].codec == PCMU  # type: ignore[union-attr]
+    assert rtp.parse_sdp(pcmu, "rtsp://cam/")[1].codec == PCMU  # type: ignore[union-attr]
     hevc = "m=video 0 RTP/AVP 96\r\na=rtpmap:96 H265/90000\r\na=control:trackID=1\r\n"
-    v, a = rtsp.parse_sdp(hevc, "rtsp://cam/")
+    v, a = rtp.parse_sdp(hevc, "rtsp://cam/")
     assert v is not None and v.codec == HEVC and v.control == "rtsp://cam/trackID=1" and a is None
 
 
 def test_rtp_timestamps_are_extended_across_the_wrap() -> None:
-    c = rtsp._Clock32()
+    c = rtp.RtpClock()
     assert c.extend(0xFFFFF000) == 0xFFFFF000
     assert c.extend(0x00000E10) == (1 << 32) + 0xE10
     assert c.extend(0xFFFFFF00) == 0xFFFFFF00  # a late packet from before the wrap
@@ -90,7 +90,7 @@ def test_rtp_timestamps_are_extended_across_the_wrap() -> None:
 
 
 def test_fu_a_and_stap_a_are_reassembled() -> None:
-    d = rtsp._Depacketizer(H264)
+    d = rtp.Depacketizer(H264)
     sps, pps = b"\x67\x42\xc0\x1e", b"\x68\xce\x0f\xc8"
     stap = b"\x18" + len(sps).to_bytes(2, "big") + sps + len(pps).to_bytes(2, "big") + pps
     assert d.push(memoryview(stap), False) is None

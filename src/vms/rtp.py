@@ -1,0 +1,157 @@
+"""RTP for the native RTSP reader: SDP tracks, payloads into access units, timestamps.
+
+H.264 (RFC 6184: single NAL unit, STAP-A, FU-A) and H.265 (RFC 7798: single, AP, FU) payloads
+are reassembled into the NAL units of one access unit, which ends at the RTP marker bit. AAC
+(RFC 3640, AU headers) and G.711 are handled by the session (one frame per AU or packet).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import re
+
+from vms.media import AAC, AUDIO, H264, HEVC, PCMA, PCMU, VIDEO, ParameterSets, collect_params
+
+
+class Media:
+    """One SETUP'd track from the SDP."""
+
+    def __init__(self, kind: int, codec: str, rate: int, control: str, channel: int) -> None:
+        self.kind = kind
+        self.codec = codec
+        self.rate = rate
+        self.control = control
+        self.channel = channel
+        self.channels = 1
+        self.config = b""
+        self.params: ParameterSets | None = None
+
+
+def parse_sdp(sdp: str, base: str) -> tuple[Media | None, Media | None]:
+    """The first supported video and audio tracks of an SDP."""
+    video: Media | None = None
+    audio: Media | None = None
+    blocks = re.split(r"\r?\nm=", "\n" + sdp)[1:]
+    for block in blocks:
+        lines = block.splitlines()
+        kind = lines[0].split(" ", 1)[0]
+        attrs = [ln[2:] for ln in lines[1:] if ln.startswith("a=")]
+        rtpmap = next((a.split(" ", 1)[1] for a in attrs if a.startswith("rtpmap:")), "")
+        fmtp = next((a.split(" ", 1)[1] for a in attrs if a.startswith("fmtp:")), "")
+        control = next((a[8:] for a in attrs if a.startswith("control:")), "")
+        if control and not control.startswith("rtsp"):
+            control = base.rstrip("/") + "/" + control if control != "*" else base
+        name, _, rest = rtpmap.partition("/")
+        rate_s, _, chans = rest.partition("/")
+        rate = int(rate_s) if rate_s.isdigit() else 0
+        params = dict(p.strip().split("=", 1) for p in fmtp.split(";") if "=" in p and p.strip())
+        params = {k.lower(): v for k, v in params.items()}
+        name = name.upper()
+        if kind == "video" and video is None and name in ("H264", "H265"):
+            codec = H264 if name == "H264" else HEVC
+            video = Media(VIDEO, codec, rate or 90000, control or base, 0)
+            video.params = sprop(codec, params)
+        elif kind == "audio" and audio is None and name in ("MPEG4-GENERIC", "PCMU", "PCMA"):
+            codec = {"MPEG4-GENERIC": AAC, "PCMU": PCMU, "PCMA": PCMA}[name]
+            audio = Media(AUDIO, codec, rate or 8000, control or base, 2)
+            audio.channels = int(chans) if chans.isdigit() else 1
+            if codec == AAC:
+                audio.config = bytes.fromhex(params.get("config", ""))
+    return video, audio
+
+
+def sprop(codec: str, fmtp: dict[str, str]) -> ParameterSets | None:
+    def b64(values: str) -> list[bytes]:
+        out = []
+        for v in values.split(","):
+            with contextlib.suppress(ValueError):
+                if v:
+                    out.append(base64.b64decode(v + "=" * (-len(v) % 4)))
+        return out
+
+    if codec == H264:
+        nals = b64(fmtp.get("sprop-parameter-sets", ""))
+    else:
+        nals = [n for k in ("sprop-vps", "sprop-sps", "sprop-pps") for n in b64(fmtp.get(k, ""))]
+    return collect_params(codec, nals)
+
+
+class Depacketizer:
+    """RTP payloads of one video track → access units (length-prefixed), on the marker bit."""
+
+    def __init__(self, codec: str) -> None:
+        self.codec = codec
+        self.nals: list[bytes] = []
+        self.fu: list[bytes] | None = None
+
+    def push(self, payload: memoryview, marker: bool) -> list[bytes] | None:
+        if not payload:
+            return None
+        if self.codec == H264:
+            self._h264(payload)
+        else:
+            self._h265(payload)
+        if marker and self.nals:
+            nals, self.nals = self.nals, []
+            return nals
+        return None
+
+    def _h264(self, p: memoryview) -> None:
+        t = p[0] & 0x1F
+        if t == 28 and len(p) > 2:  # FU-A
+            fu = p[1]
+            if fu & 0x80:
+                self.fu = [bytes([(p[0] & 0xE0) | (fu & 0x1F)]), bytes(p[2:])]
+            elif self.fu is not None:
+                self.fu.append(bytes(p[2:]))
+            if fu & 0x40 and self.fu is not None:
+                self.nals.append(b"".join(self.fu))
+                self.fu = None
+        elif t == 24:  # STAP-A
+            q = 1
+            while q + 2 <= len(p):
+                size = (p[q] << 8) | p[q + 1]
+                self.nals.append(bytes(p[q + 2 : q + 2 + size]))
+                q += 2 + size
+        elif 1 <= t <= 23:
+            self.nals.append(bytes(p))
+
+    def _h265(self, p: memoryview) -> None:
+        if len(p) < 3:
+            return
+        t = (p[0] >> 1) & 0x3F
+        if t == 49:  # FU
+            fu = p[2]
+            if fu & 0x80:
+                head = bytes([(p[0] & 0x81) | ((fu & 0x3F) << 1), p[1]])
+                self.fu = [head, bytes(p[3:])]
+            elif self.fu is not None:
+                self.fu.append(bytes(p[3:]))
+            if fu & 0x40 and self.fu is not None:
+                self.nals.append(b"".join(self.fu))
+                self.fu = None
+        elif t == 48:  # AP
+            q = 2
+            while q + 2 <= len(p):
+                size = (p[q] << 8) | p[q + 1]
+                self.nals.append(bytes(p[q + 2 : q + 2 + size]))
+                q += 2 + size
+        else:
+            self.nals.append(bytes(p))
+
+
+class RtpClock:
+    """RTP's 32-bit timestamps, extended so they never wrap."""
+
+    def __init__(self) -> None:
+        self.last: int | None = None
+        self.high = 0
+
+    def extend(self, ts: int) -> int:
+        if self.last is not None and ts < self.last and self.last - ts > 0x80000000:
+            self.high += 1 << 32
+        elif self.last is not None and ts > self.last and ts - self.last > 0x80000000:
+            return self.high - (1 << 32) + ts  # a late packet from before a wrap
+        self.last = ts
+        return self.high + ts
