@@ -521,6 +521,9 @@ class Reactor:
             self._fail(s, sel, str(e))
         except OSError as e:
             self._fail(s, sel, e.strerror or type(e).__name__)
+        except Exception as e:  # one camera's bug must not stop the others
+            s.log.exception("unexpected error in the RTSP session")
+            self._fail(s, sel, f"internal error: {type(e).__name__}")
 
     def _run(self) -> None:
         sel = selectors.DefaultSelector()
@@ -550,6 +553,9 @@ class Reactor:
                             self._fail(s, sel, str(e))
                         except OSError as e:
                             self._fail(s, sel, e.strerror or type(e).__name__)
+                        except Exception as e:  # one camera's bug ends its session only
+                            s.log.exception("unexpected error while reading the stream")
+                            self._fail(s, sel, f"internal error: {type(e).__name__}")
                 # Let data pile up a little: one recv then carries many RTP packets.
                 rest = ROUND_S - (time.monotonic() - round_start)
                 if rest > 0:
