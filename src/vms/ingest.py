@@ -27,6 +27,24 @@ from vms.source import TIMED_OUT, describe, open_source
 log = logging.getLogger(__name__)
 
 
+class Backoff:
+    """Waits between reconnections: doubling from ``backoff_initial_s`` to ``backoff_max_s``, each
+    jittered by ±20 % so cameras behind one rebooted switch do not retry in lock-step, and back
+    to the start after a session that streamed for ``healthy_after_s``."""
+
+    def __init__(self, config: IngestConfig) -> None:
+        self.config = config
+        self.current = config.backoff_initial_s
+
+    def next(self, streamed_s: float) -> float:
+        """The wait after a session that lasted ``streamed_s`` seconds."""
+        if streamed_s >= self.config.healthy_after_s:
+            self.current = self.config.backoff_initial_s
+        delay = self.current * random.uniform(0.8, 1.2)
+        self.current = min(self.current * 2, self.config.backoff_max_s)
+        return delay
+
+
 class Ingest:
     def __init__(
         self,
@@ -59,16 +77,13 @@ class Ingest:
         return not self.thread.is_alive()
 
     def _run(self) -> None:
-        backoff = self.config.backoff_initial_s
+        backoff = Backoff(self.config)
         while not self.stop.is_set():
             started = self.clock.monotonic()
             reason = self._session()
             if self.stop.is_set():
                 break
-            if self.clock.monotonic() - started >= self.config.healthy_after_s:
-                backoff = self.config.backoff_initial_s
-            delay = backoff * random.uniform(0.8, 1.2)
-            backoff = min(backoff * 2, self.config.backoff_max_s)
+            delay = backoff.next(self.clock.monotonic() - started)
             self.health.stream_down(reason)
             self.health.reconnecting()
             self.log.warning("stream failed: %s; retrying in %.1f s", reason, delay)

@@ -23,7 +23,6 @@ import functools
 import hashlib
 import logging
 import os
-import random
 import re
 import selectors
 import socket
@@ -37,6 +36,7 @@ from vms.clock import Clock
 from vms.config import CameraConfig, IngestConfig
 from vms.fanout import Fanout
 from vms.health import CameraHealth
+from vms.ingest import Backoff
 from vms.media import (
     AAC,
     AUDIO,
@@ -98,7 +98,7 @@ class Session:
         self.host = parts.hostname or ""
         self.port = parts.port or 554
         self.url = camera.main.url
-        self.backoff = config.backoff_initial_s
+        self.backoff = Backoff(config)
         self.sock: socket.socket | None = None
         self.retry_at = 0.0
         self._reset()
@@ -500,14 +500,9 @@ class Reactor:
         return not self.thread.is_alive()
 
     def _fail(self, s: Session, sel: selectors.BaseSelector, reason: str) -> None:
-        healthy = s.step == "playing" and (
-            self.clock.monotonic() - s.playing_since >= s.config.healthy_after_s
-        )
+        streamed = self.clock.monotonic() - s.playing_since if s.step == "playing" else 0.0
         s.close(sel)
-        if healthy:
-            s.backoff = s.config.backoff_initial_s
-        delay = s.backoff * random.uniform(0.8, 1.2)
-        s.backoff = min(s.backoff * 2, s.config.backoff_max_s)
+        delay = s.backoff.next(streamed)
         s.retry_at = self.clock.monotonic() + delay
         s.health.stream_down(reason)
         s.health.reconnecting()
