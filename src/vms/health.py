@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vms.clock import Clock
+from vms.media import ParameterSets, dimensions
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class CameraHealth:
         self.width = 0
         self.height = 0
         self.codec = ""
+        self._params: ParameterSets | None = None
         self._window_start = clock.monotonic()
         self._window_frames = 0
         self._window_bytes = 0
@@ -83,6 +85,20 @@ class CameraHealth:
             self.bitrate = self._window_bytes * 8 / elapsed
             self._window_start, self._window_frames, self._window_bytes = mono, 0, 0
             self.last_frame_us = self._clock.wall_us()
+
+    def parameter_sets(self, params: ParameterSets) -> None:
+        """A keyframe's in-band SPS/PPS: a change may be a new resolution (called on keyframes
+        that carry them only, never per packet)."""
+        if params == self._params or not params.complete:
+            return
+        self._params = params
+        try:
+            width, height = dimensions(params)
+        except (ValueError, IndexError):
+            return
+        if (width, height) != (self.width, self.height) and self.width:
+            log.info("resolution changed: %dx%d", width, height, extra={"camera": self.camera_id})
+        self.width, self.height = width, height
 
     def audio(self, size: int) -> None:
         self._window_bytes += size

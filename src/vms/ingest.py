@@ -20,7 +20,7 @@ from vms.config import CameraConfig, IngestConfig, StreamConfig
 from vms.errors import VmsError
 from vms.fanout import Fanout
 from vms.health import CameraHealth
-from vms.media import VIDEO, ParameterSets, dimensions
+from vms.media import VIDEO
 from vms.recorder import Recorder
 from vms.source import TIMED_OUT, describe, open_source
 
@@ -91,15 +91,6 @@ class Ingest:
         if self.recorder is not None:
             self.recorder.close()
 
-    def _resized(self, params: ParameterSets) -> None:
-        try:
-            width, height = dimensions(params)
-        except (ValueError, IndexError):
-            return
-        if (width, height) != (self.health.width, self.health.height):
-            self.log.info("resolution changed: %dx%d", width, height)
-            self.health.width, self.health.height = width, height
-
     def _session(self) -> str:
         """One connection, from open to failure. Returns why it ended."""
         url = self.camera.source_url(self.stream)
@@ -131,7 +122,6 @@ class Ingest:
         # Online once video flows, not once the session is set up: a camera that answers
         # PLAY and then sends nothing must not flap to online on every reconnect.
         up = False
-        params = v.params
         try:
             for p in source.packets():
                 if recorder is not None:
@@ -140,9 +130,8 @@ class Ingest:
                     if not up:
                         health.stream_up(v.codec, v.width, v.height)
                         up = True
-                    if p.params is not None and p.params != params and p.params.complete:
-                        params = p.params  # keyframes only: new SPS, maybe a new resolution
-                        self._resized(params)
+                    if p.params is not None:
+                        health.parameter_sets(p.params)
                     health.frame(len(p.data), p.arrival)
                 fanout.publish(p)
             return "stopped"

@@ -44,7 +44,6 @@ from vms.media import (
     VIDEO,
     AudioInfo,
     Packet,
-    ParameterSets,
     StreamInfo,
     VideoInfo,
     collect_params,
@@ -121,7 +120,6 @@ class Session:
         self.vclock = RtpClock()
         self.aclock = RtpClock()
         self.up = False
-        self.params: ParameterSets | None = None
         self.pending = ""
         self.info: StreamInfo | None = None
         self.nc = 0  # Digest nonce count
@@ -346,7 +344,6 @@ class Session:
         if v.params is not None and v.params.complete:
             with contextlib.suppress(ValueError, IndexError):
                 width, height = dimensions(v.params)
-        self.params = v.params
         audio = None
         if self.audio is not None:
             a = self.audio
@@ -427,10 +424,8 @@ class Session:
             v = self.info.video
             h.stream_up(v.codec, v.width, v.height)
             self.up = True
-        if params is not None and params.complete and params != self.params:
-            self.params = params
-            with contextlib.suppress(ValueError, IndexError):
-                h.width, h.height = dimensions(params)
+        if params is not None:
+            h.parameter_sets(params)
         h.frame(len(p.data), now)
         self.fanout.publish(p)
 
