@@ -19,6 +19,7 @@ import contextlib
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -278,36 +279,23 @@ def _peer(
     tmp.mkdir(parents=True)
     with open(logs, "ab") as log_file:
         try:
+
+            def spawn(d: Path) -> subprocess.Popen[bytes]:
+                return subprocess.Popen(
+                    [
+                        "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
+                        "-rtsp_transport", "tcp", "-i", url, "-c", "copy", "-f", "segment",
+                        "-segment_time", "10", "-reset_timestamps", "1", str(d / "%05d.mp4"),
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log_file,
+                )  # fmt: skip
+
             for d in dirs:
                 d.mkdir()
-                procs.append(
-                    subprocess.Popen(
-                        [
-                            "ffmpeg",
-                            "-hide_banner",
-                            "-loglevel",
-                            "error",
-                            "-nostdin",
-                            "-rtsp_transport",
-                            "tcp",
-                            "-i",
-                            url,
-                            "-c",
-                            "copy",
-                            "-f",
-                            "segment",
-                            "-segment_time",
-                            "10",
-                            "-reset_timestamps",
-                            "1",
-                            str(d / "%05d.mp4"),
-                        ],
-                        stdin=subprocess.DEVNULL,
-                        stdout=subprocess.DEVNULL,
-                        stderr=log_file,
-                    )
-                )
-            _wait_files(dirs, 60 + n * 0.5, progress)
+                procs.append(spawn(d))
+            _wait_files(dirs, procs, spawn, 60 + n * 0.5, progress)
             _sleep_with_bar(warmup, progress, "peer: warm-up")
             ps = [psutil.Process(p.pid) for p in procs]
             cpu0, cam0, t0 = cpu_seconds(ps), cpu_seconds([camera_ps]), time.monotonic()
@@ -353,10 +341,24 @@ def _peer(
     }
 
 
-def _wait_files(dirs: list[Path], timeout: float, progress: Progress) -> None:
+def _wait_files(
+    dirs: list[Path],
+    procs: list[subprocess.Popen[bytes]],
+    spawn: Callable[[Path], subprocess.Popen[bytes]],
+    timeout: float,
+    progress: Progress,
+) -> None:
+    """Until every ffmpeg wrote a file. One that gave up first (a camera busy with 200
+    handshakes can refuse a few) is started again, as a supervisor would."""
     deadline = time.monotonic() + timeout
+    ready = 0
     while time.monotonic() < deadline:
-        ready = sum(1 for d in dirs if any(f.stat().st_size > 0 for f in d.iterdir()))
+        ready = 0
+        for i, d in enumerate(dirs):
+            if any(f.stat().st_size > 0 for f in d.iterdir()):
+                ready += 1
+            elif procs[i].poll() is not None:
+                procs[i] = spawn(d)
         progress.update("peer: ffmpeg connected", ready, len(dirs))
         if ready == len(dirs):
             return
