@@ -20,6 +20,7 @@ from vms.health import CameraHealth
 from vms.recorder import Recorder
 from vms.standin.footage import synthetic_clip
 from vms.storage import Storage
+from vms.writer import Writers
 
 POSTGRES_URL = os.environ.get(
     "VMS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -106,11 +107,19 @@ class Rig:
     clock: SimulatedClock
     health: CameraHealth
     root: Path
+    writers: Writers
+
+    def stop(self) -> None:
+        """End the stream and wait until its files and rows are written."""
+        self.recorder.stream_stopped()
+        assert self.writers.flush(), "writers did not finish"
 
 
 @pytest.fixture
-def rig(tmp_path: Path, catalog: Catalog) -> Rig:
-    return make_rig(tmp_path, catalog)
+def rig(tmp_path: Path, catalog: Catalog) -> Iterator[Rig]:
+    r = make_rig(tmp_path, catalog)
+    yield r
+    r.writers.stop()
 
 
 def make_rig(
@@ -126,7 +135,12 @@ def make_rig(
     cfg = config_mod.from_dict(
         {
             "storage": {"roots": [{"name": "r1", "path": str(root), "min_free_bytes": 0}]},
-            "recording": {"segment_seconds": segment_seconds, "stagger": stagger},
+            # Tests feed media faster than real time: let the writer fall far behind.
+            "recording": {
+                "segment_seconds": segment_seconds,
+                "stagger": stagger,
+                "write_backlog_seconds": 600,
+            },
         }
     )
     clock = SimulatedClock(START_US)
@@ -134,7 +148,9 @@ def make_rig(
     storage.verify()
     catalog.ensure_camera(camera, camera)
     health = CameraHealth(camera, clock)
+    writers = Writers(catalog, clock)
     rec = Recorder(
-        camera, catalog=catalog, storage=storage, clock=clock, config=cfg.recording, health=health
-    )
-    return Rig(rec, catalog, storage, clock, health, root)
+        camera, catalog=catalog, storage=storage, writers=writers, clock=clock,
+        config=cfg.recording, health=health,
+    )  # fmt: skip
+    return Rig(rec, catalog, storage, clock, health, root, writers)

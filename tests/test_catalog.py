@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,12 +25,11 @@ def any_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cata
 
 
 def _open(cat: Catalog, root: int, start: int, camera: str = "cam") -> int:
-    seg_id, path = cat.open_segment(
-        camera_id=camera, root_id=root, start_us=start, codec="h264", width=640,
-        height=360, has_audio=False, timescale=90000, day="2026-11-25",
+    return cat.open_segment(
+        camera_id=camera, stream=0, root_id=root, path=f"{camera}/2026-11-25/{start}-main.mp4",
+        start_us=start, media_start=0, codec="h264", width=640, height=360, has_audio=False,
+        timescale=90000,
     )  # fmt: skip
-    assert path == f"{camera}/2026-11-25/{seg_id}.mp4"
-    return seg_id
 
 
 def test_segment_lifecycle(any_catalog: Catalog) -> None:
@@ -41,8 +41,8 @@ def test_segment_lifecycle(any_catalog: Catalog) -> None:
     seg = cat.segment(a)
     assert seg.state == OPEN and seg.bytes == 0, "an open segment claims no bytes"
     index = FragmentIndex()
-    index.add(90000, 5000, True, 25)
-    index.add(90000, 4000, False, 25)
+    index.add(0, 90000, 5000, True, 25)
+    index.add(90000, 90000, 4000, False, 25)
     cat.close_segment(
         a, end_us=3_000_000, init_bytes=700, size=9700, fragments=2,
         frag_index=index.encode(), crc32=0xFFFFFFFF,
@@ -69,7 +69,7 @@ def test_migrations_create_the_schema_once(any_catalog: Catalog) -> None:
     again = Catalog(any_catalog.url)  # a second start must not fail or duplicate anything
     with again.engine.connect() as c:
         version = c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one()
-    assert version == "0001"
+    assert version == "0002"
     tables = set(sa.inspect(again.engine).get_table_names())
     assert {"roots", "cameras", "segments", "garbage", "alembic_version"} <= tables
     again.close()
@@ -89,3 +89,75 @@ def test_unreachable_database_is_a_clear_error() -> None:
         Catalog("postgresql+psycopg://nobody:secret@127.0.0.1:1/none")
     assert e.value.kind == Kind.UNAVAILABLE
     assert "secret" not in e.value.message
+
+
+def test_segment_ids_are_never_reused(any_catalog: Catalog) -> None:
+    cat = any_catalog
+    root = cat.add_root("r1", "uuid-1", 1)
+    cat.ensure_camera("cam", "Camera")
+    a = _open(cat, root, 1_000_000)
+    cat.forget_segment(a)  # the newest row goes: SQLite would hand its id out again
+    b = _open(cat, root, 2_000_000)
+    assert b > a
+
+
+def test_upgrade_from_0001_rewrites_fragment_indexes(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    import vms.catalog
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(Path(vms.catalog.__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.execute(sa.text("INSERT INTO roots VALUES (1, 'r1', 'u', 0)"))
+        conn.execute(sa.text("INSERT INTO cameras VALUES ('cam', 'Cam')"))
+        # 0001's index: flags = keyframe | samples << 1
+        old = struct.pack("<III", 90000, 5000, 1 | 25 << 1) + struct.pack("<III", 9, 4, 24 << 1)
+        conn.execute(
+            sa.text(
+                "INSERT INTO segments (id, camera_id, root_id, path, state, start_us, end_us,"
+                " codec, width, height, has_audio, timescale, init_bytes, bytes, fragments,"
+                " frag_index, crc32) VALUES (7, 'cam', 1, 'cam/d/7.mp4', 1, 0, 1, 'h264', 1, 1,"
+                " 0, 90000, 700, 9700, 2, :blob, 0)"
+            ),
+            {"blob": old},
+        )
+    engine.dispose()
+    cat = Catalog(url)
+    seg = cat.segment(7)
+    frags = list(FragmentIndex.decode(seg.frag_index or b"").fragments(seg.init_bytes))
+    assert [(f.keyframe, f.samples, f.gap) for f in frags] == [
+        (True, 25, False),
+        (False, 24, False),
+    ]
+    assert seg.stream == 0 and seg.media_start == 0
+    cat.close()
+
+
+def test_a_hole_in_the_media_is_marked_on_the_fragment_before_it() -> None:
+    index = FragmentIndex()
+    index.add(0, 90000, 100, True, 25)
+    index.add(90000, 45000, 100, False, 12)
+    index.add(180000, 90000, 100, True, 25)  # 45000 ticks lost before this one
+    frags = list(FragmentIndex.decode(index.encode()).fragments(0))
+    assert [f.start for f in frags] == [0, 90000, 180000]
+    assert [f.gap for f in frags] == [False, True, False]
+    assert index.duration == 270000
+
+
+def test_an_unreachable_catalog_is_unavailable_not_a_driver_error(tmp_path: Path) -> None:
+    from vms.errors import Kind, VmsError
+
+    cat = Catalog(f"sqlite:///{tmp_path / 'c.db'}")
+    (tmp_path / "c.db").unlink()
+    (tmp_path / "c.db").mkdir()  # the file is gone and cannot be recreated
+    cat.engine.dispose()
+    with pytest.raises(VmsError) as e:
+        cat.camera_ids()
+    assert e.value.kind == Kind.UNAVAILABLE
+    cat.close()

@@ -43,7 +43,6 @@ CLIP_FPS = 25  # the `clips` fixture's frame rate
 KEYINT = 25  # the stand-ins' GOP
 
 
-
 @pytest.fixture(autouse=True, params=["pyav", "native"])
 def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every case runs with both RTSP readers (UDP, RTSPS and files always use PyAV)."""

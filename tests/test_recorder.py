@@ -21,7 +21,7 @@ def feed(rig: Rig, info: StreamInfo, packets: list[Packet]) -> None:
     rig.recorder.stream_started(info)
     for p in packets:
         rig.recorder.packet(p)
-    rig.recorder.stream_stopped()
+    rig.stop()
 
 
 def with_arrival(packets: list[Packet], timescale: int) -> list[Packet]:
@@ -114,7 +114,7 @@ def test_server_clock_stepping_back_and_forward(rig: Rig, clips: dict[str, Path]
         if i == 100:
             rig.clock.step(-7200)  # NTP or an operator steps the clock back two hours
         rig.recorder.packet(p)
-    rig.recorder.stream_stopped()
+    rig.stop()
     rig.clock.step(+3 * 3600)
     feed(rig, info, with_arrival(read_clip(clips["h264"])[1], info.video.timescale))
     segs = check_segments(rig)
@@ -233,7 +233,7 @@ def test_slow_camera_clock_reanchors_with_a_gap_of_about_a_second(
             clock.mono = q.arrival * 1.01
             clock.wall = START_US + int(clock.mono * 1_000_000)
             rig.recorder.packet(q)
-    rig.recorder.stream_stopped()
+    rig.stop()
     segs = check_segments(rig)
     gaps = [b.start_us - a.end_us for a, b in itertools.pairwise(segs)]
     assert sum(1 for g in gaps if g == 0) >= len(gaps) - 2, (

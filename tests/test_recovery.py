@@ -23,6 +23,7 @@ from vms.recovery import recover
 from vms.segment import FragmentIndex
 from vms.source import read_clip
 from vms.storage import Storage
+from vms.writer import Writers
 
 
 def record_without_closing(rig: Rig, clip: Path, frames: int) -> None:
@@ -32,6 +33,7 @@ def record_without_closing(rig: Rig, clip: Path, frames: int) -> None:
     for p in packets[:frames]:
         p.arrival = p.dts / info.video.timescale
         rig.recorder.packet(p)
+    assert rig.writers.flush()
 
 
 def test_recovery_truncates_a_torn_tail_and_indexes_whole_fragments(
@@ -69,7 +71,7 @@ def _closed_segments(rig: Rig, clip: Path) -> list[int]:
     for p in packets:
         p.arrival = p.dts / info.video.timescale
         rig.recorder.packet(p)
-    rig.recorder.stream_stopped()
+    rig.stop()
     return [s.id for s in rig.catalog.segments(state=CLOSED)]
 
 
@@ -178,9 +180,10 @@ def test_check_cli_reports_and_repairs(tmp_path: Path, clips: dict[str, Path]) -
     loaded = load(cfg_path)
     cat.ensure_camera("cam0", "cam0")
     clock = SystemClock()
+    writers = Writers(cat, clock)
     rec = Recorder(
-        "cam0", catalog=cat, storage=storage, clock=clock, config=loaded.recording,
-        health=CameraHealth("cam0", clock),
+        "cam0", catalog=cat, storage=storage, writers=writers, clock=clock,
+        config=loaded.recording, health=CameraHealth("cam0", clock),
     )  # fmt: skip
     info, packets = read_clip(clips["h264"])
     rec.stream_started(info)
@@ -188,6 +191,7 @@ def test_check_cli_reports_and_repairs(tmp_path: Path, clips: dict[str, Path]) -
         p.arrival = p.dts / info.video.timescale
         rec.packet(p)
     rec.stream_stopped()
+    writers.stop()
     seg = cat.segments()[0]
     (tmp_path / "root" / seg.path).unlink()
     cat.close()

@@ -31,7 +31,7 @@ def record(rig: Rig, clip: Path) -> None:
     for p in packets:
         p.arrival = p.dts / info.video.timescale
         rig.recorder.packet(p)
-    rig.recorder.stream_stopped()
+    rig.stop()
 
 
 def retention_for(rig: Rig, **root: object) -> Retention:

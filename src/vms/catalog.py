@@ -8,9 +8,10 @@ The schema is created and upgraded only by Alembic migrations (``vms/migrations`
 from __future__ import annotations
 
 import builtins
+import contextlib
 import dataclasses
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,10 @@ cameras = sa.Table(
     sa.Column("name", sa.String(200), nullable=False),
 )
 
-OPEN, CLOSED = 0, 1
+# A quarantined segment's file does not match its checksum: kept for inspection and for
+# retention, never served as if it were sound.
+OPEN, CLOSED, QUARANTINED = 0, 1, 2
+MAIN, SUB = 0, 1
 
 segments = sa.Table(
     "segments",
@@ -59,9 +63,13 @@ segments = sa.Table(
     sa.Column("fragments", sa.Integer, nullable=False),
     sa.Column("frag_index", sa.LargeBinary, nullable=True),
     sa.Column("crc32", sa.BigInteger, nullable=True),
+    sa.Column("stream", sa.SmallInteger, nullable=False, server_default="0"),
+    sa.Column("media_start", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index("segments_camera_start", "camera_id", "start_us"),
     sa.Index("segments_root_start", "root_id", "start_us"),
     sa.Index("segments_state", "state"),
+    sa.Index("segments_camera_stream_end", "camera_id", "stream", "end_us"),
+    sqlite_autoincrement=True,
 )
 
 garbage = sa.Table(
@@ -92,6 +100,8 @@ class Segment:
     fragments: int
     frag_index: builtins.bytes | None
     crc32: int | None
+    stream: int
+    media_start: int
 
 
 def _segment(row: Any) -> Segment:
@@ -106,6 +116,17 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def unavailable(e: sa.exc.SQLAlchemyError, url: str) -> VmsError:
+    """The one error a caller sees when the catalog cannot be reached or answers an error.
+
+    A lost connection, a refused one, a timeout or a locked database is ``UNAVAILABLE``: the
+    recorder keeps writing files and retries the rows (docs/design/storage.md)."""
+    if isinstance(e, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.TimeoutError):
+        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0][:200]
+        return VmsError(Kind.UNAVAILABLE, f"catalog {url} unavailable: {reason}")
+    return VmsError(Kind.INTERNAL, f"catalog {url}: {type(e).__name__}")
 
 
 def migrate(engine: Engine) -> None:
@@ -131,6 +152,11 @@ class Catalog:
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
+        else:
+            # A server that went away must fail a call in seconds, not hang it: the caller
+            # queues the work and retries (the recorder never waits on the catalog).
+            kwargs["pool_pre_ping"] = True
+            kwargs["connect_args"] = {"connect_timeout": 5}
         try:
             self.engine = sa.create_engine(url, **kwargs)
             if url.startswith("sqlite"):
@@ -149,12 +175,20 @@ class Catalog:
         self.engine.dispose()
 
     def _write(self) -> Any:
-        return _Tx(self.engine, self._write_lock)
+        return _Tx(self.engine, self._write_lock, self.safe_url)
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as c:
+                yield c
+        except sa.exc.SQLAlchemyError as e:
+            raise unavailable(e, self.safe_url) from e
 
     # --- roots and cameras -------------------------------------------------------------
 
     def root_by_name(self, name: str) -> tuple[int, str] | None:
-        with self.engine.connect() as c:
+        with self._read() as c:
             row = c.execute(sa.select(roots.c.id, roots.c.uuid).where(roots.c.name == name)).first()
         return (row.id, row.uuid) if row else None
 
@@ -177,29 +211,28 @@ class Catalog:
         self,
         *,
         camera_id: str,
+        stream: int,
         root_id: int,
+        path: str,
         start_us: int,
+        media_start: int,
         codec: str,
         width: int,
         height: int,
         has_audio: bool,
         timescale: int,
-        day: str,
-    ) -> tuple[int, str]:
-        """Insert an open segment that claims no bytes yet; returns (id, relative path)."""
+    ) -> int:
+        """Insert an open segment that claims no bytes yet; returns its id."""
         with self._write() as c:
             result = c.execute(
                 segments.insert().values(
-                    camera_id=camera_id, root_id=root_id, path="", state=OPEN,
-                    start_us=start_us, end_us=start_us, codec=codec, width=width,
-                    height=height, has_audio=has_audio, timescale=timescale, init_bytes=0,
-                    bytes=0, fragments=0,
+                    camera_id=camera_id, stream=stream, root_id=root_id, path=path, state=OPEN,
+                    start_us=start_us, end_us=start_us, media_start=media_start, codec=codec,
+                    width=width, height=height, has_audio=has_audio, timescale=timescale,
+                    init_bytes=0, bytes=0, fragments=0,
                 )
             )  # fmt: skip
-            seg_id = int(result.inserted_primary_key[0])
-            path = f"{camera_id}/{day}/{seg_id}.mp4"
-            c.execute(segments.update().where(segments.c.id == seg_id).values(path=path))
-        return seg_id, path
+            return int(result.inserted_primary_key[0])
 
     def close_segment(
         self,
@@ -222,8 +255,15 @@ class Catalog:
                 )
             )  # fmt: skip
 
+    def forget_segment(self, seg_id: int) -> None:
+        """Remove an open row that never got a fragment (its file is gone or was never made)."""
+        with self._write() as c:
+            c.execute(
+                segments.delete().where(segments.c.id == seg_id).where(segments.c.state == OPEN)
+            )
+
     def segment(self, seg_id: int) -> Segment:
-        with self.engine.connect() as c:
+        with self._read() as c:
             row = c.execute(sa.select(segments).where(segments.c.id == seg_id)).first()
         if row is None:
             raise VmsError(Kind.NOT_FOUND, f"no segment {seg_id}")
@@ -253,22 +293,42 @@ class Catalog:
             q = q.where(segments.c.start_us < end_us)
         if limit is not None:
             q = q.limit(limit)
-        with self.engine.connect() as c:
+        with self._read() as c:
             return [_segment(r) for r in c.execute(q)]
 
     def last_end_us(self, camera_id: str) -> int | None:
         """End of the camera's latest segment: where its next recording may start at the
         earliest, whatever the wall clock says after a restart."""
         q = sa.select(sa.func.max(segments.c.end_us)).where(segments.c.camera_id == camera_id)
-        with self.engine.connect() as c:
+        with self._read() as c:
             value = c.execute(q).scalar_one()
         return None if value is None else int(value)
+
+    def camera_ids(self) -> set[str]:
+        with self._read() as c:
+            return {r.id for r in c.execute(sa.select(cameras.c.id))}
+
+    def latest_start_us(self, camera_id: str, root_id: int) -> int | None:
+        q = sa.select(sa.func.max(segments.c.start_us)).where(
+            segments.c.camera_id == camera_id, segments.c.root_id == root_id
+        )
+        with self._read() as c:
+            value = c.execute(q).scalar_one()
+        return None if value is None else int(value)
+
+    def paths_under(self, root_id: int, prefix: str) -> set[str]:
+        """Paths of the root's segments that start with ``prefix`` (one day of one camera)."""
+        q = sa.select(segments.c.path).where(
+            segments.c.root_id == root_id, segments.c.path.startswith(prefix, autoescape=True)
+        )
+        with self._read() as c:
+            return {r.path for r in c.execute(q)}
 
     def root_bytes(self, root_id: int) -> int:
         q = sa.select(sa.func.coalesce(sa.func.sum(segments.c.bytes), 0)).where(
             segments.c.root_id == root_id
         )
-        with self.engine.connect() as c:
+        with self._read() as c:
             return int(c.execute(q).scalar_one())
 
     def expired(self, camera_id: str, before_us: int, limit: int) -> list[Segment]:
@@ -280,7 +340,7 @@ class Catalog:
             .order_by(segments.c.start_us)
             .limit(limit)
         )
-        with self.engine.connect() as c:
+        with self._read() as c:
             return [_segment(r) for r in c.execute(q)]
 
     def delete_segments(self, segs: Sequence[Segment]) -> list[tuple[int, int, str]]:
@@ -297,7 +357,7 @@ class Catalog:
         q = sa.select(garbage.c.id, garbage.c.root_id, garbage.c.path)
         if root_id is not None:
             q = q.where(garbage.c.root_id == root_id)
-        with self.engine.connect() as c:
+        with self._read() as c:
             return [(r.id, r.root_id, r.path) for r in c.execute(q)]
 
     def forget_garbage(self, ids: Iterable[int]) -> None:
@@ -308,8 +368,10 @@ class Catalog:
 
 
 class _Tx:
-    def __init__(self, engine: Engine, lock: threading.Lock | None) -> None:
-        self.engine, self.lock = engine, lock
+    """A write transaction: the SQLite writer lock, and errors mapped to :class:`VmsError`."""
+
+    def __init__(self, engine: Engine, lock: threading.Lock | None, url: str) -> None:
+        self.engine, self.lock, self.url = engine, lock, url
         self.ctx: Any = None
 
     def __enter__(self) -> Connection:
@@ -318,14 +380,20 @@ class _Tx:
         try:
             self.ctx = self.engine.begin()
             return self.ctx.__enter__()
-        except BaseException:
+        except BaseException as e:
             if self.lock:
                 self.lock.release()
+            if isinstance(e, sa.exc.SQLAlchemyError):
+                raise unavailable(e, self.url) from e
             raise
 
     def __exit__(self, *exc: Any) -> None:
         try:
             self.ctx.__exit__(*exc)
+        except sa.exc.SQLAlchemyError as e:
+            raise unavailable(e, self.url) from e
         finally:
             if self.lock:
                 self.lock.release()
+        if isinstance(exc[1], sa.exc.SQLAlchemyError):
+            raise unavailable(exc[1], self.url) from exc[1]

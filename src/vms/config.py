@@ -152,6 +152,14 @@ class RecordingConfig(_Model):
     segment_seconds: float = Field(60.0, ge=2, le=600, title="Target segment length")
     fragment_seconds: float = Field(1.0, gt=0, le=1.0, title="Maximum fragment length")
     stagger: bool = Field(True, title="Stagger segment rotation across cameras")
+    write_backlog_seconds: float = Field(
+        10.0,
+        ge=1,
+        le=600,
+        title="Video a camera may have waiting for its disk",
+        description="Beyond this, the camera's fragments are dropped (and counted) until its "
+        "storage root catches up: the reader never waits on a disk.",
+    )
 
 
 class Reader(enum.StrEnum):

@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from vms.media import (
     AAC,
+    H264,
     HEVC,
     PCMA,
     PCMU,
@@ -354,3 +355,29 @@ def parse_timescales(moov: bytes) -> dict[int, int]:
                         off = m.offset + 12 + (16 if version == 1 else 8)
                         (out[track_id],) = struct.unpack_from(">I", moov, off)
     return out
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InitInfo:
+    """What the catalog row says of a segment, read back from its init segment."""
+
+    codec: str
+    width: int
+    height: int
+    timescale: int
+    has_audio: bool
+
+
+def parse_init(moov: bytes) -> InitInfo:
+    """Codec, size and timescales from a moov box this project wrote (recovery of a file whose
+    row was never written)."""
+    timescales = parse_timescales(moov)
+    for kind, codec in ((b"avc1", H264), (b"hvc1", HEVC)):
+        at = moov.find(kind)
+        if at >= 4:
+            # Visual sample entry: header, 6 reserved, data reference index, 16 pre-defined.
+            width, height = struct.unpack_from(">HH", moov, at - 4 + 8 + 24)
+            return InitInfo(
+                codec, width, height, timescales.get(VIDEO_TRACK, 0), AUDIO_TRACK in timescales
+            )
+    raise ValueError("no avc1 or hvc1 sample entry")

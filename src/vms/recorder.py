@@ -1,10 +1,14 @@
-"""The recorder: turns one camera's packets into segments and fragments on disk.
+"""The recorder: turns one camera stream's packets into segments and fragments.
 
 Called synchronously from the camera's ingest thread (it is the one subscriber the ingest
 waits for), so its per-packet path is a few attribute writes and a list append. Once a
-fragment is complete (next keyframe, or one more frame would pass ``fragment_seconds``) it is
-built and written with one ``writev``. Once a segment is long enough it is closed at the next
-keyframe: ``fdatasync``, then the catalog row (see docs/design/storage.md for the order).
+fragment is complete (next keyframe, or one more frame would pass ``fragment_seconds``) its
+``moof`` is built and the fragment handed to the storage root's writer thread; once a segment is
+long enough it is closed at the next keyframe. Files, syncs and catalog rows are the writers'
+work (``vms.writer``): nothing here waits on a disk or on the catalog.
+
+Consecutive segments of one connection form a *run*: one decode time line (``tfdt``) across
+them, so playback can serve them back to back (docs/design/time.md).
 
 The last video packet is *held* until the next one arrives: only then is its duration (the
 dts delta) known, and MP4 needs every sample's duration.
@@ -14,23 +18,22 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import errno
 import logging
 import threading
 import zlib
 from collections.abc import Callable
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from vms import mp4
-from vms.catalog import Catalog
+from vms.catalog import MAIN, Catalog
 from vms.clock import Clock
 from vms.config import RecordingConfig
 from vms.errors import VmsError
 from vms.health import CameraHealth
 from vms.media import AAC, AUDIO, Packet, ParameterSets, StreamInfo, dimensions
-from vms.segment import SegmentWriter, fsync_dir
-from vms.storage import Root, Storage
+from vms.storage import Storage
+from vms.writer import Fragment, RecorderStats, SegmentFile, Writers
+
+STREAM_NAMES = {0: "main", 1: "sub"}
 
 log = logging.getLogger(__name__)
 
@@ -53,35 +56,17 @@ class _Sample:
         self.duration = 0
 
 
-@dataclasses.dataclass
-class RecorderStats:
-    """Counters for metrics; written by the recorder only."""
-
-    frames_written: int = 0
-    bytes_written: int = 0
-    fragments: int = 0
-    segments: int = 0
-    frames_dropped: int = 0
-    write_errors: int = 0
-    timestamp_jumps: int = 0
-    write_seconds_total: float = 0.0
-    last_write_s: float = 0.0
-    # Packet arrival to fragment on disk: the first (oldest) sample of the fragment.
-    last_delay_s: float = 0.0
-    max_delay_s: float = 0.0
-
-
 class _Open:
-    """The segment being written."""
+    """The segment being built (reader thread's view; the file is the writer's)."""
 
-    def __init__(self, seg_id: int, root: Root, writer: SegmentWriter, start_us: int, dts: int):
-        self.id = seg_id
-        self.root = root
-        self.writer = writer
-        self.start_us = start_us
+    def __init__(self, file: SegmentFile, dts: int) -> None:
+        self.file = file
+        self.start_us = file.start_us
         self.first_dts = dts
         self.sequence = 0
         self.audio_next: int | None = None
+        self.end = 0  # media time submitted so far, from the segment start
+        self.audio_origin = 0  # the run's decode time at this segment, audio timescale
 
 
 class Recorder:
@@ -91,15 +76,19 @@ class Recorder:
         *,
         catalog: Catalog,
         storage: Storage,
+        writers: Writers,
         clock: Clock,
         config: RecordingConfig,
         health: CameraHealth,
         on_storage_trouble: Callable[[], None] = lambda: None,
         roots: list[str] | None = None,
+        stream: int = MAIN,
     ) -> None:
         self.camera_id = camera_id
+        self.stream = stream
         self.catalog = catalog
         self.storage = storage
+        self.writers = writers
         self.clock = clock
         self.config = config
         self.health = health
@@ -120,6 +109,10 @@ class Recorder:
         self._last_delta = 0
         self._prev_end_us: int | None = catalog.last_end_us(camera_id)
         self._continuous = False
+        self._run_next: int | None = None  # decode time where the run's next segment starts
+        self._opened = 0
+        self._gap_pending = False
+        self._backlog_warned = False
         self._cut = False
         self._retry_at = 0.0
         self._closed = False
@@ -143,11 +136,13 @@ class Recorder:
             self._offset = 0
             self._last_delta = 0
             self._continuous = False
+            self._run_next = None
 
     def stream_stopped(self) -> None:
         with self._lock:
             self._close_segment(final=True)
             self._continuous = False
+            self._run_next = None
 
     def close(self) -> None:
         """Close the open segment for good: later packets (a thread still draining) are ignored."""
@@ -166,10 +161,10 @@ class Recorder:
 
     def open_end_us(self, seg_id: int) -> int | None:
         """Wall-clock end of what is on disk of the open segment ``seg_id`` (for the API)."""
-        seg, info = self._seg, self._info
-        if seg is None or seg.id != seg_id or info is None:
+        seg = self._seg
+        if seg is None or seg.file.id != seg_id:
             return None
-        return seg.start_us + seg.writer.index.duration * 1_000_000 // info.video.timescale
+        return seg.file.written_end_us
 
     # --- video path ----------------------------------------------------------------------
 
@@ -177,6 +172,11 @@ class Recorder:
         info = self._info
         if info is None:
             return
+        seg = self._seg
+        if seg is not None and seg.file.failed is not None:
+            self._writer_failed()
+        if self._gap_pending:
+            self._end_fragment_at_gap()
         if p.params is not None and p.params.complete and p.params != self._params:
             if self._params is not None:
                 self._log.info("parameter sets changed: new segment at this keyframe")
@@ -210,6 +210,7 @@ class Recorder:
                 delta = nominal
                 self._cut = True
                 self._continuous = False
+                self._run_next = None
             held.duration = delta
             self._last_delta = delta
             self._frag.append(held)
@@ -238,7 +239,7 @@ class Recorder:
 
     def _segment_due(self, seg: _Open, dts: int) -> bool:
         assert self._info is not None
-        target = self.config.segment_seconds if self.stats.segments else self._first_target
+        target = self.config.segment_seconds if self._opened > 1 else self._first_target
         return (dts - seg.first_dts) >= target * self._info.video.timescale
 
     # --- segments ------------------------------------------------------------------------
@@ -249,6 +250,8 @@ class Recorder:
         if self._params is None or not self._params.complete:
             return False  # the parameter sets may come with a later keyframe
         if self.clock.monotonic() < self._retry_at:
+            return False
+        if self._backlog_full():
             return False
         now_us = self.clock.wall_us()
         start = now_us
@@ -266,28 +269,29 @@ class Recorder:
         day = datetime.datetime.fromtimestamp(start / 1e6, datetime.UTC).strftime("%Y-%m-%d")
         try:
             root = self.storage.choose(self.roots)
-            seg_id, rel = self.catalog.open_segment(
-                camera_id=self.camera_id, root_id=root.id or 0, start_us=start,
-                codec=video.codec, width=width, height=height,
-                has_audio=info.audio is not None, timescale=video.timescale, day=day,
-            )  # fmt: skip
         except VmsError as e:
-            self._storage_failed(str(e), None)
+            self._storage_failed(str(e))
             return False
-        try:
-            writer = SegmentWriter(root.file(rel), mp4.init_segment(stream))
-        except OSError as e:
-            self._discard_row(seg_id, root, rel)
-            self._storage_failed(f"cannot create {rel} on root {root.name}: {e.strerror}", root)
-            return False
-        self._seg = _Open(seg_id, root, writer, start, dts)
+        # The name needs no catalog: camera, day, start and stream say what the file is, so
+        # recovery can index it even if its row was never written.
+        rel = f"{self.camera_id}/{day}/{start}-{STREAM_NAMES[self.stream]}.mp4"
+        media_start = self._run_next if self._run_next is not None else 0
+        file = SegmentFile(
+            camera_id=self.camera_id, stream=self.stream, root=root, rel=rel, start_us=start,
+            media_start=media_start, codec=video.codec, width=width, height=height,
+            has_audio=info.audio is not None, timescale=video.timescale,
+            init=mp4.init_segment(stream), stats=self.stats, health=self.health,
+            on_trouble=self.on_storage_trouble,
+        )  # fmt: skip
+        self.writers.catalog_thread.submit("open", file)
+        self.writers.for_root(root).submit("open", file)
+        seg = self._seg = _Open(file, dts)
+        if info.audio is not None:
+            seg.audio_origin = media_start * info.audio.timescale // video.timescale
         self._continuous = True
+        self._opened += 1
         self._frag, self._frag_duration, self._audio = [], 0, []
-        root.set_open_bytes(seg_id, writer.size)
         return True
-
-    def _segment_duration(self, seg: _Open) -> int:
-        return seg.writer.index.duration
 
     def _close_segment(self, *, final: bool) -> None:
         seg = self._seg
@@ -304,44 +308,49 @@ class Recorder:
             self._held = None
         self._flush_fragment()
         if self._seg is not seg:
-            return  # the flush failed and closed the segment at its last whole fragment
+            return  # the fragment could not be queued and the segment ended there
         self._seg = None
-        writer = seg.writer
-        seg.root.set_open_bytes(seg.id, None)
-        if not len(writer.index):
-            writer.abandon()
-            self._discard_row(seg.id, seg.root, None)
-            return
-        assert self._info is not None
-        end_us = seg.start_us + writer.index.duration * 1_000_000 // self._info.video.timescale
-        try:
-            writer.sync()
-            # The file's name must be durable too: its day directory, and that directory's
-            # own entry in the camera directory (new each day).
-            fsync_dir(writer.path.parent)
-            fsync_dir(writer.path.parent.parent)
-        except OSError as e:
-            self._log.warning("fdatasync of segment %s failed: %s", seg.id, e.strerror)
-        writer.close()
-        try:
-            self.catalog.close_segment(
-                seg.id, end_us=end_us, init_bytes=writer.init_bytes, size=writer.size,
-                fragments=len(writer.index), frag_index=writer.index.encode(), crc32=writer.crc,
-            )  # fmt: skip
-        except SQLAlchemyError:  # the file is intact; recovery closes the row at next start
-            self._log.exception("cannot close segment %s in the catalog", seg.id)
-        seg.root.add_closed(writer.size)
-        self._prev_end_us = end_us
-        self.stats.segments += 1
+        self.writers.for_root(seg.file.root).submit("close", seg.file)
+        self._note_end(seg)
+        if seg.end:
+            self._run_next = seg.file.media_start + seg.end
 
-    def _discard_row(self, seg_id: int, root: Root, rel: str | None) -> None:
-        try:
-            seg = self.catalog.segment(seg_id)
-            for gid, _, path in self.catalog.delete_segments([seg]):
-                root.file(path).unlink(missing_ok=True)
-                self.catalog.forget_garbage([gid])
-        except (VmsError, OSError):
-            self._log.exception("cannot discard empty segment %s", seg_id)
+    def _note_end(self, seg: _Open) -> None:
+        """The next segment starts no earlier than this one's end (no overlap, ever)."""
+        if seg.end and self._info is not None:
+            self._prev_end_us = seg.start_us + seg.end * 1_000_000 // self._info.video.timescale
+
+    def _backlog_full(self) -> bool:
+        """The root's writer is more than ``write_backlog_seconds`` behind on this camera."""
+        assert self._info is not None
+        behind = self.stats.queued_ticks - self.stats.written_ticks
+        return behind > self.config.write_backlog_seconds * self._info.video.timescale
+
+    def _writer_failed(self) -> None:
+        """The root writer could not write the open segment (it closed it at its last whole
+        fragment and reported why): start again at a keyframe, after a pause."""
+        if self._seg is not None:
+            self._note_end(self._seg)
+        self._seg = None
+        self._held = None
+        self._frag, self._frag_duration, self._audio = [], 0, []
+        self._continuous = False
+        self._run_next = None
+        self._retry_at = self.clock.monotonic() + STORAGE_RETRY_S
+
+    def _end_fragment_at_gap(self) -> None:
+        """Media was lost: the held frame gets its nominal duration and the fragment ends; the
+        next one starts at the next keyframe, later on the run's time line (a marked gap)."""
+        self._gap_pending = False
+        held = self._held
+        if held is not None and self._seg is not None:
+            held.duration = self._last_delta or (
+                self._info.video.timescale // 25 if self._info else 1
+            )
+            self._frag.append(held)
+            self._frag_duration += held.duration
+        self._held = None
+        self._flush_fragment()
 
     # --- fragments -----------------------------------------------------------------------
 
@@ -358,38 +367,45 @@ class Recorder:
         flags = [mp4.SYNC_FLAGS if s.key else mp4.NON_SYNC_FLAGS for s in frag]
         cto = [s.pts - s.dts for s in frag]
         base = frag[0].dts - seg.first_dts
+        tfdt = seg.file.media_start + base
         runs = [
-            mp4.TrackRun(mp4.VIDEO_TRACK, base, durations, sizes, flags, cto if any(cto) else None)
+            mp4.TrackRun(mp4.VIDEO_TRACK, tfdt, durations, sizes, flags, cto if any(cto) else None)
         ]
         buffers: list[bytes] = [b"", *(s.data for s in frag)]
         if self._audio and info.audio is not None:
-            runs.append(self._audio_run(seg, base))
+            audio = self._audio_run(seg, base)
+            audio.base_time += seg.audio_origin
+            runs.append(audio)
             buffers.extend(a.data for a in self._audio)
-        seg.sequence += 1
-        buffers[0] = mp4.fragment_header(seg.sequence, runs)
         duration = self._frag_duration
         self._frag, self._frag_duration, self._audio = [], 0, []
-        t0 = self.clock.monotonic()
-        try:
-            seg.writer.append(buffers, duration, frag[0].key, len(frag))
-        except OSError as e:
-            self.stats.write_errors += 1
+        if self._backlog_full():
+            # The disk is behind: drop rather than wait, and end the segment here (what
+            # follows must start at a keyframe again).
             self.stats.frames_dropped += len(frag)
-            self._write_failed(seg, e)
+            self.stats.frames_dropped_backlog += len(frag)
+            if not self._backlog_warned:
+                self._log.error(
+                    "storage root %s is more than %.0f s behind: dropping video until it "
+                    "catches up", seg.file.root.name, self.config.write_backlog_seconds,
+                )  # fmt: skip
+                self._backlog_warned = True
+            self._seg = None
+            self._held = None
+            self._continuous = False
+            self._run_next = None
+            self.writers.for_root(seg.file.root).submit("close", seg.file)
+            self._note_end(seg)
             return
-        t1 = self.clock.monotonic()
-        st = self.stats
-        st.frames_written += len(frag)
-        st.bytes_written += sum(len(b) for b in buffers)
-        st.fragments += 1
-        st.last_write_s = t1 - t0
-        st.write_seconds_total += st.last_write_s
-        st.last_delay_s = t1 - frag[0].arrival
-        st.max_delay_s = max(st.max_delay_s, st.last_delay_s)
-        seg.root.set_open_bytes(seg.id, seg.writer.size)
-        if seg.root.write_error is not None or self.health.record_error is not None:
-            seg.root.write_error = None
-            self.health.record_ok()
+        self._backlog_warned = False
+        seg.sequence += 1
+        buffers[0] = mp4.fragment_header(seg.sequence, runs)
+        seg.end = base + duration
+        self.stats.queued_ticks += duration
+        self.writers.for_root(seg.file.root).submit(
+            "append", seg.file, Fragment(buffers, base, duration, frag[0].key, len(frag),
+                                         frag[0].arrival),
+        )  # fmt: skip
 
     def _audio_run(self, seg: _Open, video_base: int) -> mp4.TrackRun:
         info = self._info
@@ -412,17 +428,8 @@ class Recorder:
 
     # --- storage failures ----------------------------------------------------------------
 
-    def _write_failed(self, seg: _Open, e: OSError) -> None:
-        what = "storage full" if e.errno == errno.ENOSPC else "write failed"
-        self._storage_failed(f"{what} on root {seg.root.name}: {e.strerror}", seg.root)
-        # The writer truncated back to the last whole fragment; close the segment there.
-        self._held = None
-        self._close_segment(final=False)
-        self._continuous = False
-
-    def _storage_failed(self, message: str, root: Root | None) -> None:
-        if root is not None:
-            root.write_error = message
+    def _storage_failed(self, message: str) -> None:
+        """No root can take the segment (all refused, or full)."""
         if self.health.record_error != message:
             self._log.error(
                 "recording stopped: %s (retrying every %.0f s)", message, STORAGE_RETRY_S
@@ -430,3 +437,8 @@ class Recorder:
         self.health.record_failed(message)
         self._retry_at = self.clock.monotonic() + STORAGE_RETRY_S
         self.on_storage_trouble()
+
+    def gap(self) -> None:
+        """Media was lost before the next packet: end the fragment here and mark the gap."""
+        with self._lock:
+            self._gap_pending = True

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from vms.catalog import CLOSED, Catalog, Segment
 from vms.clock import Clock
 from vms.config import Config
+from vms.errors import Kind, VmsError
 from vms.storage import Root, Storage
 
 log = logging.getLogger(__name__)
@@ -114,9 +115,19 @@ class Retention:
 
     def loop(self, stop: threading.Event) -> None:
         """Thread body: a pass every interval, or sooner when woken."""
+        away: str | None = None
         while not stop.is_set():
             try:
                 self.run_once()
+                if away is not None:
+                    log.info("retention resumed: the catalog is back")
+                    away = None
+            except VmsError as e:
+                if e.kind != Kind.UNAVAILABLE:
+                    log.error("retention pass failed: %s", e)
+                elif away is None:  # once per outage, not every second
+                    log.warning("retention paused: %s", e)
+                away = str(e)
             except Exception:
                 log.exception("retention pass failed")
             self.wake.wait(self.config.storage.retention_interval_s)

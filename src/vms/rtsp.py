@@ -477,6 +477,8 @@ class Reactor:
         self.clock = clock
         self.stop = stop
         self.sessions: list[Session] = []
+        # The longest round (timers, select, reads, recording): what any camera may have waited.
+        self.max_round_s = 0.0
         self.thread = threading.Thread(target=self._run, name="rtsp-reactor", daemon=True)
 
     def add(self, session: Session) -> None:
@@ -547,7 +549,10 @@ class Reactor:
                             s.log.exception("unexpected error while reading the stream")
                             self._fail(s, sel, f"internal error: {type(e).__name__}")
                 # Let data pile up a little: one recv then carries many RTP packets.
-                rest = ROUND_S - (time.monotonic() - round_start)
+                busy = time.monotonic() - round_start
+                if busy > self.max_round_s:
+                    self.max_round_s = busy
+                rest = ROUND_S - busy
                 if rest > 0:
                     self.stop.wait(rest)
         finally:

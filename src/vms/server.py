@@ -1,9 +1,10 @@
 """The composition root: builds every part from the config, starts them, stops them.
 
-Order of start: catalog (migrated) → storage roots identified → crash recovery → one camera
-pipeline per enabled camera (health, recorder, fan-out, ingest thread) → retention thread. Stop
-is the reverse, driven by one event: ingest threads see it within a packet (or their read
-timeout), their recorders close the open segments (fdatasync, row), then retention stops.
+Order of start: catalog (migrated) → storage roots identified → crash recovery → writers (one
+thread per storage root, one for catalog rows) → one camera pipeline per enabled camera
+(health, recorder, fan-out, ingest thread) → retention thread. Stop is the reverse, driven by
+one event: ingest threads see it within a packet (or their read timeout), their recorders hand
+the open segments to the writers, which finish them (fdatasync, row), then retention stops.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from vms.recovery import recover
 from vms.retention import Retention
 from vms.rtsp import Reactor, Session
 from vms.storage import Storage
+from vms.writer import Writers
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class Server:
         for root in self.storage.usable():
             root.sync_usage(self.catalog)
         self.retention = Retention(config, self.catalog, self.storage, self.clock)
+        self.writers = Writers(self.catalog, self.clock)
         self.reactor = Reactor(self.clock, self.stop_event)
         self.cameras = [self._camera(c) for c in config.cameras]
         self._retention_thread = threading.Thread(
@@ -73,6 +76,7 @@ class Server:
                 cfg.id,
                 catalog=self.catalog,
                 storage=self.storage,
+                writers=self.writers,
                 clock=self.clock,
                 config=self.config.recording,
                 health=health,
@@ -145,6 +149,7 @@ class Server:
                     )
             if cam.recorder is not None:
                 cam.recorder.close()
+        self.writers.stop(max(timeout, 30.0))  # returns as soon as every file is closed
         if self._retention_thread.is_alive():
             self._retention_thread.join(timeout)
         self.catalog.close()

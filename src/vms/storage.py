@@ -20,7 +20,7 @@ from vms.catalog import Catalog
 from vms.clock import Clock
 from vms.config import RootConfig
 from vms.errors import Kind, VmsError
-from vms.segment import fsync_dir
+from vms.segment import FileIO, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ class Root:
         self.uuid: str | None = None
         self.error: str | None = "not checked yet"
         self.write_error: str | None = None  # last failed write (ENOSPC...), cleared on success
+        self.io = FileIO()  # the system calls that write segments (a seam for tests)
         self._lock = threading.Lock()
         self._open_bytes: dict[int, int] = {}  # bytes of open segments, not yet in the catalog
         self._closed_bytes = 0  # bytes of closed segments; kept in step by recorder and retention
