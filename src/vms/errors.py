@@ -12,12 +12,20 @@ Every failure the system reports on purpose is a :class:`VmsError` carrying a :c
       kind=INTERNAL           a bug                                       -> HTTP 500
 
 Messages are written for the operator and never contain secrets: camera URLs pass through
-:func:`vms.config.redact` before they reach a message.
+:func:`vms.config.redact` before they reach a message. A value someone sent goes into a message
+through :func:`capped`, so an error never echoes a hostile megabyte back. ``details`` says which
+input is wrong and how, one :class:`Detail` each, for a client to show next to the field.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+from collections.abc import Sequence
+from typing import Any
+
+# The most characters of a sent value that a message repeats. Camera ids (63) fit whole.
+CAP = 64
 
 
 class Kind(enum.Enum):
@@ -48,13 +56,36 @@ _HTTP = {
 class VmsError(Exception):
     """An error with a kind; ``str()`` is the operator-facing message."""
 
-    def __init__(self, kind: Kind, message: str) -> None:
+    def __init__(self, kind: Kind, message: str, details: Sequence[Detail] = ()) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.details = tuple(details)
 
     def __str__(self) -> str:
         return self.message
 
-    def to_dict(self) -> dict[str, str]:
-        return {"error": self.kind.value, "message": self.message}
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "error": self.kind.value,
+            "message": self.message,
+            "details": [dataclasses.asdict(d) for d in self.details],
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Detail:
+    """One thing wrong with the input: ``field`` names it (a parameter), ``problem`` says what."""
+
+    field: str
+    problem: str
+
+
+def shorten(text: str, limit: int = CAP) -> str:
+    """``text`` cut to ``limit`` characters, with an ellipsis where something was cut."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def capped(value: str, limit: int = CAP) -> str:
+    """``value`` quoted for a message, at most ``limit`` of its characters."""
+    return repr(shorten(value, limit))
