@@ -362,7 +362,7 @@ def _peer(
             for d in dirs:
                 d.mkdir()
                 procs.append(spawn(d))
-            _wait_files(dirs, procs, spawn, 60 + n * 0.5, progress)
+            _wait_files(dirs, procs, spawn, 60 + n * 0.5, progress, logs)
             _sleep_with_bar(warmup, progress, "peer: warm-up")
             ps = [psutil.Process(p.pid) for p in procs]
             cpu0, cam0, t0 = cpu_seconds(ps), cpu_seconds([camera_ps]), time.monotonic()
@@ -414,6 +414,7 @@ def _wait_files(
     spawn: Callable[[Path], subprocess.Popen[bytes]],
     timeout: float,
     progress: Progress,
+    log_path: Path,
 ) -> None:
     """Until every ffmpeg wrote a file. One that gave up first (a camera busy with 200
     handshakes can refuse a few) is started again, as a supervisor would."""
@@ -430,7 +431,11 @@ def _wait_files(
         if ready == len(dirs):
             return
         time.sleep(0.2)
-    raise RuntimeError(f"ffmpeg peer: only {ready}/{len(dirs)} processes wrote a file")
+    tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+    raise RuntimeError(
+        f"ffmpeg peer: only {ready}/{len(dirs)} processes wrote a file; ffmpeg said: "
+        + (" | ".join(tail) or "nothing")
+    )
 
 
 def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
