@@ -137,6 +137,20 @@ def parse_sdp(sdp: str, base: str) -> tuple[Media | None, Media | None]:
     return video, audio
 
 
+def offered(sdp: str) -> str:
+    """What an SDP offers, for an operator: ``video JPEG, audio PCMU``."""
+    names = {0: "PCMU", 8: "PCMA", 14: "MPEG audio", 26: "JPEG", 32: "MPEG video"}
+    out = []
+    for block in re.split(r"\r?\nm=", "\n" + sdp)[1:]:
+        head = block.split(None, 4)
+        if len(head) < 4:
+            continue
+        rtpmap = re.search(rf"^a=rtpmap:{re.escape(head[3])} ([^/\s]+)", block, re.MULTILINE)
+        name = rtpmap.group(1) if rtpmap else names.get(int(head[3]) if head[3].isdigit() else -1)
+        out.append(f"{head[0]} {name or 'payload type ' + head[3]}")
+    return ", ".join(out) or "no media"
+
+
 def sprop(codec: str, fmtp: dict[str, str]) -> ParameterSets | None:
     def b64(values: str) -> list[bytes]:
         out = []

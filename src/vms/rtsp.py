@@ -49,7 +49,7 @@ from vms.media import (
     length_prefix,
 )
 from vms.recorder import Recorder
-from vms.rtp import Depacketizer, Media, RtpClock, aggregate_control, parse_sdp
+from vms.rtp import Depacketizer, Media, RtpClock, aggregate_control, offered, parse_sdp
 from vms.rtsp_headers import (
     MAX_RESPONSE,
     RtspError,
@@ -72,6 +72,10 @@ ROUND_S = 0.05
 KEEPALIVE_S = 25.0
 TICK_S = 0.1
 CONNECT_SPREAD_S = 0.02  # timers (retries, open and stall timeouts, keepalives) at this resolution
+BASIC_IN_CLEAR = (
+    "the camera offers only Basic authentication over plain RTSP: "
+    "its password crosses the network in clear text"
+)
 
 
 # Name resolution is the one blocking call a session makes; two threads do it for all of them.
@@ -282,7 +286,9 @@ class Session:
             base = headers.get("content-base") or headers.get("content-location") or self.url
             self.video, self.audio = parse_sdp(body, base)
             if self.video is None:
-                raise RtspError("the stream has no H.264 or H.265 video track")
+                raise RtspError(
+                    f"the stream has no H.264 or H.265 video track (it offers {offered(body)})"
+                )
             self.control_url = aggregate_control(body, base)
             self.setups = [m for m in (self.video, self.audio) if m is not None]
             self.step = "setup"
@@ -311,12 +317,8 @@ class Session:
         auth = choose_challenge(challenges)
         if auth[0] == "basic" and self.url.startswith("rtsp:") and not self.warned_basic:
             self.warned_basic = True
-            notice = (
-                "the camera offers only Basic authentication over plain RTSP: "
-                "its password crosses the network in clear text"
-            )
-            self.log.warning(notice)
-            self.health.warn(notice)
+            self.log.warning(BASIC_IN_CLEAR)
+            self.health.warn(BASIC_IN_CLEAR)
         return auth
 
     def _resend(self) -> None:
@@ -401,8 +403,7 @@ class Session:
             while n - i >= 4:
                 if buf[i] != 0x24:  # not '$': an RTSP reply (keepalive) or noise
                     if buf[i : i + 4] == b"RTSP":
-                        # A keepalive reply: skipped whole, body included (a '$' in a body is
-                        # not a frame), and never waited for past the size of any reply.
+                        # A keepalive reply: skipped with its body (a '$' there is no frame).
                         end = buf.find(b"\r\n\r\n", i, i + MAX_RESPONSE)
                         if end < 0:
                             if n - i > MAX_RESPONSE:

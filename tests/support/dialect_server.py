@@ -112,12 +112,9 @@ def load_capture(path: Path) -> Capture:
     tokens = stem.split("_")
     at = next((i for i, t in enumerate(tokens) if t.lower() in METHODS and i > 0), None)
     if at is not None:
-        camera, method, variant = (
-            "_".join(tokens[:at]),
-            METHODS[tokens[at].lower()],
-            tokens[at + 1 :],
-        )
-        return Capture(stem, camera, method, "_".join(variant), status, lines, body)
+        camera, method = "_".join(tokens[:at]), METHODS[tokens[at].lower()]
+        variant = "_".join(tokens[at + 1 :])
+        return Capture(stem, camera, method, variant, status, lines, body)
     capture = Capture(stem, tokens[0], None, "", status, lines, body)
     return dataclasses.replace(capture, method=_method_of(capture))
 
