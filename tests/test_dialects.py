@@ -230,7 +230,7 @@ def check(o: Outcome) -> None:
         assert {"DESCRIBE", "SETUP", "PLAY"} <= set(first), first
         assert o.sizes == {CLIP_SIZE}, "the in-band SPS, not the camera's sprop, sets the size"
         if o.scenario.expects_audio:
-            assert o.audio_decoded > 0, f"{name}: the G.711 audio sent was not recorded"
+            assert o.audio_decoded > 0, f"{name}: the audio sent was not recorded"
         for kind, (ssrc, seq, rtptime) in o.understood.items():
             sent = o.sent.get(kind)
             if sent is None:

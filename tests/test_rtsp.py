@@ -458,3 +458,18 @@ def test_a_keepalive_reply_body_is_not_read_as_media() -> None:
     s.buf += keepalive + b"$\x00" + len(idr).to_bytes(2, "big") + idr
     s._interleaved()
     assert s.health.frames == 1 and not s.buf
+
+
+def test_aac_channels_come_from_its_config() -> None:
+    anpviz = (
+        "m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:trackID=1\r\n"
+        "m=audio 0 RTP/AVP 0\r\na=rtpmap:0 MPEG4-GENERIC/16000/2\r\na=fmtp:0 config=1408\r\n"
+        "a=control:trackID=2\r\n"
+    )
+    _, audio = rtp.parse_sdp(anpviz, "rtsp://cam/")
+    assert audio is not None and (audio.codec, audio.rate, audio.config) == (
+        AAC,
+        16000,
+        b"\x14\x08",
+    )
+    assert audio.channels == 1  # what the config says, not the rtpmap's "/2"

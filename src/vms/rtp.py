@@ -131,6 +131,10 @@ def parse_sdp(sdp: str, base: str) -> tuple[Media | None, Media | None]:
             if codec == AAC:
                 with contextlib.suppress(ValueError):
                     audio.config = bytes.fromhex(params.get("config", ""))
+                # The decoder follows the AudioSpecificConfig, not the rtpmap: a camera that
+                # says "/2" there and sends mono must not be recorded as stereo.
+                if len(audio.config) >= 2 and 1 <= (audio.config[1] >> 3) & 0xF <= 7:
+                    audio.channels = (audio.config[1] >> 3) & 0xF
         if media is not None:
             media.payload_type = int(pt) if pt.isdigit() else -1
             media.raw_control = control.strip()

@@ -15,13 +15,15 @@ After PLAY the :class:`DialectServer` sends real encoded video (:func:`encode_cl
 25 fps, packetized here (H.264: single NAL, STAP-A, FU-A, or single NAL only for
 ``packetization-mode=0``; H.265: single, AP, FU), with in-band parameter sets before each
 keyframe (the captured sprop parameter sets do not describe this clip), on the interleaved
-channel the SETUP reply named, or over UDP to the client's ports on 127.0.0.1.
+channel the SETUP reply named, or over UDP to the client's ports on 127.0.0.1; and audio when
+the SDP has G.711 or AAC-LC (encoded to match its config) on a channel of its own.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import random
 import re
 import select
@@ -138,6 +140,12 @@ class Track:
     encoding: str  # upper-case rtpmap name, or "PCMU"/"PCMA" for static payload types
     control: str
     fmtp: dict[str, str]
+    clock: int = 90000  # the rtpmap's clock rate
+
+    @property
+    def sendable_audio(self) -> bool:
+        """G.711, or AAC-LC with its config (both are sent; other audio is not)."""
+        return self.encoding in ("PCMU", "PCMA") or aac_config(self) is not None
 
 
 def sdp_tracks(sdp: str) -> list[Track]:
@@ -151,19 +159,57 @@ def sdp_tracks(sdp: str) -> list[Track]:
         pt = int(head[3]) if head[3].isdigit() else -1
         attrs = [ln[2:].strip() for ln in lines[1:] if ln.startswith("a=")]
         encoding = {0: "PCMU", 8: "PCMA"}.get(pt, "")
+        clock = 8000 if encoding else 90000
         fmtp: dict[str, str] = {}
         control = ""
         for a in attrs:
             if a.startswith(f"rtpmap:{pt} "):
-                encoding = a.split(" ", 1)[1].split("/")[0].strip().upper()
+                encoding, _, rate = a.split(" ", 1)[1].strip().partition("/")
+                encoding = encoding.upper()
+                clock = int(rate.split("/")[0]) if rate.split("/")[0].isdigit() else clock
             elif a.startswith(f"fmtp:{pt} "):
                 for p in a.split(" ", 1)[1].split(";"):
                     k, _, v = p.partition("=")
                     fmtp[k.strip().lower()] = v.strip()
             elif a.startswith("control:"):
                 control = a[8:].strip()
-        tracks.append(Track(head[0], pt, encoding, control, fmtp))
+        tracks.append(Track(head[0], pt, encoding, control, fmtp, clock))
     return tracks
+
+
+_AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
+
+
+def aac_config(track: Track) -> tuple[int, int] | None:
+    """(sample rate, channels) of an AAC-LC track's AudioSpecificConfig, or None."""
+    if track.encoding != "MPEG4-GENERIC":
+        return None
+    try:
+        config = bytes.fromhex(track.fmtp.get("config", ""))
+    except ValueError:
+        return None
+    if len(config) < 2 or config[0] >> 3 != 2:  # object type 2: AAC-LC
+        return None
+    index, channels = ((config[0] & 7) << 1) | (config[1] >> 7), (config[1] >> 3) & 0xF
+    if index >= len(_AAC_RATES) or not 1 <= channels <= 2:
+        return None
+    return _AAC_RATES[index], channels
+
+
+@functools.cache
+def aac_frames(rate: int, channels: int) -> list[bytes]:
+    """Raw AAC-LC frames (1024 samples each) of a quiet tone, encoded with PyAV."""
+    layout = "mono" if channels == 1 else "stereo"
+    ctx = av.CodecContext.create("aac", "w")
+    ctx.sample_rate, ctx.layout, ctx.format = rate, layout, "fltp"  # type: ignore[attr-defined]
+    out = []
+    for n in range(25):
+        frame = av.AudioFrame(format="fltp", layout=layout, samples=1024)
+        for plane in frame.planes:
+            plane.update(bytes(((k // 4) % 64) for k in range(4 * 1024)))
+        frame.sample_rate, frame.pts = rate, n * 1024
+        out += [bytes(p) for p in ctx.encode(frame)]  # type: ignore[attr-defined]
+    return out
 
 
 def video_track(sdp: str) -> Track | None:
@@ -226,12 +272,12 @@ class Scenario:
 
     @property
     def expects_audio(self) -> bool:
-        """Whether G.711 audio is sent (a reader should record it): the SDP has such a track and
-        its SETUP reply gives it a channel of its own (or UDP ports)."""
+        """Whether audio is sent (a reader should record it): the SDP has a G.711 or AAC-LC
+        track and its SETUP reply gives it a channel of its own (or UDP ports)."""
         sdp = self.sdp
         tracks = sdp_tracks(sdp) if sdp is not None else []
         audio = next((t for t in tracks if t.kind == "audio"), None)
-        if not self.expects_video or audio is None or audio.encoding not in ("PCMU", "PCMA"):
+        if not self.expects_video or audio is None or not audio.sendable_audio:
             return False
         a, v = self.answer("SETUP", "audio"), self.answer("SETUP", "video")
         if a is None or v is None or self.udp:
@@ -385,17 +431,26 @@ class _Stream:
         self.rtptime = rtptime
         self.clip = clip
         self.period = 1 / FPS if clip is not None else 0.02
+        config = aac_config(track)
+        self.aac = aac_frames(*config) if config else []
+        if config:
+            self.rate = config[0]
+            self.period = 1024 / self.rate
         self.next = time.monotonic()
         self.count = 0
 
     def packets(self) -> list[bytes]:
-        """The RTP packets of the next frame (video) or the next 20 ms (G.711)."""
+        """The RTP packets of the next video frame, AAC frame or 20 ms of G.711."""
         t = self.track
         if self.clip is not None:
             nals = self.clip.frames[self.count % len(self.clip.frames)]
             ts = self.rtptime + self.count * 90000 // FPS
             single = self.clip.codec == H264 and t.fmtp.get("packetization-mode", "0") == "0"
             payloads = packetize(self.clip.codec, nals, single_only=single)
+        elif self.aac:  # RFC 3640 AAC-hbr: 16 bits of AU headers, one 13+3-bit header
+            au = self.aac[self.count % len(self.aac)]
+            ts = self.rtptime + self.count * 1024 * t.clock // self.rate
+            payloads = [b"\x00\x10" + (len(au) << 3).to_bytes(2, "big") + au]
         else:  # G.711 silence, 8 kHz
             ts = self.rtptime + self.count * 160
             payloads = [(b"\xff" if t.encoding == "PCMU" else b"\xd5") * 160]
@@ -644,7 +699,7 @@ class _Connection:
             dest = self.dest[track.kind]
             if track is video and track.encoding in ("H264", "H265"):
                 clip: Clip | None = self.server.clips[H264 if track.encoding == "H264" else HEVC]
-            elif track is audio and track.encoding in ("PCMU", "PCMA"):
+            elif track is audio and track.sendable_audio:
                 if dest[0] is not None and dest[0] == self.dest.get("video", (None,))[0]:
                     continue  # the camera put it on the video's channel: a reader drops it
                 clip = None
