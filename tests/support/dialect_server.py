@@ -201,14 +201,14 @@ def aac_frames(rate: int, channels: int) -> list[bytes]:
     """Raw AAC-LC frames (1024 samples each) of a quiet tone, encoded with PyAV."""
     layout = "mono" if channels == 1 else "stereo"
     ctx = av.CodecContext.create("aac", "w")
-    ctx.sample_rate, ctx.layout, ctx.format = rate, layout, "fltp"  # type: ignore[attr-defined]
+    ctx.sample_rate, ctx.layout, ctx.format = rate, layout, "fltp"
     out = []
     for n in range(25):
         frame = av.AudioFrame(format="fltp", layout=layout, samples=1024)
         for plane in frame.planes:
             plane.update(bytes(((k // 4) % 64) for k in range(4 * 1024)))
         frame.sample_rate, frame.pts = rate, n * 1024
-        out += [bytes(p) for p in ctx.encode(frame)]  # type: ignore[attr-defined]
+        out += [bytes(p) for p in ctx.encode(frame)]
     return out
 
 
