@@ -138,8 +138,9 @@ def test_sdp_static_payload_types_and_parameter_sets_with_start_codes() -> None:
     # A static payload type without an rtpmap line is still G.711.
     assert audio is not None and (audio.codec, audio.rate, audio.payload_type) == (PCMU, 8000, 0)
     # An rtpmap naming another payload type than the m= line's is not that track's.
-    other = "m=audio 0 RTP/AVP 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
-    assert rtp.parse_sdp(GW_VIDEO + other, base)[1].codec == PCMA  # type: ignore[union-attr]
+    for other in ("a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n", "a=rtpmap:0 PCMU/8000\r\n"):
+        sdp = GW_VIDEO + "m=audio 0 RTP/AVP 8\r\n" + other
+        assert rtp.parse_sdp(sdp, base)[1].codec == PCMA  # type: ignore[union-attr]
 
 
 def test_sdp_aggregate_control() -> None:

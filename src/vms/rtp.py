@@ -99,18 +99,19 @@ def parse_sdp(sdp: str, base: str) -> tuple[Media | None, Media | None]:
             elif key.startswith("fmtp:"):
                 fmtps[key[5:]] = rest.strip()
         control = next((a[8:] for a in attrs if a.startswith("control:")), "")
-        # The track's payload type: the first of the m= line's formats that is described (or
-        # the first rtpmap when none of them is: the m= line is then the one that is wrong).
-        pt = next((f for f in formats if f in maps), next(iter(maps), None))
-        if pt is not None:
+        # The track's payload type: the first of the m= line's formats that an rtpmap
+        # describes, else a static one; failing both, the first rtpmap (the m= line is wrong).
+        pt = next((f for f in formats if f in maps), None)
+        static = [f for f in formats if f.isdigit() and int(f) in _STATIC]
+        if pt is None and static:
+            pt = static[0]
+            name, rate_s, chans = _STATIC[int(pt)][0], str(_STATIC[int(pt)][1]), ""
+        else:
+            pt = pt or next(iter(maps), None)
+            if pt is None:
+                continue
             name, _, rest = maps[pt].partition("/")
             rate_s, _, chans = rest.partition("/")
-        elif formats and formats[0].isdigit() and int(formats[0]) in _STATIC:
-            pt = formats[0]
-            name, rate = _STATIC[int(pt)]
-            rate_s, chans = str(rate), ""
-        else:
-            continue
         rate = int(rate_s) if rate_s.strip().isdigit() else 0
         fmtp = fmtps.get(pt, "")
         params = {}
