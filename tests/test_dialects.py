@@ -24,18 +24,10 @@ from typing import Any
 import av
 import pytest
 
-from tests.support.dialect_server import (
-    MTU,
-    DialectServer,
-    Request,
-    Scenario,
-    Sent,
-    capture_files,
-    encode_clip,
-    load_scenarios,
-    packetize,
-)
+from tests.support.captures import Scenario, capture_files, load_scenarios
+from tests.support.dialect_server import DialectServer, Request, Sent
 from tests.support.polling import wait_for
+from tests.support.rtp_media import MTU, encode_clip, packetize
 from vms import config as config_mod
 from vms.catalog import Catalog
 from vms.media import H264, HEVC

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.bad_rtsp import EndlessReplyAfterPlay
-from tests.support.dialect_server import Clip, DialectServer, encode_clip, load_scenarios
+from tests.support.captures import load_scenarios
+from tests.support.dialect_server import DialectServer
 from tests.support.polling import wait_for
+from tests.support.rtp_media import Clip, encode_clip
 from vms import rtp, rtsp
 from vms import rtsp_headers as headers
 from vms.clock import SystemClock
