@@ -87,8 +87,8 @@ class Receiver:
         self.rtcp_routes = {t.channel + 1: t for t in tracks}
         self.sync = Sync(tracks[0], tracks[1]) if audio is not None else None
         self.unmapped_since: float | None = None
+        self.unmapped_logged = self.moved_logged = False
         self.held: list[tuple[bytes, int]] = []  # audio waiting for its place: (payload, ts)
-        self.sync_logged = False
         self.last_video = now  # the last complete video frame (or PLAY)
         self.need_key = False  # after a loss: drop video up to a keyframe
         self.oversized = 0
@@ -136,12 +136,13 @@ class Receiver:
         if not first and ssrc != t.ssrc and self.sync is not None:
             self.sync.shift = None  # a new sender, new timestamp origins: place audio anew
         self.health.rtp_lost += t.jumped(seq, ssrc)
-        if first and t.video:
-            # The clock is otherwise extended per frame; audio can be placed from its first
-            # packet on, not only once the first frame is whole.
-            t.clock.extend(int.from_bytes(rtp[4:8], "big"))
-        elif not first and t.video:
-            self._video_lost()
+        if t.video:
+            if t.clock.last is None:
+                # The first packet (of this sender). The video clock is otherwise extended per
+                # frame: this lets audio be placed from now on, not once a frame is whole.
+                t.clock.extend(int.from_bytes(rtp[4:8], "big"))
+            if not first:
+                self._video_lost()
 
     def _video_lost(self) -> None:
         """Drop the damaged access unit and every frame up to the next keyframe (a decoder
@@ -157,7 +158,7 @@ class Receiver:
         if self.depay.oversized != self.oversized:
             if not self.oversized:
                 self.log.warning(
-                    "dropped an access unit over %d MiB (later ones are dropped silently); "
+                    "dropped an access unit over %d MiB (later ones are only counted); "
                     "video resumes at the next keyframe",
                     MAX_ACCESS_UNIT >> 20,
                 )
@@ -225,8 +226,8 @@ class Receiver:
             now = self.clock.monotonic()
             if self.unmapped_since is None:
                 self.unmapped_since = now
-            elif now - self.unmapped_since > UNMAPPED_WARNING_S and not self.sync_logged:
-                self.sync_logged = True
+            elif now - self.unmapped_since > UNMAPPED_WARNING_S and not self.unmapped_logged:
+                self.unmapped_logged = True
                 self.log.warning(
                     "audio dropped: the camera sends neither RTP-Info nor RTCP sender reports "
                     "to place it against the video"
@@ -264,8 +265,8 @@ class Receiver:
         moved = sync.sender_report(SYNC_TOLERANCE_S)
         if self.held and sync.shift is not None:
             self._release(sync.shift)
-        if moved is not None and not self.sync_logged:
-            self.sync_logged = True
+        if moved is not None and not self.moved_logged:
+            self.moved_logged = True
             self.log.info("RTCP moves audio by %+.0f ms against the video", moved * 1000)
 
     def reports(self, now: float) -> bytes:
