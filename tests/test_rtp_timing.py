@@ -2,7 +2,8 @@
 
 The stand-in camera (GStreamer) is the real sender; the relay in tests/support/bad_rtsp.py sits
 between it and the VMS to drop, rewrite or inject chosen RTP packets and to capture what the
-VMS sends back (RTCP receiver reports).
+VMS sends back (RTCP receiver reports). Audio placement is checked on the files, with ffprobe;
+the recorder's share of it also with a real clip fed in the order a camera sends it.
 """
 
 from __future__ import annotations
@@ -20,16 +21,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 
+from tests.conftest import Rig, make_rig
 from tests.support.bad_rtsp import RtpRelay, h264_nal, rtp_fields
 from tests.support.polling import wait_for
 from vms import config as config_mod
 from vms import metrics, rtcp, rtp
 from vms.catalog import CLOSED, Catalog, Segment
 from vms.health import State
-from vms.media import H264, VIDEO, Packet
+from vms.media import H264, VIDEO, Packet, StreamInfo
+from vms.recorder import AUDIO_PREROLL
 from vms.server import Camera, Server
+from vms.source import read_clip
 from vms.standin import StandinCamera, gstreamer_available
 
 needs_standin = pytest.mark.skipif(
@@ -569,3 +574,57 @@ def test_an_access_unit_over_the_cap_is_dropped_whole() -> None:
     d.lost()  # packets lost: the frame being received is dropped through its marker
     assert d.push(memoryview(b"\x7c\x45" + chunk), True) == []
     assert d.oversized == 1
+
+
+def early_audio(clip: Path, lead_s: float, shift_s: float = 0.0) -> tuple[StreamInfo, list[Packet]]:
+    """A clip's packets in the order a camera sends them when its audio of an instant arrives
+    ``lead_s`` before its video (audio timestamps moved by ``shift_s``)."""
+    info, packets = read_clip(clip)
+    assert info.audio is not None
+    for p in packets:
+        if p.kind == VIDEO:
+            p.arrival = p.dts / info.video.timescale
+        else:
+            p.dts += round(shift_s * info.audio.timescale)
+            p.arrival = p.dts / info.audio.timescale - lead_s - shift_s
+    return info, sorted(packets, key=lambda p: p.arrival)
+
+
+def recorded_spans(rig: Rig) -> list[dict[str, tuple[float, float]]]:
+    segs = rig.catalog.segments(camera_id="cam1")
+    assert segs and all(s.state == CLOSED for s in segs)
+    return [track_spans(rig.root / s.path) for s in segs]
+
+
+def test_audio_is_split_between_segments_by_timestamp_not_arrival(
+    tmp_path: Path, catalog: Catalog, clips: dict[str, Path]
+) -> None:
+    rig = make_rig(tmp_path, catalog, segment_seconds=2)
+    info, packets = early_audio(clips["aac"], lead_s=0.05)
+    rig.recorder.stream_started(info)
+    for p in packets:
+        rig.recorder.packet(p)
+    rig.recorder.stream_stopped()
+    spans = recorded_spans(rig)
+    assert len(spans) >= 2
+    for i, s in enumerate(spans):
+        (v0, v1), (a0, a1) = s["video"], s["audio"]
+        assert abs(a0 - v0) <= 0.025, (i, s)  # within an AAC frame (21 ms)
+        if i < len(spans) - 1:
+            assert abs(a1 - v1) <= 0.025, (i, s)
+
+
+def test_audio_far_ahead_of_the_video_is_still_written(
+    tmp_path: Path, catalog: Catalog, clips: dict[str, Path]
+) -> None:
+    """Audio whose timestamps run seconds ahead is misplaced, not early: it is written."""
+    rig = make_rig(tmp_path, catalog, segment_seconds=60)
+    info, packets = early_audio(clips["aac"], lead_s=0.0, shift_s=2.0)
+    rig.recorder.stream_started(info)
+    for p in packets:
+        rig.recorder.packet(p)
+    rig.recorder.stream_stopped()
+    audio = sum(1 for p in packets if p.kind != VIDEO)
+    with av.open(str(rig.root / rig.catalog.segments(camera_id="cam1")[0].path)) as c:
+        written = sum(1 for p in c.demux(audio=0) if p.size)
+    assert written >= audio - AUDIO_PREROLL

@@ -470,7 +470,8 @@ class Recorder:
         base = max(base, seg.audio_next or 0, 0)
         end = (video_end * rate + vts // 2) // vts
         keep, t = skip + 1, base + durations[skip]
-        while keep < len(audio) and t < end:
+        while keep < len(audio) and (t < end or len(audio) - keep > AUDIO_PREROLL):
+            # (Audio far ahead of the video is misplaced, not early: written, not kept.)
             t += durations[keep]
             keep += 1
         if keep < len(audio):
