@@ -31,12 +31,6 @@ _HEADER = struct.Struct(">BBH")
 ANCHOR_RANGE_S = 10
 
 
-def s32(value: int) -> int:
-    """A 32-bit difference as a signed number (timestamps and NTP times wrap)."""
-    value &= 0xFFFFFFFF
-    return value - (1 << 32) if value & 0x80000000 else value
-
-
 class Track:
     """What the reader knows about one received RTP stream (one SETUP'd track).
 

@@ -10,7 +10,7 @@ Scope: RTSP 1.0 over TCP (interleaved), Basic and Digest authentication, H.264 a
 (single NAL, STAP-A/AP, FU-A/FU), AAC (mpeg4-generic, AU headers) and G.711 audio. UDP and
 RTSPS stay on PyAV (``ingest.reader`` chooses). A session that fails (refused, unauthorised,
 no answer, stalled, garbage) reports why and is retried with the same backoff as the PyAV
-ingest.
+ingest. Once a session plays, its media (RTP and RTCP) is ``receiver.py``'s.
 """
 
 from __future__ import annotations
