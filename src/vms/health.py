@@ -48,6 +48,8 @@ class CameraHealth:
         self.frames = 0
         self.bytes_in = 0
         self.reconnects = 0
+        self.rtp_lost = 0  # RTP packets missing from the sequence (native reader)
+        self.frames_discarded = 0  # video frames dropped for a loss, up to the next keyframe
         self.last_frame_mono: float | None = None
         self.last_frame_us: int | None = None
         self.fps = 0.0
@@ -108,6 +110,9 @@ class CameraHealth:
 
     def stream_up(self, codec: str, width: int, height: int) -> None:
         self.codec, self.width, self.height = codec, width, height
+        # A new connection may know no size (no SPS in the SDP): the next in-band SPS sets it,
+        # even when it is the same as before the reconnect.
+        self._params = None
         self._window_start = self._clock.monotonic()
         self._window_frames = self._window_bytes = 0
         self._update(stream_error=None)

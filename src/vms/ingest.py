@@ -122,17 +122,23 @@ class Ingest:
         # Online once video flows, not once the session is set up: a camera that answers
         # PLAY and then sends nothing must not flap to online on every reconnect.
         up = False
+        stall = self.config.stall_timeout_s
+        last_video = self.clock.monotonic()
         try:
             for p in source.packets():
                 if recorder is not None:
                     recorder.packet(p)
                 if p.kind == VIDEO:
+                    last_video = p.arrival
                     if not up:
                         health.stream_up(v.codec, v.width, v.height)
                         up = True
                     if p.params is not None:
                         health.parameter_sets(p.params)
                     health.frame(len(p.data), p.arrival)
+                elif p.arrival - last_video > stall:
+                    # Audio flows on while the video stopped: FFmpeg's timeout never fires.
+                    return f"stalled: no video for {stall:g} s (timed out)"
                 fanout.publish(p)
             return "stopped"
         except (VmsError, OSError, av.error.FFmpegError) as e:

@@ -88,6 +88,15 @@ def _cameras(w: _Writer, cams: list[Camera]) -> None:
         "vms_camera_reconnects", "counter", "Reconnections after a failure",
         per_camera(lambda c: c.health.reconnects),
     )  # fmt: skip
+    w.family(
+        "vms_camera_rtp_lost", "counter", "RTP packets lost (sequence gaps, native reader)",
+        per_camera(lambda c: c.health.rtp_lost),
+    )  # fmt: skip
+    w.family(
+        "vms_camera_frames_discarded", "counter",
+        "Video frames dropped after a loss up to the next keyframe, or too large",
+        per_camera(lambda c: c.health.frames_discarded),
+    )  # fmt: skip
     stats = {c.config.id: c.recorder.stats for c in rec if c.recorder is not None}
     w.family(
         "vms_camera_bytes_written", "counter", "Bytes written to segments",

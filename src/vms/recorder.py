@@ -29,7 +29,7 @@ from vms.clock import Clock
 from vms.config import RecordingConfig
 from vms.errors import VmsError
 from vms.health import CameraHealth
-from vms.media import AAC, AUDIO, Packet, ParameterSets, StreamInfo, dimensions
+from vms.media import AAC, AUDIO, AudioInfo, Packet, ParameterSets, StreamInfo, dimensions
 from vms.storage import Storage
 from vms.writer import Fragment, RecorderStats, SegmentFile, Writers
 
@@ -42,6 +42,9 @@ JUMP_SLACK_S = 10.0
 # Re-anchor a new segment on the wall clock when media time and wall time differ by more.
 REANCHOR_US = 1_000_000
 STORAGE_RETRY_S = 1.0
+# Audio kept while no segment is open (~1.3 s of AAC at 48 kHz or of 20 ms G.711 packets): the
+# segment that opens at the next keyframe takes what belongs after that keyframe.
+AUDIO_PREROLL = 64
 
 
 class _Sample:
@@ -105,6 +108,13 @@ class Recorder:
         self._frag: list[_Sample] = []
         self._frag_duration = 0
         self._audio: list[Packet] = []
+        self._audio_dts = 0  # rebased dts of self._audio[0]
+        self._audio_back: list[Packet] = []  # audio that belongs after the fragment written
+        self._audio_back_dts = 0
+        self._audio_offset = 0  # added to camera audio dts, as _offset to video's
+        self._audio_last: int | None = None  # rebased dts of the last audio packet ...
+        self._audio_last_arrival = 0.0  # ... its arrival ...
+        self._audio_last_duration = 0  # ... and its duration in samples
         self._offset = 0  # added to camera dts: rebases the media timeline after a jump
         self._last_delta = 0
         self._prev_end_us: int | None = catalog.last_end_us(camera_id)
@@ -116,6 +126,7 @@ class Recorder:
         self._cut = False
         self._retry_at = 0.0
         self._closed = False
+        self._gap_pending = False
         # Stagger: the first segment is shorter by a per-camera amount, so cameras that start
         # together do not all rotate (fsync + catalog write) in the same second.
         stagger = zlib.crc32(camera_id.encode()) % 1000 / 1000 if config.stagger else 0.0
@@ -137,6 +148,7 @@ class Recorder:
             self._last_delta = 0
             self._continuous = False
             self._run_next = None
+            self._audio_back, self._audio_offset, self._audio_last = [], 0, None
 
     def stream_stopped(self) -> None:
         with self._lock:
@@ -154,8 +166,8 @@ class Recorder:
     def packet(self, p: Packet) -> None:
         with self._lock:
             if p.kind == AUDIO:
-                if self._seg is not None and self._info is not None and self._info.audio:
-                    self._audio.append(p)
+                if self._info is not None and self._info.audio is not None:
+                    self._audio_packet(p, self._info.audio)
                 return
             self._video(p)
 
@@ -252,6 +264,7 @@ class Recorder:
         if self.clock.monotonic() < self._retry_at:
             return False
         if self._backlog_full():
+            self.stats.frames_dropped_backlog += 1  # (the caller counts it as dropped too)
             return False
         now_us = self.clock.wall_us()
         start = now_us
@@ -372,9 +385,9 @@ class Recorder:
             mp4.TrackRun(mp4.VIDEO_TRACK, tfdt, durations, sizes, flags, cto if any(cto) else None)
         ]
         buffers: list[bytes] = [b"", *(s.data for s in frag)]
-        if self._audio and info.audio is not None:
-            audio = self._audio_run(seg, base)
-            audio.base_time += seg.audio_origin
+        if (self._audio or self._audio_back) and info.audio is not None:
+            audio = self._audio_run(seg, base + self._frag_duration)
+            audio.base_time += seg.audio_origin  # the run's decode time line
             runs.append(audio)
             buffers.extend(a.data for a in self._audio)
         duration = self._frag_duration
@@ -407,24 +420,85 @@ class Recorder:
                                          frag[0].arrival),
         )  # fmt: skip
 
-    def _audio_run(self, seg: _Open, video_base: int) -> mp4.TrackRun:
+    def _audio_packet(self, p: Packet, a: AudioInfo) -> None:
+        dts = p.dts + self._audio_offset
+        last = self._audio_last
+        if last is not None:
+            delta = dts - last
+            if delta < 0 or delta > (p.arrival - self._audio_last_arrival + JUMP_SLACK_S) * (
+                a.timescale
+            ):
+                # The camera's timestamps jumped (video's jump too, and is rebased the same way:
+                # to continue where it was). Placed by the old origin, the audio after the jump
+                # would land hours away, or be folded onto the audio before it.
+                self._log.warning(
+                    "camera audio timestamps jumped by %+.3f s; audio rebased", delta / a.timescale
+                )
+                fix = last + self._audio_last_duration - dts
+                self._audio_offset += fix
+                dts += fix
+        self._audio_last, self._audio_last_arrival = dts, p.arrival
+        self._audio_last_duration = self._audio_duration(p, a)
+        if self._seg is None:
+            # Audio of an instant often arrives before the video of the same instant: keep the
+            # last moments for the segment that opens at the next keyframe.
+            back = self._audio_back
+            if not back:
+                self._audio_back_dts = dts
+            back.append(p)
+            if len(back) > AUDIO_PREROLL:
+                self._audio_back_dts += self._audio_duration(back.pop(0), a)
+            return
+        if not self._audio:
+            self._audio_dts = dts
+        self._audio.append(p)
+
+    @staticmethod
+    def _audio_duration(p: Packet, a: AudioInfo) -> int:
+        # The codec's frame length, which camera audio timestamps cannot get wrong: 1,024
+        # samples for AAC, one byte a sample per channel for G.711.
+        return 1024 if a.codec == AAC else max(1, len(p.data) // max(1, a.channels))
+
+    def _audio_run(self, seg: _Open, video_end: int) -> mp4.TrackRun:
+        """The fragment's audio, placed by timestamp against the segment's first video sample
+        (audio and video dts share one origin: the readers see to it).
+
+        Trims ``self._audio`` to what the run holds: audio from before the segment's first
+        video sample is left out, and audio from after the fragment's video end is kept back
+        for the next fragment (or segment), which is where its timestamps put it.
+        """
         info = self._info
         assert info is not None and info.audio is not None
         a = info.audio
-        vts = info.video.timescale
-        first = self._audio[0]
-        # Place audio by the camera's clock relative to the segment's first video sample.
-        origin_s = (seg.first_dts - self._offset) / vts
-        base = round((first.dts / a.timescale - origin_s) * a.timescale)
-        if seg.audio_next is not None and abs(base - seg.audio_next) < a.timescale // 2:
+        vts, rate = info.video.timescale, a.timescale
+        audio = self._audio
+        if self._audio_back:  # kept back from the fragment before: it comes first
+            audio[:0] = self._audio_back
+            self._audio_dts = self._audio_back_dts
+            self._audio_back = []
+        durations = [self._audio_duration(p, a) for p in audio]
+        base = self._audio_dts - (seg.first_dts * rate + vts // 2) // vts
+        skip = 0
+        while skip < len(audio) - 1 and base < -(durations[skip] // 2):
+            base += durations[skip]  # before the video origin: the segment starts at a keyframe
+            skip += 1
+        if seg.audio_next is not None and abs(base - seg.audio_next) < rate // 2:
             base = seg.audio_next  # stay contiguous across fragments
         base = max(base, seg.audio_next or 0, 0)
-        if a.codec == AAC:
-            durations = [1024] * len(self._audio)
-        else:  # G.711: one byte per sample per channel
-            durations = [max(1, len(p.data) // max(1, a.channels)) for p in self._audio]
-        seg.audio_next = base + sum(durations)
-        return mp4.TrackRun(mp4.AUDIO_TRACK, base, durations, [len(p.data) for p in self._audio])
+        end = (video_end * rate + vts // 2) // vts
+        keep, t = skip + 1, base + durations[skip]
+        while keep < len(audio) and (t < end or len(audio) - keep > AUDIO_PREROLL):
+            # (Audio far ahead of the video is misplaced, not early: written, not kept.)
+            t += durations[keep]
+            keep += 1
+        if keep < len(audio):
+            self._audio_back = audio[keep:]
+            self._audio_back_dts = self._audio_dts + sum(durations[:keep])
+        del audio[keep:]
+        del audio[:skip]
+        durations = durations[skip:keep]
+        seg.audio_next = t
+        return mp4.TrackRun(mp4.AUDIO_TRACK, base, durations, [len(p.data) for p in audio])
 
     # --- storage failures ----------------------------------------------------------------
 

@@ -175,25 +175,61 @@ def sprop(codec: str, fmtp: dict[str, str]) -> ParameterSets | None:
     return collect_params(codec, [n for n in nals if n])
 
 
+# The most one access unit may hold. A camera's frame is far smaller (a 4K keyframe is a few MB);
+# a hostile or broken sender could otherwise make the reader hold any amount, and memory that
+# Python's allocator has handed out in small fragments is not given back to the system.
+MAX_ACCESS_UNIT = 8 << 20
+
+
 class Depacketizer:
-    """RTP payloads of one video track → access units (length-prefixed), on the marker bit."""
+    """RTP payloads of one video track → access units (length-prefixed), on the marker bit.
+
+    An access unit that grows past :data:`MAX_ACCESS_UNIT`, or that :meth:`lost` says is
+    damaged, is dropped through its marker bit: :meth:`push` then returns ``[]`` instead of its
+    NAL units.
+    """
 
     def __init__(self, codec: str) -> None:
         self.codec = codec
         self.nals: list[bytes] = []
         self.fu: list[bytes] | None = None
+        self.size = 0  # payload bytes of the access unit so far
+        self.dropping = False
+        self.oversized = 0  # access units dropped for their size
+
+    def lost(self) -> None:
+        """Packets were lost: drop the access unit being received, up to its marker bit."""
+        self.nals, self.fu = [], None
+        self.dropping = True
+        self.size = MAX_ACCESS_UNIT + 1  # takes the slow path in push() until the marker
 
     def push(self, payload: memoryview, marker: bool) -> list[bytes] | None:
+        self.size += len(payload)
+        if self.size > MAX_ACCESS_UNIT:
+            return self._drop(marker)
         if not payload:
             return None
         if self.codec == H264:
             self._h264(payload)
         else:
             self._h265(payload)
-        if marker and self.nals:
-            nals, self.nals = self.nals, []
-            return nals
+        if marker:
+            self.size = 0
+            if self.nals:
+                nals, self.nals = self.nals, []
+                return nals
         return None
+
+    def _drop(self, marker: bool) -> list[bytes] | None:
+        if not self.dropping:
+            self.oversized += 1
+            self.nals, self.fu = [], None
+            self.dropping = True
+        if not marker:
+            return None
+        self.dropping = False
+        self.size = 0
+        return []
 
     def _h264(self, p: memoryview) -> None:
         t = p[0] & 0x1F
@@ -245,6 +281,13 @@ class RtpClock:
     def __init__(self) -> None:
         self.last: int | None = None
         self.high = 0
+
+    def nearest(self, ts: int) -> int | None:
+        """The extended value of ``ts`` closest to the last timestamp seen (None before one)."""
+        if self.last is None:
+            return None
+        diff = (ts - self.last) & 0xFFFFFFFF
+        return self.high + self.last + (diff - (1 << 32) if diff & 0x80000000 else diff)
 
     def extend(self, ts: int) -> int:
         if self.last is not None and ts < self.last and self.last - ts > 0x80000000:

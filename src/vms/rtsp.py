@@ -10,7 +10,7 @@ Scope: RTSP 1.0 over TCP (interleaved), Basic and Digest authentication, H.264 a
 (single NAL, STAP-A/AP, FU-A/FU), AAC (mpeg4-generic, AU headers) and G.711 audio. UDP and
 RTSPS stay on PyAV (``ingest.reader`` chooses). A session that fails (refused, unauthorised,
 no answer, stalled, garbage) reports why and is retried with the same backoff as the PyAV
-ingest.
+ingest. Once a session plays, its media (RTP and RTCP) is ``receiver.py``'s.
 """
 
 from __future__ import annotations
@@ -34,22 +34,10 @@ from vms.config import CameraConfig, IngestConfig
 from vms.fanout import Fanout
 from vms.health import CameraHealth
 from vms.ingest import Backoff
-from vms.media import (
-    AAC,
-    AUDIO,
-    H264,
-    VIDEO,
-    AudioInfo,
-    Packet,
-    StreamInfo,
-    VideoInfo,
-    collect_params,
-    dimensions,
-    has_keyframe,
-    length_prefix,
-)
+from vms.media import AudioInfo, StreamInfo, VideoInfo, dimensions
+from vms.receiver import Receiver
 from vms.recorder import Recorder
-from vms.rtp import Depacketizer, Media, RtpClock, aggregate_control, offered, parse_sdp
+from vms.rtp import Media, aggregate_control, offered, parse_sdp
 from vms.rtsp_headers import (
     MAX_RESPONSE,
     RtspError,
@@ -76,6 +64,7 @@ BASIC_IN_CLEAR = (
     "the camera offers only Basic authentication over plain RTSP: "
     "its password crosses the network in clear text"
 )
+REPORT_S = 5.0  # RTCP receiver reports
 
 
 # Name resolution is the one blocking call a session makes; two threads do it for all of them.
@@ -123,18 +112,14 @@ class Session:
         self.audio: Media | None = None
         self.setups: list[Media] = []
         self.opened_at = 0.0
-        self.last_data = 0.0
         self.last_keepalive = 0.0
+        self.next_report = 0.0
         self.playing_since = 0.0
-        self.depay: Depacketizer | None = None
-        self.vclock = RtpClock()
-        self.aclock = RtpClock()
-        self.up = False
+        self.rx: Receiver | None = None  # the media, once playing
         self.pending = ""
         self.info: StreamInfo | None = None
         self.nc = 0  # Digest nonce count
         self.setting: Media | None = None
-        self.channels: tuple[int, ...] = ()
         self.resolving: concurrent.futures.Future[list[Any]] | None = None
         self.control_url = self.url  # the SDP's aggregate control: PLAY and TEARDOWN go there
         self.keepalive_s = KEEPALIVE_S  # shorter when the camera's session timeout is
@@ -165,7 +150,7 @@ class Session:
         """Resolve the host (off this thread: DNS can block for seconds), then connect."""
         self._reset()
         now = self.clock.monotonic()
-        self.opened_at = self.last_data = now
+        self.opened_at = now
         self.step = "resolving"
         self.resolving = _RESOLVER.submit(
             socket.getaddrinfo, self.host, self.port, type=socket.SOCK_STREAM
@@ -215,7 +200,6 @@ class Session:
             raise RtspError(e.strerror or "read failed") from None
         if not n:
             return False
-        self.last_data = self.clock.monotonic()
         self.buf += scratch[:n]
         if self.step == "playing":
             self._interleaved()
@@ -227,13 +211,21 @@ class Session:
         if self.step == "resolving" and self.resolving is not None and self.resolving.done():
             self._connect(sel)
         if self.step == "playing":
-            if now - self.last_data > self.config.stall_timeout_s:
+            # Video, not any byte: RTCP, keepalive replies and audio flow on while a camera's
+            # video has stopped, or travels on a channel it never agreed to.
+            assert self.rx is not None
+            if now - self.rx.last_video > self.config.stall_timeout_s:
                 raise RtspError(
-                    f"stalled: no data for {self.config.stall_timeout_s:g} s (timed out)"
+                    f"stalled: no video for {self.config.stall_timeout_s:g} s (timed out)"
                 )
             if now - self.last_keepalive > self.keepalive_s:
                 self.last_keepalive = now
                 self._send("GET_PARAMETER", self.url)
+            if now >= self.next_report:  # some cameras end a session that sends none
+                self.next_report = now + REPORT_S
+                reports = self.rx.reports(now)
+                if reports and self.sock is not None:
+                    self.sock.sendall(reports)
         elif now - self.opened_at > self.config.open_timeout_s:
             raise RtspError(
                 f"timed out: no valid RTSP answer within {self.config.open_timeout_s:g} s"
@@ -372,6 +364,7 @@ class Session:
         now = self.clock.monotonic()
         self.step = "playing"
         self.playing_since = self.last_keepalive = now
+        self.next_report = now + REPORT_S
         v = self.video
         width = height = 0
         if v.params is not None and v.params.complete:
@@ -383,8 +376,10 @@ class Session:
             audio = AudioInfo(a.codec, a.rate, a.rate, a.channels, a.config)
         info = StreamInfo(VideoInfo(v.codec, v.rate, width, height, v.params), audio)
         self.info = info
-        self.depay = Depacketizer(v.codec)
-        self.channels = (v.channel,) + ((self.audio.channel,) if self.audio is not None else ())
+        self.rx = Receiver(
+            v, self.audio, info, recorder=self.recorder, fanout=self.fanout,
+            health=self.health, clock=self.clock, log=self.log, now=now,
+        )  # fmt: skip
         self.log.info(
             "stream open: %s %dx%d%s (native reader)", v.codec, width, height,
             f", audio {audio.codec} {audio.sample_rate} Hz" if audio else "",
@@ -398,6 +393,9 @@ class Session:
     def _interleaved(self) -> None:
         buf = self.buf
         view = memoryview(buf)
+        rx = self.rx
+        assert rx is not None
+        rtp, rtcp = rx.rtp_routes, rx.rtcp_routes
         i, n = 0, len(buf)
         try:
             while n - i >= 4:
@@ -427,72 +425,16 @@ class Session:
                 length = (buf[i + 2] << 8) | buf[i + 3]
                 if n - i - 4 < length:
                     break
-                if length >= 12 and channel in self.channels:
-                    self._rtp(channel == self.channels[0], view[i + 4 : i + 4 + length])
+                t = rtp.get(channel)
+                if t is not None:
+                    if length >= 12:
+                        rx.rtp(t, view[i + 4 : i + 4 + length])
+                elif channel in rtcp:
+                    rx.rtcp(rtcp[channel], view[i + 4 : i + 4 + length])
                 i += 4 + length
         finally:
             view.release()
         del buf[:i]
-
-    def _rtp(self, is_video: bool, rtp: memoryview) -> None:
-        b0 = rtp[0]
-        hdr = 12 + 4 * (b0 & 0x0F)
-        if b0 & 0x10 and len(rtp) >= hdr + 4:
-            hdr += 4 + 4 * ((rtp[hdr + 2] << 8) | rtp[hdr + 3])
-        end = len(rtp)
-        if b0 & 0x20:  # padding
-            end -= rtp[end - 1]
-        if hdr > end:
-            return
-        ts = (rtp[4] << 24) | (rtp[5] << 16) | (rtp[6] << 8) | rtp[7]
-        if is_video:
-            assert self.depay is not None
-            nals = self.depay.push(rtp[hdr:end], bool(rtp[1] & 0x80))
-            if nals:
-                self._frame(nals, self.vclock.extend(ts))
-        elif self.audio is not None:
-            self._audio(rtp[hdr:end], self.aclock.extend(ts))
-
-    def _frame(self, nals: list[bytes], ts: int) -> None:
-        codec = self.depay.codec if self.depay else H264
-        key = has_keyframe(codec, nals)
-        params = collect_params(codec, nals) if key else None
-        now = self.clock.monotonic()
-        p = Packet(VIDEO, length_prefix(nals), ts, ts, key, now, params)
-        if self.recorder is not None:
-            self.recorder.packet(p)
-        h = self.health
-        if not self.up and self.info is not None:
-            v = self.info.video
-            h.stream_up(v.codec, v.width, v.height)
-            self.up = True
-        if params is not None:
-            h.parameter_sets(params)
-        h.frame(len(p.data), now)
-        self.fanout.publish(p)
-
-    def _audio(self, payload: memoryview, ts: int) -> None:
-        assert self.audio is not None
-        now = self.clock.monotonic()
-        frames: list[tuple[bytes, int]] = []
-        if self.audio.codec == AAC:
-            if len(payload) < 2:
-                return
-            header_bits = (payload[0] << 8) | payload[1]
-            count = header_bits // 16  # 13-bit size + 3-bit index per AU
-            q = 2 + (header_bits + 7) // 8
-            for k in range(count):
-                size = ((payload[2 + 2 * k] << 8) | payload[3 + 2 * k]) >> 3
-                frames.append((bytes(payload[q : q + size]), ts + 1024 * k))
-                q += size
-        else:
-            frames.append((bytes(payload), ts))
-        for data, t in frames:
-            p = Packet(AUDIO, data, t, t, True, now, None)
-            if self.recorder is not None:
-                self.recorder.packet(p)
-            self.health.audio(len(data))
-            self.fanout.publish(p)
 
     def close(self, sel: selectors.BaseSelector) -> None:
         if self.sock is not None:

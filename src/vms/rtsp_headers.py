@@ -153,7 +153,8 @@ def match_rtp_info(infos: list[RtpInfo], tracks: list[Media]) -> None:
     SETUP reply named none).
 
     Cameras name the track in RTP-Info as the absolute control URL, as the relative control,
-    or as a URL of their own that ends with the control (``…/H264/video`` for ``video``).
+    as a URL of their own that ends with the control (``…/H264/video`` for ``video``), or
+    (behind a proxy) with another host: then the last path segment decides.
     """
     for media in tracks:
         raw = media.raw_control
@@ -162,6 +163,9 @@ def match_rtp_info(infos: list[RtpInfo], tracks: list[Media]) -> None:
             for i in infos
             if i.url == media.control or (raw and (i.url == raw or i.url.endswith("/" + raw)))
         ]
+        if not found:
+            tail = media.control.rstrip("/").rsplit("/", 1)[-1]
+            found = [i for i in infos if i.url.rstrip("/").rsplit("/", 1)[-1] == tail]
         if not found and len(infos) == 1 and len(tracks) == 1:
             found = infos  # one of each: nothing else it can be
         if found:

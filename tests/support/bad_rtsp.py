@@ -10,17 +10,31 @@ Each server is a context manager bound to 127.0.0.1 on a free port, exposing ``.
 * :class:`EndlessReplyAfterPlay` is :class:`StallAfterPlay`, then sends an RTSP reply whose
   header never ends (``.sent`` counts its bytes).
 * :class:`Garbage` sends random bytes on connect and after every read.
+* :class:`RtpRelay` relays a real server (the stand-in camera) and lets a test drop, rewrite or
+  inject RTP and RTCP packets and replies, and see what the client sends back.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
+import struct
 import threading
+import time
 from types import TracebackType
+from typing import Self
 
-__all__ = ["EndlessReplyAfterPlay", "Garbage", "StallAfterPlay", "StallBeforePlay"]
+__all__ = [
+    "EndlessReplyAfterPlay",
+    "Garbage",
+    "RtpRelay",
+    "StallAfterPlay",
+    "StallBeforePlay",
+    "h264_nal",
+    "rtp_fields",
+]
 
 # SPS/PPS of a real 320x240 constrained-baseline stream (libx264), base64 for the SDP.
 SPS_320X240_B64 = "Z0LADdoFB+hAAAADAEAAAAyjxQqo"
@@ -49,7 +63,7 @@ class _BadServer:
         self._threads: list[threading.Thread] = []
         self._acceptor = threading.Thread(target=self._accept_loop, daemon=True)
 
-    def __enter__(self) -> _BadServer:
+    def __enter__(self) -> Self:
         self._acceptor.start()
         return self
 
@@ -251,3 +265,140 @@ class Garbage(_BadServer):
         while connection.recv(65536):
             self._record("?")
             connection.sendall(os.urandom(self.chunk_size))
+
+
+def _split(buffer: bytes) -> tuple[list[tuple[int, bytes, bytes]], bytes]:
+    """Whole items at the front of an RTSP-over-TCP byte stream, and the rest.
+
+    An item is (channel, packet, b"") for an interleaved packet, (-1, head, body) for an RTSP
+    message (head without its blank line).
+    """
+    items: list[tuple[int, bytes, bytes]] = []
+    while buffer:
+        if buffer[:1] == b"$":
+            if len(buffer) < 4:
+                break
+            size = 4 + int.from_bytes(buffer[2:4], "big")
+            if len(buffer) < size:
+                break
+            items.append((buffer[1], buffer[4:size], b""))
+            buffer = buffer[size:]
+            continue
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            break
+        head = buffer[:end]
+        found = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        size = end + 4 + (int(found.group(1)) if found else 0)
+        if len(buffer) < size:
+            break
+        items.append((-1, head, buffer[end + 4 : size]))
+        buffer = buffer[size:]
+    return items, buffer
+
+
+def _frame(channel: int, packet: bytes) -> bytes:
+    return b"$" + bytes([channel]) + len(packet).to_bytes(2, "big") + packet
+
+
+class RtpRelay(_BadServer):
+    """Relays a real RTSP server (RTSP over TCP) and lets a test edit what flows through.
+
+    Requests go upstream unchanged. Each reply passes through :meth:`reply`, each interleaved
+    packet from the server through :meth:`media`, which returns what to send in its place
+    (nothing drops it). Interleaved packets from the client (RTCP receiver reports) are kept in
+    ``from_client`` as (monotonic time, channel, packet), the server's RTCP packets in
+    ``server_rtcp`` as (channel, packet). Subclasses override the two hooks (both run on the
+    connection's thread) and :meth:`connected`.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        super().__init__()
+        self.upstream_port = upstream_port
+        self.from_client: list[tuple[float, int, bytes]] = []
+        self.server_rtcp: list[tuple[int, bytes]] = []
+
+    def connected(self) -> None:
+        """A client connected (a new RTSP session begins)."""
+
+    def reply(self, head: str, body: bytes) -> tuple[str, bytes]:
+        return head, body
+
+    def media(self, channel: int, packet: bytes) -> list[tuple[int, bytes]]:
+        return [(channel, packet)]
+
+    def disconnect(self) -> None:
+        """Hang up every relayed connection, as a camera that drops its clients would."""
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def handle(self, connection: socket.socket) -> None:
+        self.connected()
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+        upstream.settimeout(None)
+        requests = threading.Thread(target=self._requests, args=(connection, upstream), daemon=True)
+        with self._lock:
+            self._connections.append(upstream)
+            self._threads.append(requests)
+        requests.start()
+        try:
+            self._replies(upstream, connection)
+        finally:
+            for s in (upstream, connection):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+            upstream.close()
+
+    def _requests(self, client: socket.socket, upstream: socket.socket) -> None:
+        buffer = b""
+        with contextlib.suppress(OSError):
+            while chunk := client.recv(65536):
+                upstream.sendall(chunk)
+                items, buffer = _split(buffer + chunk)
+                for channel, packet, _ in items:
+                    if channel < 0:
+                        self._record(packet.split(b" ", 1)[0].decode("latin-1"))
+                    else:
+                        with self._lock:
+                            self.from_client.append((time.monotonic(), channel, packet))
+
+    def _replies(self, upstream: socket.socket, client: socket.socket) -> None:
+        buffer = b""
+        while chunk := upstream.recv(65536):
+            items, buffer = _split(buffer + chunk)
+            out = []
+            for channel, packet, body in items:
+                if channel >= 0:
+                    out += [_frame(c, p) for c, p in self.media(channel, packet)]
+                    if channel % 2:
+                        with self._lock:
+                            self.server_rtcp.append((channel, packet))
+                    continue
+                head, new_body = self.reply(packet.decode("latin-1"), body)
+                head = re.sub(r"(?im)^content-length:.*\r?\n?", "", head).rstrip("\r\n")
+                if new_body:
+                    head += f"\r\nContent-Length: {len(new_body)}"
+                out.append(head.encode("latin-1") + b"\r\n\r\n" + new_body)
+            if out:
+                client.sendall(b"".join(out))
+
+
+def rtp_fields(packet: bytes) -> tuple[int, int, bool, int]:
+    """(sequence number, timestamp, marker, SSRC) of an RTP packet."""
+    seq, ts, ssrc = struct.unpack_from(">HII", packet, 2)
+    return seq, ts, bool(packet[1] & 0x80), ssrc
+
+
+def h264_nal(packet: bytes) -> tuple[int, bool]:
+    """(NAL unit type, first packet of that NAL unit) of an H.264 RTP packet (no CSRC, no
+    extension, as the stand-in sends). STAP-A gives its first NAL unit's type."""
+    payload = packet[12:]
+    kind = payload[0] & 0x1F
+    if kind == 28:  # FU-A
+        return payload[1] & 0x1F, bool(payload[1] & 0x80)
+    if kind == 24:  # STAP-A
+        return payload[3] & 0x1F, True
+    return kind, True
