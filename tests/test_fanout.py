@@ -42,7 +42,8 @@ def test_publish_never_blocks_and_unsubscribe_works() -> None:
     start = time.perf_counter()
     for i in range(100_000):
         fanout.publish(pkt(i, key=False))
-    assert time.perf_counter() - start < 2.0
+    # ~0.3 s on a quiet machine; the bound only catches a publish that waits for its reader.
+    assert time.perf_counter() - start < 10.0
     assert woken.is_set() and len(sub) == 2
     sub.close()
     assert len(fanout) == 0
@@ -63,6 +64,7 @@ def test_looped_clip_plays_at_real_rate_with_increasing_timestamps(clips: dict[s
     dts = [p.dts for p in got]
     step = info.video.timescale // 25
     assert all(b - a == step for a, b in itertools.pairwise(dts)), "timeline must not restart"
-    assert 4.6 <= elapsed <= 6.0, f"played 5 s of video in {elapsed:.2f} s"
+    # Paced by timestamps: never faster than real time; a loaded machine may be a little late.
+    assert 4.6 <= elapsed <= 8.0, f"played 5 s of video in {elapsed:.2f} s"
     assert [p.keyframe for p in got[::25]] == [True] * 5
     assert got[50].data == packets[0].data

@@ -11,6 +11,7 @@ import av
 import pytest
 
 from tests.conftest import START_US, Rig, make_rig
+from vms import mp4, recovery
 from vms.catalog import CLOSED, Catalog, Segment
 from vms.media import VIDEO, Packet, StreamInfo, length_split
 from vms.segment import FragmentIndex
@@ -290,3 +291,55 @@ def test_health_listeners_see_state_changes() -> None:
     assert seen == [State.ONLINE, State.DEGRADED, State.ONLINE, State.OFFLINE]
     # Online again: no error now; the one that cleared is kept apart.
     assert health.last_error is None and health.previous_error == "Connection refused"
+
+
+def _tfdts(path: Path, seg: Segment) -> list[int]:
+    """The video decode time of every fragment, read from the file's moof boxes."""
+    out = []
+    with open(path, "rb") as f:
+        for frag in FragmentIndex.decode(seg.frag_index or b"").fragments(seg.init_bytes):
+            f.seek(frag.offset)
+            out.append(mp4.parse_moof(f.read(frag.size)).video_base)
+    return out
+
+
+def test_a_run_of_segments_has_one_decode_time_line(rig: Rig, clips: dict[str, Path]) -> None:
+    info, packets = read_clip(clips["h264"])
+    feed(rig, info, with_arrival(packets, info.video.timescale))
+    feed(rig, info, with_arrival(read_clip(clips["h264"])[1], info.video.timescale))
+    segs = check_segments(rig)
+    assert len(segs) == 4
+    first, second, third, _ = segs
+    assert first.media_start == 0, "a connection starts a run"
+    duration = FragmentIndex.decode(first.frag_index or b"").duration
+    assert second.media_start == duration, "the next segment continues the decode time"
+    assert _tfdts(rig.root / second.path, second)[0] == second.media_start
+    assert third.media_start == 0, "a new connection starts a new run"
+    inits = [(rig.root / s.path).read_bytes()[: s.init_bytes] for s in (first, second)]
+    assert inits[0] == inits[1], "one init segment serves the whole run"
+
+
+def test_lost_media_ends_the_fragment_and_is_marked_in_the_index(
+    rig: Rig, clips: dict[str, Path]
+) -> None:
+    info, packets = read_clip(clips["h264"])
+    packets = with_arrival(packets, info.video.timescale)
+    rig.recorder.stream_started(info)
+    for p in packets[:30]:
+        rig.recorder.packet(p)
+    rig.recorder.gap()  # what the reader says after RTP loss; it drops frames to a keyframe
+    for p in packets[50:]:
+        rig.recorder.packet(p)
+    rig.stop()
+    segs = check_segments(rig)
+    assert total_samples(segs) == len(packets) - 20
+    frags = list(FragmentIndex.decode(segs[0].frag_index or b"").fragments(segs[0].init_bytes))
+    gaps = [f for f in frags if f.gap]
+    assert len(gaps) == 1, "the hole is marked once"
+    tick = info.video.timescale // 25
+    after = frags[frags.index(gaps[0]) + 1]
+    assert after.start == 50 * tick, "the next fragment starts at the keyframe's true time"
+    assert _tfdts(rig.root / segs[0].path, segs[0])[frags.index(after)] == 50 * tick
+    assert gaps[0].start + gaps[0].duration == after.start
+    rebuilt = recovery.scan(rig.root / segs[0].path)
+    assert rebuilt.index.encode() == segs[0].frag_index, "recovery rebuilds the same gap"

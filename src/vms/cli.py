@@ -9,12 +9,16 @@ import signal
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vms import __version__
 from vms import config as config_mod
 from vms.errors import Kind, VmsError
+
+if TYPE_CHECKING:
+    from vms.server import Server
 
 log = logging.getLogger("vms")
 
@@ -110,6 +114,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--cameras", type=int, help="override the number of cameras")
     bench.add_argument("--seconds", type=float, help="override the run length")
     bench.add_argument("--no-peer", action="store_true", help="skip the ffmpeg peer run")
+    bench.add_argument(
+        "--slow-root",
+        action="store_true",
+        help="recording: a tenth of the cameras on a storage root whose every write and sync "
+        "takes 2 s; the others must lose nothing",
+    )
     bench.add_argument("--kills", type=int, help="crash: number of kill -9 (50 quick, 500 full)")
     return p
 
@@ -141,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_USAGE
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, prepare: Callable[[Server], None] | None = None) -> int:
+    """``vms serve``; ``prepare`` (benchmarks only) adjusts the server before it starts."""
     import asyncio
 
     import uvicorn
@@ -164,6 +175,8 @@ def _serve(args: argparse.Namespace) -> int:
         cfg = cfg.model_copy(update={"server": config_mod.ServerConfig.model_validate(fields)})
     log_setup.setup(cfg.server.log_level, cfg.server.log_format.value)
     server = Server(cfg)
+    if prepare is not None:
+        prepare(server)
     app = create_app(server)
 
     from collections.abc import AsyncIterator

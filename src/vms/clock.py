@@ -29,24 +29,31 @@ class SystemClock:
 
 
 class SimulatedClock:
-    """A wall clock that follows the monotonic clock from a chosen start, plus steps.
+    """Simulated time for tests: nothing moves unless the test moves it.
 
-    ``step(seconds)`` moves the wall clock (as an NTP step or an operator's ``date -s`` would)
-    without moving the monotonic one.
+    ``advance(seconds)`` moves both clocks, as time passing would; ``step(seconds)`` moves only
+    the wall clock, as an NTP step or an operator's ``date -s`` would. A test on this clock
+    does not depend on how fast the machine runs it.
     """
 
     def __init__(self, start_us: int) -> None:
         self._lock = threading.Lock()
-        self._origin_mono = time.monotonic()
-        self._origin_us = start_us
+        self._mono = 0.0
+        self._wall_us = start_us
 
     def wall_us(self) -> int:
         with self._lock:
-            return self._origin_us + int((time.monotonic() - self._origin_mono) * 1_000_000)
+            return self._wall_us
 
     def monotonic(self) -> float:
-        return time.monotonic()
+        with self._lock:
+            return self._mono
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._mono += seconds
+            self._wall_us += int(seconds * 1_000_000)
 
     def step(self, seconds: float) -> None:
         with self._lock:
-            self._origin_us += int(seconds * 1_000_000)
+            self._wall_us += int(seconds * 1_000_000)

@@ -59,6 +59,9 @@ class CameraHealth:
         self.width = 0
         self.height = 0
         self.codec = ""
+        # Standing advice for the operator that does not stop recording (e.g. a password sent
+        # in clear text); kept until restart.
+        self.warnings: list[str] = []
         self._params: ParameterSets | None = None
         self._window_start = clock.monotonic()
         self._window_frames = 0
@@ -116,6 +119,10 @@ class CameraHealth:
     def stream_down(self, error: str) -> None:
         self.fps = self.bitrate = 0.0
         self._update(stream_error=error)
+
+    def warn(self, notice: str) -> None:
+        if notice not in self.warnings:
+            self.warnings = [*self.warnings, notice]  # readers see the old or the new list
 
     def reconnecting(self) -> None:
         self.reconnects += 1
@@ -191,4 +198,5 @@ class CameraHealth:
             "codec": self.codec,
             "width": self.width,
             "height": self.height,
+            "warnings": list(self.warnings),
         }

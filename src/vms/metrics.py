@@ -41,7 +41,8 @@ class _Writer:
         suffix = "_total" if kind == "counter" else ""
         for labels, value in samples:
             if value is not None:
-                self.lines.append(f"{name}{suffix}{{{labels}}} {_num(value)}")
+                braces = f"{{{labels}}}" if labels else ""
+                self.lines.append(f"{name}{suffix}{braces} {_num(value)}")
 
     def text(self) -> bytes:
         return ("\n".join(self.lines) + "\n").encode()
@@ -98,8 +99,22 @@ def _cameras(w: _Writer, cams: list[Camera]) -> None:
     )  # fmt: skip
     w.family(
         "vms_camera_frames_dropped", "counter", "Frames not recorded",
-        per_recorder(lambda c: stats[c.config.id].frames_dropped),
+        per_recorder(
+            lambda c: stats[c.config.id].frames_dropped + stats[c.config.id].frames_lost_writing
+        ),
     )  # fmt: skip
+    w.family(
+        "vms_camera_frames_dropped_backlog", "counter",
+        "Frames dropped because the storage root's writer was too far behind",
+        per_recorder(lambda c: stats[c.config.id].frames_dropped_backlog),
+    )  # fmt: skip
+    w.lines.append("# HELP vms_camera_segment_sync_seconds fdatasync and directory fsync at close")
+    w.lines.append("# TYPE vms_camera_segment_sync_seconds summary")
+    for c in rec:
+        st = stats[c.config.id]
+        label = f'{{camera="{c.config.id}"}}'
+        w.lines.append(f"vms_camera_segment_sync_seconds_count{label} {st.segments}")
+        w.lines.append(f"vms_camera_segment_sync_seconds_sum{label} {_num(st.sync_seconds_total)}")
     w.family(
         "vms_camera_timestamp_jumps", "counter", "Camera timestamp discontinuities",
         per_recorder(lambda c: stats[c.config.id].timestamp_jumps),
@@ -125,6 +140,11 @@ def _cameras(w: _Writer, cams: list[Camera]) -> None:
 def render(server: Server) -> bytes:
     w = _Writer()
     _cameras(w, server.cameras)
+    w.family(
+        "vms_reader_longest_round_seconds", "gauge",
+        "Longest round of the RTSP reader thread since start: the most any camera waited",
+        [("", server.reactor.max_round_s)],
+    )  # fmt: skip
     roots = server.storage.roots
     w.family(
         "vms_root_usable", "gauge", "1 when the root is mounted and identified",

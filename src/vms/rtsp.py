@@ -15,15 +15,12 @@ ingest.
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 import contextlib
 import errno
 import functools
-import hashlib
 import logging
 import os
-import re
 import selectors
 import socket
 import threading
@@ -52,7 +49,20 @@ from vms.media import (
     length_prefix,
 )
 from vms.recorder import Recorder
-from vms.rtp import Depacketizer, Media, RtpClock, parse_sdp
+from vms.rtp import Depacketizer, Media, RtpClock, aggregate_control, offered, parse_sdp
+from vms.rtsp_headers import (
+    MAX_RESPONSE,
+    RtspError,
+    authorization,
+    body_length,
+    choose_challenge,
+    content_length,
+    match_rtp_info,
+    parse_head,
+    parse_rtp_info,
+    parse_session,
+    parse_transport,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +72,14 @@ ROUND_S = 0.05
 KEEPALIVE_S = 25.0
 TICK_S = 0.1
 CONNECT_SPREAD_S = 0.02  # timers (retries, open and stall timeouts, keepalives) at this resolution
-MAX_RESPONSE = 64 * 1024
+BASIC_IN_CLEAR = (
+    "the camera offers only Basic authentication over plain RTSP: "
+    "its password crosses the network in clear text"
+)
 
 
 # Name resolution is the one blocking call a session makes; two threads do it for all of them.
 _RESOLVER = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="rtsp-dns")
-
-
-class RtspError(Exception):
-    """A session failed; ``str()`` is the operator-facing reason (never holds a secret)."""
 
 
 class Session:
@@ -100,6 +109,7 @@ class Session:
         self.backoff = Backoff(config)
         self.sock: socket.socket | None = None
         self.retry_at = 0.0
+        self.warned_basic = False  # once per camera, not once per reconnection
         self._reset()
 
     def _reset(self) -> None:
@@ -126,6 +136,9 @@ class Session:
         self.setting: Media | None = None
         self.channels: tuple[int, ...] = ()
         self.resolving: concurrent.futures.Future[list[Any]] | None = None
+        self.control_url = self.url  # the SDP's aggregate control: PLAY and TEARDOWN go there
+        self.keepalive_s = KEEPALIVE_S  # shorter when the camera's session timeout is
+        self.reason = ""  # the last reply's reason phrase
 
     # --- requests ------------------------------------------------------------------------
 
@@ -142,29 +155,9 @@ class Session:
 
     def _authorization(self, method: str, url: str) -> str:
         assert self.auth is not None
-        scheme, p = self.auth
-        user = self.camera.username or ""
-        secret = self.camera.secret() or ""
-        if scheme == "basic":
-            token = base64.b64encode(f"{user}:{secret}".encode()).decode()
-            return f"Authorization: Basic {token}\r\n"
-        realm, nonce = p.get("realm", ""), p.get("nonce", "")
-
-        def md5(text: str) -> str:
-            return hashlib.md5(text.encode()).hexdigest()  # RFC 2617 mandates MD5
-
-        ha1, ha2 = md5(f"{user}:{realm}:{secret}"), md5(f"{method}:{url}")
-        head = f'Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{url}"'
-        if "auth" in p.get("qop", "").split(","):
-            self.nc += 1
-            nc, cnonce = f"{self.nc:08x}", os.urandom(8).hex()
-            response = md5(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}")
-            head += f', qop=auth, nc={nc}, cnonce="{cnonce}"'
-        else:
-            response = md5(f"{ha1}:{nonce}:{ha2}")
-        if "opaque" in p:
-            head += f', opaque="{p["opaque"]}"'
-        return f'Authorization: {head}, response="{response}"\r\n'
+        self.nc += 1
+        user, secret = self.camera.username or "", self.camera.secret() or ""
+        return authorization(self.auth, method, url, user, secret, self.nc)
 
     # --- reactor callbacks ---------------------------------------------------------------
 
@@ -238,7 +231,7 @@ class Session:
                 raise RtspError(
                     f"stalled: no data for {self.config.stall_timeout_s:g} s (timed out)"
                 )
-            if now - self.last_keepalive > KEEPALIVE_S:
+            if now - self.last_keepalive > self.keepalive_s:
                 self.last_keepalive = now
                 self._send("GET_PARAMETER", self.url)
         elif now - self.opened_at > self.config.open_timeout_s:
@@ -260,79 +253,119 @@ class Session:
                 if len(self.buf) > MAX_RESPONSE or (self.buf and not self.buf.startswith(b"R")):
                     raise RtspError("no valid RTSP answer (garbage on the port)")
                 return
-            head = bytes(self.buf[:end]).decode("latin-1")
-            lines = head.split("\r\n")
-            m = re.match(r"RTSP/1\.0 (\d{3})", lines[0])
-            if not m:
-                raise RtspError("no valid RTSP answer (garbage on the port)")
-            headers: dict[str, str] = {}
-            for line in lines[1:]:
-                k, _, v = line.partition(":")
-                headers.setdefault(k.strip().lower(), v.strip())
-            length = int(headers.get("content-length", "0") or 0)
+            reply = parse_head(bytes(self.buf[:end]).decode("latin-1"))
+            length = content_length(reply.headers.get("content-length", ""))
             if len(self.buf) < end + 4 + length:
                 return
             body = bytes(self.buf[end + 4 : end + 4 + length]).decode("utf-8", "replace")
             del self.buf[: end + 4 + length]
-            self._response(int(m.group(1)), headers, body)
+            self.reason = reply.reason
+            self._response(reply.status, reply.headers, body, reply.challenges)
             if self.step == "playing":
                 self._interleaved()
                 return
 
-    def _response(self, status: int, headers: dict[str, str], body: str) -> None:
+    def _response(
+        self, status: int, headers: dict[str, str], body: str, challenges: list[str] | None = None
+    ) -> None:
         if status == 401:
             if self.auth_tried or self.camera.username is None:
                 raise RtspError("401 Unauthorized (check the camera's username and password)")
             self.auth_tried = True
-            challenge = headers.get("www-authenticate", "")
-            scheme = "digest" if challenge.lower().startswith("digest") else "basic"
-            params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
-            self.auth = (scheme, params)
+            self.auth = self._challenge(challenges or [headers.get("www-authenticate", "")])
             self._resend()
             return
-        if status != 200:
-            raise RtspError(f"{self.pending} failed: RTSP {status}")
+        if not 200 <= status < 300:
+            raise RtspError(f"{self.pending} failed: RTSP {status} {self.reason}".rstrip())
         if self.step == "options":
             self.step = "describe"
             self._send("DESCRIBE", self.url, "Accept: application/sdp\r\n")
         elif self.step == "describe":
+            if "m=" not in body:
+                raise RtspError("the camera's DESCRIBE answer holds no stream description (SDP)")
             base = headers.get("content-base") or headers.get("content-location") or self.url
             self.video, self.audio = parse_sdp(body, base)
             if self.video is None:
-                raise RtspError("the stream has no H.264 or H.265 video track")
+                raise RtspError(
+                    f"the stream has no H.264 or H.265 video track (it offers {offered(body)})"
+                )
+            self.control_url = aggregate_control(body, base)
             self.setups = [m for m in (self.video, self.audio) if m is not None]
             self.step = "setup"
             self._setup_next()
         elif self.step == "setup":
-            m = re.search(r"interleaved=(\d+)", headers.get("transport", ""))
-            if m and self.setting is not None:
-                self.setting.channel = int(m.group(1))  # the server may pick other channels
-            sid = headers.get("session", "")
+            self._transport(headers.get("transport", ""))
+            sid, timeout = parse_session(headers.get("session", ""))
             if sid:
-                self.session_id = sid.split(";")[0].strip()
+                self.session_id = sid
+            if timeout:
+                # Keep the session alive well within the camera's timeout (RFC 2326: 60 s).
+                self.keepalive_s = min(KEEPALIVE_S, max(1.0, timeout / 2))
             if self.setups:
                 self._setup_next()
             else:
                 self.step = "play"
                 # No Range: a live camera plays from now. (A shared GStreamer media even seeks
                 # itself on "Range: npt=0-", stepping every other viewer's timestamps.)
-                self._send("PLAY", self.url)
+                self._send("PLAY", self.control_url)
         elif self.step == "play":
+            tracks = [m for m in (self.video, self.audio) if m is not None]
+            match_rtp_info(parse_rtp_info(headers.get("rtp-info", "")), tracks)
             self._playing()
+
+    def _challenge(self, challenges: list[str]) -> tuple[str, dict[str, str]]:
+        auth = choose_challenge(challenges)
+        if auth[0] == "basic" and self.url.startswith("rtsp:") and not self.warned_basic:
+            self.warned_basic = True
+            self.log.warning(BASIC_IN_CLEAR)
+            self.health.warn(BASIC_IN_CLEAR)
+        return auth
 
     def _resend(self) -> None:
         if self.step == "options":
             self._send("OPTIONS", self.url)
         elif self.step == "describe":
             self._send("DESCRIBE", self.url, "Accept: application/sdp\r\n")
+        elif self.step == "setup" and self.setting is not None:
+            self._setup(self.setting)
+        elif self.step == "play":
+            self._send("PLAY", self.control_url)
 
     def _setup_next(self) -> None:
         media = self.setups.pop(0)
         self.setting = media
+        self._setup(media)
+
+    def _setup(self, media: Media) -> None:
         ch = media.channel
         self._send(
             "SETUP", media.control, f"Transport: RTP/AVP/TCP;unicast;interleaved={ch}-{ch + 1}\r\n"
         )
+
+    def _transport(self, value: str) -> None:
+        """Take the SETUP reply's Transport: the channel the camera chose, its SSRC."""
+        media = self.setting
+        if not value or media is None:
+            return  # no Transport: the camera took ours as it was
+        t = parse_transport(value)
+        if not t.tcp:
+            raise RtspError(
+                "the camera answered SETUP with RTP over UDP although TCP was asked for "
+                "(set transport: udp for this camera)"
+            )
+        media.ssrc = t.ssrc
+        if t.interleaved is None:
+            return
+        video = self.video
+        if media is not video and video is not None and t.interleaved[0] == video.channel:
+            # Two tracks on one channel cannot be told apart: keep the video.
+            self.log.warning(
+                "the camera put the audio on the video's channel %d: audio not recorded",
+                video.channel,
+            )
+            self.audio = None
+            return
+        media.channel = t.interleaved[0]  # the server may pick other channels
 
     def _playing(self) -> None:
         assert self.video is not None
@@ -370,10 +403,19 @@ class Session:
             while n - i >= 4:
                 if buf[i] != 0x24:  # not '$': an RTSP reply (keepalive) or noise
                     if buf[i : i + 4] == b"RTSP":
-                        end = buf.find(b"\r\n\r\n", i)
+                        # A keepalive reply: skipped with its body (a '$' there is no frame).
+                        end = buf.find(b"\r\n\r\n", i, i + MAX_RESPONSE)
                         if end < 0:
+                            if n - i > MAX_RESPONSE:
+                                raise RtspError(
+                                    "invalid RTSP answer during the stream: a reply without an "
+                                    f"end after {MAX_RESPONSE // 1024} kB"
+                                )
                             break  # the rest of the reply is still on its way
-                        i = end + 4  # keepalive replies carry no body we need
+                        size = body_length(buf, i, end)
+                        if n < end + 4 + size:
+                            break
+                        i = end + 4 + size
                         continue
                     nxt = buf.find(b"$", i + 1)
                     if nxt < 0:
@@ -458,7 +500,7 @@ class Session:
                 sel.unregister(self.sock)
             with contextlib.suppress(OSError):
                 if self.step == "playing":
-                    self._send("TEARDOWN", self.url)
+                    self._send("TEARDOWN", self.control_url)
             self.sock.close()
             self.sock = None
         if self.step == "playing" and self.recorder is not None:

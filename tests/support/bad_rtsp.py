@@ -7,6 +7,8 @@ Each server is a context manager bound to 127.0.0.1 on a free port, exposing ``.
 * :class:`StallAfterPlay` answers OPTIONS, DESCRIBE (one H.264 track, 320x240), SETUP
   (interleaved TCP only) and PLAY properly, then sends no media while keeping the
   connection open; later control requests (keep-alives, TEARDOWN) are still answered.
+* :class:`EndlessReplyAfterPlay` is :class:`StallAfterPlay`, then sends an RTSP reply whose
+  header never ends (``.sent`` counts its bytes).
 * :class:`Garbage` sends random bytes on connect and after every read.
 """
 
@@ -18,7 +20,7 @@ import socket
 import threading
 from types import TracebackType
 
-__all__ = ["Garbage", "StallAfterPlay", "StallBeforePlay"]
+__all__ = ["EndlessReplyAfterPlay", "Garbage", "StallAfterPlay", "StallBeforePlay"]
 
 # SPS/PPS of a real 320x240 constrained-baseline stream (libx264), base64 for the SDP.
 SPS_320X240_B64 = "Z0LADdoFB+hAAAADAEAAAAyjxQqo"
@@ -216,8 +218,27 @@ class StallAfterPlay(_BadServer):
             response = [f"RTSP/1.0 {status}", f"CSeq: {cseq}", "Server: stall-after-play", *extra]
             response.append(f"Content-Length: {len(body)}")
             connection.sendall(("\r\n".join(response) + "\r\n\r\n").encode() + body)
+            if method == "PLAY":
+                self.after_play(connection)
             if method == "TEARDOWN":
                 return
+
+    def after_play(self, connection: socket.socket) -> None:
+        """What happens once PLAY is answered: nothing at all, here."""
+
+
+class EndlessReplyAfterPlay(StallAfterPlay):
+    """After PLAY, an RTSP reply whose header lines go on and on (up to 16 MB)."""
+
+    sent = 0
+
+    def after_play(self, connection: socket.socket) -> None:
+        connection.sendall(b"RTSP/1.0 200 OK\r\nCSeq: 99\r\n")
+        line = b"X-Filler: " + b"a" * 1000 + b"\r\n"
+        while self.sent < 16 << 20 and not self._stop.is_set():
+            connection.sendall(line * 8)
+            self.sent += len(line) * 8
+            self._stop.wait(0.005)
 
 
 class Garbage(_BadServer):

@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["VmsProcess", "free_port", "run_bench"]
 
-_METRIC_LINE = re.compile(r'^(?P<name>[a-z_]+)\{camera="(?P<camera>[^"]+)"\} (?P<value>\S+)$')
+# Per-camera samples, and process-wide ones (no labels: keyed by "").
+_METRIC_LINE = re.compile(r'^(?P<name>[a-z_]+)(?:\{camera="(?P<camera>[^"]+)"\})? (?P<value>\S+)$')
 
 
 def free_port() -> int:
@@ -56,7 +57,7 @@ def camera_metrics(text: str, names: set[str]) -> dict[str, dict[str, float]]:
     for line in text.splitlines():
         m = _METRIC_LINE.match(line)
         if m and m.group("name") in names:
-            out[m.group("name")][m.group("camera")] = float(m.group("value"))
+            out[m.group("name")][m.group("camera") or ""] = float(m.group("value"))
     return out
 
 
@@ -69,9 +70,12 @@ def write_config(
     fragment_seconds: float = 1.0,
     stagger: bool = True,
     log_level: str = "warning",
+    roots: dict[str, list[str]] | None = None,
 ) -> Path:
-    """A YAML config for ``vms serve``: data and recordings under ``directory``."""
-    cfg = {
+    """A YAML config for ``vms serve``: data and recordings under ``directory``.
+
+    ``roots``: root name → the camera ids recorded there (default: one root for all)."""
+    cfg: dict[str, Any] = {
         "data_dir": str(directory / "data"),
         "server": {"host": "127.0.0.1", "port": port, "log_level": log_level},
         "storage": {
@@ -84,6 +88,15 @@ def write_config(
         },
         "cameras": [{"id": cid, "main": {"url": url, "transport": "tcp"}} for cid, url in cameras],
     }
+    if roots:
+        cfg["storage"]["roots"] = [
+            {"name": name, "path": str(directory / name), "min_free_bytes": 0} for name in roots
+        ]
+        where = {cid: name for name, ids in roots.items() for cid in ids}
+        for cam in cfg["cameras"]:
+            cam["roots"] = [where[cam["id"]]]
+        for name in roots:
+            (directory / name).mkdir(parents=True, exist_ok=True)
     (directory / "recordings").mkdir(parents=True, exist_ok=True)
     path = directory / "vms.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
@@ -93,8 +106,11 @@ def write_config(
 class VmsProcess:
     """``python -m vms serve --config PATH`` as a child process, with its log in a file."""
 
-    def __init__(self, config: Path, port: int, log_path: Path) -> None:
+    def __init__(
+        self, config: Path, port: int, log_path: Path, slow_root: str | None = None
+    ) -> None:
         self.config = config
+        self.slow_root = slow_root
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
         self.log_path = log_path
@@ -103,8 +119,12 @@ class VmsProcess:
 
     def start(self) -> VmsProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        cmd = [sys.executable, "-m", "vms", "serve", "--config", str(self.config)]
+        if self.slow_root is not None:
+            cmd = [sys.executable, "-m", "vms.bench.slow_serve", "--config", str(self.config),
+                   "--slow-root", self.slow_root]  # fmt: skip
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "vms", "serve", "--config", str(self.config)],
+            cmd,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=self._log,
