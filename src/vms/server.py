@@ -79,6 +79,8 @@ def server_holds(data_dir: Path) -> bool:
         f = open(data_dir / LOCK_FILE, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
         return False
+    except OSError:
+        return True  # cannot tell: assume a server, whose open segments are left alone
     with f:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
