@@ -49,7 +49,13 @@ def wait_segments(server: Server, n: int) -> None:
 def test_health_cameras_and_recordings(server: Server) -> None:
     client = TestClient(create_app(server))
     wait_segments(server, 2)
-    assert client.get("/healthz").json()["roots"] == {"r1": "ok"}
+    assert client.get("/healthz").json() == {
+        "status": "ok",
+        "recording": True,
+        "roots": {"r1": "ok"},
+    }
+    (root,) = client.get("/api/v1/storage").json()["roots"]
+    assert root["state"] == "ok" and root["warning"] is None and root["bytes_deleted_early"] == 0
     cams = {c["id"]: c for c in client.get("/api/v1/cameras").json()["cameras"]}
     assert cams["clip"]["health"]["state"] == "online"
     assert cams["clip"]["health"]["fps"] == pytest.approx(25, abs=5)
@@ -84,6 +90,30 @@ def test_recordings_window_and_gaps(server: Server) -> None:
     assert iso["runs"] == [] and iso["gaps"][0]["duration_s"] == 86400
 
 
+def test_quarantined_segments_are_not_served_as_recordings(server: Server) -> None:
+    client = TestClient(create_app(server))
+    wait_segments(server, 3)
+    first, second = server.catalog.segments(camera_id="clip", state=1)[:2]
+    window = f"start={first.start_us}&end={second.end_us + 1_000_000}"
+    before = client.get(f"/api/v1/cameras/clip/recordings?{window}").json()
+    assert before["runs"][0]["start_us"] == first.start_us
+    assert before["quarantined_segments"] == 0
+    assert server.catalog.quarantine(second.id)  # what `vms check` does to a CRC mismatch
+    body = client.get(f"/api/v1/cameras/clip/recordings?{window}").json()
+    assert body["quarantined_segments"] == 1
+    assert body["runs"][0] == {
+        "start_us": first.start_us,
+        "end_us": first.end_us,
+        "segments": 1,
+        "bytes": first.bytes,
+        "open": False,
+        "duration_s": round((first.end_us - first.start_us) / 1e6, 3),
+    }
+    assert {"start_us": first.end_us, "end_us": second.end_us} in [
+        {k: g[k] for k in ("start_us", "end_us")} for g in body["gaps"]
+    ], "the quarantined minute is a gap"
+
+
 def test_errors_are_mapped_once(server: Server) -> None:
     client = TestClient(create_app(server))
     r = client.get("/api/v1/cameras/nope/recordings")
@@ -109,6 +139,7 @@ def test_metrics(server: Server) -> None:
         'vms_camera_state{camera="dead",state="offline"} 1.0',
         'vms_root_bytes_used{root="r1"}',
         'vms_root_bytes_free{root="r1"}',
+        'vms_root_bytes_deleted_early_total{root="r1"} 0',
     ):
         assert name in text, name
     families = {f.name: f for f in text_string_to_metric_families(text)}

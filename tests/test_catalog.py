@@ -5,11 +5,12 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from vms.catalog import CLOSED, OPEN, Catalog
+from vms.catalog import CLOSED, OPEN, QUARANTINED, Catalog
 from vms.segment import FragmentIndex
 
 
@@ -161,3 +162,52 @@ def test_an_unreachable_catalog_is_unavailable_not_a_driver_error(tmp_path: Path
         cat.camera_ids()
     assert e.value.kind == Kind.UNAVAILABLE
     cat.close()
+
+
+def test_rows_stream_in_keyset_batches(
+    any_catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cat = any_catalog
+    root = cat.add_root("r1", "uuid-1", 1)
+    other = cat.add_root("r2", "uuid-2", 1)
+    cat.ensure_camera("cam", "Camera")
+    ids = [_open(cat, root if i % 3 else other, 1_000_000 * (i + 1)) for i in range(12)]
+    reads = 0
+    real = cat._read
+
+    def counting() -> Any:
+        nonlocal reads
+        reads += 1
+        return real()
+
+    monkeypatch.setattr(cat, "_read", counting)
+    mine = [i for n, i in enumerate(ids) if n % 3]
+    stream = cat.iter_segments(root_id=root, batch=3)
+    first = next(stream)
+    assert first.id == mine[0] and reads == 1, "rows are read a batch at a time, on demand"
+    cat.forget_segment(mine[5])  # a row deleted ahead of the cursor is not returned
+    rest = [s.id for s in stream]
+    assert [first.id, *rest] == [i for i in mine if i != mine[5]]
+    assert reads == 3, "7 rows in batches of 3: 3 reads, the last one short"
+    assert cat.count_segments(root_id=root) == 7 and cat.count_segments() == 11
+
+
+def test_quarantine_overlaps_and_what_retention_may_delete(any_catalog: Catalog) -> None:
+    cat = any_catalog
+    root = cat.add_root("r1", "uuid-1", 1)
+    cat.ensure_camera("cam", "Camera")
+    index = FragmentIndex()
+    index.add(0, 90000, 5000, True, 25)
+    a, b, c = (_open(cat, root, start) for start in (1_000_000, 2_000_000, 3_000_000))
+    for seg_id, end in ((a, 2_000_000), (b, 3_500_000)):
+        cat.close_segment(
+            seg_id, end_us=end, init_bytes=700, size=5700, fragments=1,
+            frag_index=index.encode(), crc32=7,
+        )  # fmt: skip
+    assert cat.quarantine(a) and not cat.quarantine(c), "only a closed segment is quarantined"
+    assert cat.segment(a).state == QUARANTINED and cat.segment(a).crc32 == 7
+    assert cat.segment(c).state == OPEN
+    assert [s.id for s in cat.oldest(root, 10)] == [a, b], "never the open one"
+    assert [s.id for s in cat.expired("cam", 10_000_000, 10)] == [a, b]
+    (overlap,) = cat.overlaps()
+    assert (overlap.id, overlap.start_us, overlap.earlier_end_us) == (c, 3_000_000, 3_500_000)

@@ -289,7 +289,8 @@ def test_health_listeners_see_state_changes() -> None:
     unsubscribe()
     health.stream_up("h264", 640, 360)
     assert seen == [State.ONLINE, State.DEGRADED, State.ONLINE, State.OFFLINE]
-    assert health.last_error == "Connection refused"
+    # Online again: no error now; the one that cleared is kept apart.
+    assert health.last_error is None and health.previous_error == "Connection refused"
 
 
 def _tfdts(path: Path, seg: Segment) -> list[int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -11,10 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from tests.conftest import Rig
 from tests.support.polling import wait_for
 from vms import check
+from vms.api import create_app
 from vms.catalog import CLOSED, Catalog
 from vms.config import from_dict
 from vms.errors import Kind, VmsError
@@ -69,6 +72,44 @@ def test_retention_by_bytes_deletes_oldest_first(rig: Rig, clips: dict[str, Path
     assert sum(s.bytes for s in left) <= total // 2
     assert [s.id for s in left] == [s.id for s in segs[-len(left) :]], "oldest must go first"
     assert check.run(rig.catalog, rig.storage).ok
+
+
+def test_quarantined_segments_go_with_retention_like_closed_ones(
+    rig: Rig, clips: dict[str, Path]
+) -> None:
+    for _ in range(2):
+        record(rig, clips["h264"])
+    segs = rig.catalog.segments()
+    assert rig.catalog.quarantine(segs[0].id)
+    retention = retention_for(rig, max_bytes=sum(s.bytes for s in segs) - 1)
+    assert retention.run_once() == 1
+    assert [s.id for s in rig.catalog.segments()] == [s.id for s in segs[1:]], "oldest first"
+    assert not (rig.root / segs[0].path).exists()
+    assert rig.catalog.quarantine(segs[1].id)
+    rig.clock.step(86_400 + 60)
+    assert retention.run_once() == len(segs) - 1
+    assert rig.catalog.segments() == []
+
+
+def test_a_free_space_pass_deletes_at_most_the_shortfall(
+    rig: Rig, clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file system that frees space late (copy-on-write, snapshots, a file held open
+    elsewhere) shows no more room after a deletion than before it."""
+    for _ in range(3):
+        record(rig, clips["h264"])
+    segs = rig.catalog.segments()
+    total = sum(s.bytes for s in segs)
+    shortfall = total // 3
+    min_free = 1 << 40
+    retention = retention_for(rig, min_free_bytes=min_free)
+    monkeypatch.setattr(rig.storage.roots[0], "free_bytes", lambda: min_free - shortfall)
+    retention.run_once()
+    left = rig.catalog.segments()
+    gone = total - sum(s.bytes for s in left)
+    assert shortfall <= gone < shortfall + max(s.bytes for s in segs), (gone, shortfall, total)
+    assert [s.id for s in left] == [s.id for s in segs[-len(left) :]], "oldest must go first"
+    assert rig.storage.roots[0].used_bytes == total - gone
 
 
 def test_unmounted_root_is_refused_and_nothing_is_deleted(rig: Rig, clips: dict[str, Path]) -> None:
@@ -215,6 +256,9 @@ def test_disk_full_then_space_returns(
         assert time.monotonic() - returned < 5.0, "recording must resume within 5 s of space"
 
         wait_for(lambda: full.health.state == State.ONLINE)
+        health = full.health.snapshot()
+        assert health["last_error"] is None, "the error clears once the camera records again"
+        assert "storage full" in health["previous_error"] and health["error_cleared_us"]
     finally:
         server.stop()
     catalog = Catalog(server.config.catalog_url())
@@ -252,6 +296,63 @@ def test_foreign_file_makes_oldest_recordings_go_before_a_write_fails(
         server.stop()
         with contextlib.suppress(FileNotFoundError):
             (small_disk / "foreign.bin").unlink()
+
+
+def test_a_disk_filled_by_someone_else_is_reported_until_the_space_returns(
+    tmp_path: Path, clips: dict[str, Path], small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="vms.retention")
+    min_free = 1 << 20
+    raw = _server_config(
+        tmp_path, clips["h264"],
+        [{"name": "small", "path": str(small_disk), "min_free_bytes": min_free}],
+        cam=["small"],
+    )  # fmt: skip
+    server = Server(from_dict(raw))
+    client = TestClient(create_app(server))
+    root, cam = server.storage.roots[0], server.cameras[0]
+    foreign = small_disk / "foreign.bin"
+    reason = "are not recordings; recordings were deleted early to keep writing"
+
+    def early_metric() -> float:
+        prefix = 'vms_root_bytes_deleted_early_total{root="small"} '
+        lines = client.get("/metrics").text.splitlines()
+        return float(next(line for line in lines if line.startswith(prefix)).split()[-1])
+
+    server.start()
+    try:
+        wait_for(lambda: len(server.catalog.segments(state=CLOSED)) >= 3, timeout=30)
+        assert client.get("/healthz").json()["roots"] == {"small": "ok"}
+        assert early_metric() == 0
+        recorded = sum(s.bytes for s in server.catalog.segments(state=CLOSED))
+        fill(foreign, leave=min_free - recorded // 2)
+        wait_for(lambda: root.bytes_deleted_early > 0, 10, "recordings deleted early")
+        health = client.get("/healthz").json()
+        assert health["status"] == "degraded"
+        assert (
+            health["roots"]["small"].startswith("degraded: ") and reason in health["roots"]["small"]
+        )
+        assert " MB on this disk" in health["roots"]["small"]
+        (item,) = client.get("/api/v1/storage").json()["roots"]
+        assert item["usable"] and item["state"] == "degraded" and reason in item["warning"]
+        # The camera keeps writing, so later passes delete early too; the log says it once.
+        early = root.bytes_deleted_early
+        wait_for(lambda: root.bytes_deleted_early > early, 30, "a later pass deleting early")
+        assert early_metric() > early
+        assert client.get("/api/v1/storage").json()["roots"][0]["bytes_deleted_early"] > early
+        said = [r for r in caplog.records if reason in r.getMessage()]
+        assert len(said) == 1 and said[0].levelno == logging.WARNING, said
+        foreign.unlink()
+        wait_for(lambda: root.warning is None, 10, "the warning to clear with the space")
+        assert client.get("/healthz").json()["roots"] == {"small": "ok"}
+        (item,) = client.get("/api/v1/storage").json()["roots"]
+        assert item["state"] == "ok" and item["warning"] is None
+        wait_for(lambda: cam.health.state == State.ONLINE, 10, "the camera online")
+        assert cam.health.snapshot()["last_error"] is None
+    finally:
+        server.stop()
+        with contextlib.suppress(FileNotFoundError):
+            foreign.unlink()
 
 
 def test_a_non_empty_directory_is_not_claimed(tmp_path: Path, catalog: Catalog) -> None:

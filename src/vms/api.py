@@ -20,9 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from vms import metrics
-from vms.catalog import OPEN
+from vms.catalog import OPEN, QUARANTINED
 from vms.errors import CAP, Detail, Kind, VmsError, capped, shorten
 from vms.server import Camera, Server
+from vms.storage import Root
 
 # Segments closer than this are one run: rotation leaves no gap by construction, but a
 # re-anchored wall clock may leave a few milliseconds.
@@ -114,7 +115,11 @@ def recordings(server: Server, camera_id: str, start_us: int, end_us: int) -> di
         raise invalid("end", "must be after start")
     runs: list[dict[str, Any]] = []
     now = server.clock.wall_us()
+    quarantined = 0
     for seg in server.catalog.segments(camera_id=camera_id, start_us=start_us, end_us=end_us):
+        if seg.state == QUARANTINED:
+            quarantined += 1  # its bytes failed their checksum: not served, a gap instead
+            continue
         seg_end = seg.end_us
         if seg.state == OPEN and cam.recorder is not None:
             seg_end = max(seg_end, cam.recorder.open_end_us(seg.id) or seg_end)
@@ -147,7 +152,21 @@ def recordings(server: Server, camera_id: str, start_us: int, end_us: int) -> di
         gaps.append({"start_us": cursor, "end_us": min(end_us, now)})
     for item in runs + gaps:
         item["duration_s"] = round((item["end_us"] - item["start_us"]) / 1e6, 3)
-    return {"camera": camera_id, "start_us": start_us, "end_us": end_us, "runs": runs, "gaps": gaps}
+    return {
+        "camera": camera_id,
+        "start_us": start_us,
+        "end_us": end_us,
+        "runs": runs,
+        "gaps": gaps,
+        "quarantined_segments": quarantined,
+    }
+
+
+def root_health(root: Root) -> str:
+    """``ok``, why the root is refused, or ``degraded: <why>`` (usable, not as configured)."""
+    if not root.usable:
+        return root.error or "not usable"
+    return f"degraded: {root.warning}" if root.warning else "ok"
 
 
 # Not bounded by length: an id no config could hold is still just an unknown camera, a 404.
@@ -225,8 +244,9 @@ def create_app(server: Server) -> FastAPI:
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        roots = {r.name: ("ok" if r.usable else r.error) for r in server.storage.roots}
-        return {"status": "ok", "recording": server.started, "roots": roots}
+        roots = {r.name: root_health(r) for r in server.storage.roots}
+        status = "ok" if all(v == "ok" for v in roots.values()) else "degraded"
+        return {"status": status, "recording": server.started, "roots": roots}
 
     @app.get("/api/v1/cameras")
     def cameras() -> dict[str, Any]:
@@ -252,7 +272,10 @@ def create_app(server: Server) -> FastAPI:
                 "name": r.name,
                 "path": str(r.path),
                 "usable": r.usable,
+                "state": "refused" if not r.usable else ("degraded" if r.warning else "ok"),
                 "error": r.error,
+                "warning": r.warning,
+                "bytes_deleted_early": r.bytes_deleted_early,
             }
             if r.usable and r.id is not None:
                 item["bytes_used"] = r.used_bytes

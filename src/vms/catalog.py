@@ -41,6 +41,7 @@ cameras = sa.Table(
 # A quarantined segment's file does not match its checksum: kept for inspection and for
 # retention, never served as if it were sound.
 OPEN, CLOSED, QUARANTINED = 0, 1, 2
+DELETABLE = (CLOSED, QUARANTINED)  # what retention may delete: never an open segment
 MAIN, SUB = 0, 1
 
 segments = sa.Table(
@@ -102,6 +103,18 @@ class Segment:
     crc32: int | None
     stream: int
     media_start: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Overlap:
+    """A segment that starts before an earlier one of the same camera stream has ended."""
+
+    id: int
+    camera_id: str
+    stream: int
+    path: str
+    start_us: int
+    earlier_end_us: int
 
 
 def _segment(row: Any) -> Segment:
@@ -296,6 +309,88 @@ class Catalog:
         with self._read() as c:
             return [_segment(r) for r in c.execute(q)]
 
+    def iter_segments(self, *, root_id: int | None = None, batch: int = 500) -> Iterator[Segment]:
+        """Every segment (of one root) in id order, read ``batch`` rows at a time.
+
+        Keyset pagination: each batch is its own short read (``id > last``), so a pass over
+        millions of rows holds one batch of index blobs at a time, never keeps a read
+        transaction open for the whole pass (which would stop SQLite's WAL checkpoints), and
+        rows changed or deleted behind the cursor do not shift what comes next."""
+        last = -1
+        while True:
+            q = sa.select(segments).where(segments.c.id > last)
+            if root_id is not None:
+                q = q.where(segments.c.root_id == root_id)
+            q = q.order_by(segments.c.id).limit(batch)
+            with self._read() as c:
+                rows = [_segment(r) for r in c.execute(q)]
+            if not rows:
+                return
+            last = rows[-1].id
+            full = len(rows) == batch
+            rows.reverse()
+            while rows:  # let go of each row as it is handed out: batches never pile up
+                yield rows.pop()
+            if not full:
+                return
+
+    def count_segments(self, *, root_id: int | None = None) -> int:
+        q = sa.select(sa.func.count()).select_from(segments)
+        if root_id is not None:
+            q = q.where(segments.c.root_id == root_id)
+        with self._read() as c:
+            return int(c.execute(q).scalar_one())
+
+    def overlaps(self) -> list[Overlap]:
+        """Segments that start before an earlier segment of the same camera stream ends.
+
+        One window query (the greatest end of every earlier row of the stream), evaluated by
+        the database: only the overlapping rows come back."""
+        order = (segments.c.start_us, segments.c.id)
+        prev_end = (
+            sa.func.max(segments.c.end_us)
+            .over(partition_by=(segments.c.camera_id, segments.c.stream), order_by=order,
+                  rows=(None, -1))
+            .label("prev_end_us")
+        )  # fmt: skip
+        inner = sa.select(
+            segments.c.id, segments.c.camera_id, segments.c.stream, segments.c.path,
+            segments.c.start_us, prev_end,
+        ).subquery()  # fmt: skip
+        q = (
+            sa.select(inner)
+            .where(inner.c.prev_end_us > inner.c.start_us)
+            .order_by(inner.c.camera_id, inner.c.stream, inner.c.start_us)
+        )
+        with self._read() as c:
+            return [
+                Overlap(r.id, r.camera_id, r.stream, r.path, r.start_us, r.prev_end_us)
+                for r in c.execute(q)
+            ]
+
+    def quarantine(self, seg_id: int) -> bool:
+        """Mark a closed segment whose bytes fail their checksum; its row (checksum included)
+        is kept as it was. False when the row is gone or not closed (retention won a race)."""
+        with self._write() as c:
+            result = c.execute(
+                segments.update()
+                .where(segments.c.id == seg_id, segments.c.state == CLOSED)
+                .values(state=QUARANTINED)
+            )
+            return bool(result.rowcount == 1)
+
+    def oldest(self, root_id: int, limit: int) -> list[Segment]:
+        """The root's oldest segments that retention may delete: closed or quarantined."""
+        q = (
+            sa.select(segments)
+            .where(segments.c.root_id == root_id)
+            .where(segments.c.state.in_(DELETABLE))
+            .order_by(segments.c.start_us, segments.c.id)
+            .limit(limit)
+        )
+        with self._read() as c:
+            return [_segment(r) for r in c.execute(q)]
+
     def last_end_us(self, camera_id: str) -> int | None:
         """End of the camera's latest segment: where its next recording may start at the
         earliest, whatever the wall clock says after a restart."""
@@ -335,7 +430,7 @@ class Catalog:
         q = (
             sa.select(segments)
             .where(segments.c.camera_id == camera_id)
-            .where(segments.c.state == CLOSED)
+            .where(segments.c.state.in_(DELETABLE))
             .where(segments.c.end_us <= before_us)
             .order_by(segments.c.start_us)
             .limit(limit)

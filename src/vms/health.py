@@ -42,7 +42,11 @@ class CameraHealth:
         self._listeners: list[Listener] = []
         self.state = State.STARTING if enabled else State.DISABLED
         self.since_us = clock.wall_us()
+        # The error behind the current state; None while online. The error that cleared last
+        # is kept, with when it cleared, so a past outage is still visible.
         self.last_error: str | None = None
+        self.previous_error: str | None = None
+        self.error_cleared_us: int | None = None
         self._stream_error: str | None = "not connected yet"
         self._record_error: str | None = None
         self.frames = 0
@@ -160,8 +164,10 @@ class CameraHealth:
                 state, error = State.DEGRADED, self._record_error
             else:
                 state, error = State.ONLINE, None
-            if error is not None:
-                self.last_error = error
+            if error is None and self.last_error is not None:
+                self.previous_error = self.last_error
+                self.error_cleared_us = self._clock.wall_us()
+            self.last_error = error
             changed = state != self.state
             if changed:
                 self.state = state
@@ -187,6 +193,8 @@ class CameraHealth:
             "state": self.state.value,
             "since_us": self.since_us,
             "last_error": self.last_error,
+            "previous_error": self.previous_error,
+            "error_cleared_us": self.error_cleared_us,
             "fps": round(self.fps, 2),
             "bitrate_bps": round(self.bitrate),
             "frames": self.frames,

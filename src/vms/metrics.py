@@ -171,6 +171,11 @@ def render(server: Server) -> bytes:
         except OSError:
             continue
     w.family("vms_root_bytes_free", "gauge", "Free bytes on the root's file system", free)
+    w.family(
+        "vms_root_bytes_deleted_early", "counter",
+        "Bytes of recordings deleted to make room for files that are not recordings",
+        [(f'root="{r.name}"', r.bytes_deleted_early) for r in roots],
+    )  # fmt: skip
     w.lines.append("# HELP vms_retention_deleted_bytes Bytes deleted by retention")
     w.lines.append("# TYPE vms_retention_deleted_bytes counter")
     w.lines.append(f"vms_retention_deleted_bytes_total {server.retention.deleted_bytes}")

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Sequence
 
-from vms.catalog import CLOSED, Catalog, Segment
+from vms.catalog import Catalog, Segment
 from vms.clock import Clock
 from vms.config import Config
 from vms.errors import Kind, VmsError
@@ -23,6 +23,19 @@ log = logging.getLogger(__name__)
 
 BATCH = 16
 DAY_US = 86_400 * 1_000_000
+# Bytes on a root's file system that are not recordings yet are ours, or nobody's: allocation
+# rounding, directories, the identity file, the catalog when it shares the disk. Up to 1 % of
+# the disk (at least 1 MiB) counts as that; beyond it the disk holds someone else's files.
+OTHER_SLACK_DIVISOR = 100
+OTHER_SLACK_MIN = 1 << 20
+
+
+def human_bytes(n: int) -> str:
+    """Decimal units, as disks are sold: ``12.3 GB``."""
+    for unit, scale in (("TB", 10**12), ("GB", 10**9)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n / 10**6:.1f} MB"
 
 
 class Retention:
@@ -59,25 +72,48 @@ class Retention:
         return any(r.id == root_id and r.usable for r in self.storage.roots)
 
     def _enforce_root(self, root: Root) -> None:
+        """The root's quota and free-space rules, oldest first, capped by the pass's own count.
+
+        A pass deletes at most the shortfall it saw at its start (the larger of the bytes over
+        quota and the bytes under the free-space minimum), counted from the ``bytes`` of the
+        rows it deleted: a file system that frees space late (copy-on-write, snapshots, a file
+        held open elsewhere) shows no room yet, and deleting "until statvfs shows room" would
+        empty the root."""
         cfg = root.config
+        try:
+            free = root.free_bytes()
+            other = root.other_bytes()
+            slack = max(root.total_bytes() // OTHER_SLACK_DIVISOR, OTHER_SLACK_MIN)
+        except OSError as e:
+            log.error("cannot stat storage root %s: %s", root.name, e.strerror)
+            return
+        # Someone else's bytes: deleting recordings within their quota for them is "early".
+        foreign = other > slack
+        if not foreign and root.warning is not None:
+            root.warning = None
+            log.info("storage root %s: recordings are no longer deleted early", root.name)
+        short_free = max(0, cfg.min_free_bytes - free)
+        deleted = 0
         while True:
-            try:
-                free = root.free_bytes()
-            except OSError as e:
-                log.error("cannot stat storage root %s: %s", root.name, e.strerror)
-                return
-            reasons = []
-            if free < cfg.min_free_bytes:
-                reasons.append(f"free space {free} < {cfg.min_free_bytes}")
-            if cfg.max_bytes is not None:
-                assert root.id is not None
-                used = root.used_bytes
-                if used > cfg.max_bytes:
-                    reasons.append(f"{used} bytes used > quota {cfg.max_bytes}")
-            if not reasons:
+            over_quota = 0 if cfg.max_bytes is None else root.used_bytes - cfg.max_bytes
+            free_need = 0
+            if deleted < short_free:
+                try:
+                    free = root.free_bytes()
+                except OSError as e:
+                    log.error("cannot stat storage root %s: %s", root.name, e.strerror)
+                    return
+                free_need = min(cfg.min_free_bytes - free, short_free - deleted)
+            need = max(over_quota, free_need)
+            if need <= 0:
                 self._full_warned.discard(root.name)
                 return
-            oldest = self.catalog.segments(root_id=root.id, state=CLOSED, limit=BATCH)
+            reasons = []
+            if free_need > 0:
+                reasons.append(f"free space {free} < {cfg.min_free_bytes}")
+            if over_quota > 0:
+                reasons.append(f"{root.used_bytes} bytes used > quota {cfg.max_bytes}")
+            oldest = self.catalog.oldest(root.id or 0, BATCH)
             if not oldest:
                 if root.name not in self._full_warned:
                     log.warning(
@@ -90,11 +126,36 @@ class Retention:
             root.verify(self.catalog, self.clock.wall_us())
             if not root.usable:
                 return
-            self._delete(oldest[:4], "; ".join(reasons), root.name)
+            batch, covered = [], 0
+            for seg in oldest:
+                batch.append(seg)
+                covered += seg.bytes
+                if covered >= need:
+                    break
+            gone = self._delete(batch, "; ".join(reasons), root.name)
+            if gone == 0:
+                return  # nothing could be unlinked (logged): try again at the next pass
+            deleted += gone
+            if foreign and free_need > 0:
+                # The part the quota did not ask for went for the free-space rule alone.
+                self._deleted_early(root, gone - max(0, over_quota), other)
 
-    def _delete(self, segs: Sequence[Segment], reason: str, root_name: str | None = None) -> None:
+    def _deleted_early(self, root: Root, nbytes: int, other: int) -> None:
+        if nbytes <= 0:
+            return
+        root.bytes_deleted_early += nbytes
+        warning = (
+            f"{human_bytes(other)} on this disk are not recordings; "
+            "recordings were deleted early to keep writing"
+        )
+        if root.warning is None:
+            log.warning("storage root %s is degraded: %s", root.name, warning)
+        root.warning = warning
+
+    def _delete(self, segs: Sequence[Segment], reason: str, root_name: str | None = None) -> int:
+        """Delete segments (rows first); returns the bytes of those whose file went."""
         rows = self.catalog.delete_segments(segs)
-        done = []
+        done, gone = [], 0
         for (gid, root_id, rel), seg in zip(rows, segs, strict=True):
             root = self.storage.by_id(root_id)
             try:
@@ -103,6 +164,7 @@ class Retention:
                 log.error("cannot delete %s on root %s: %s", rel, root.name, e.strerror)
                 continue
             done.append(gid)
+            gone += seg.bytes
             root.add_closed(-seg.bytes)
             self.deleted_segments += 1
             self.deleted_bytes += seg.bytes
@@ -112,6 +174,7 @@ class Retention:
             len(done), sum(s.bytes for s in segs),
             f" on root {root_name}" if root_name else "", reason,
         )  # fmt: skip
+        return gone
 
     def loop(self, stop: threading.Event) -> None:
         """Thread body: a pass every interval, or sooner when woken."""

@@ -10,8 +10,11 @@ the open segments to the writers, which finish them (fdatasync, row), then reten
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import logging
 import threading
+from pathlib import Path
+from typing import IO
 
 from vms.catalog import Catalog
 from vms.clock import Clock, SystemClock
@@ -30,6 +33,63 @@ from vms.writer import Writers
 log = logging.getLogger(__name__)
 
 
+LOCK_FILE = "vms.lock"
+
+
+class DataDirLock:
+    """An exclusive ``flock`` on ``<data_dir>/vms.lock``, held for as long as a process may
+    change recordings: a server while it runs, ``vms check --repair`` while it repairs.
+
+    ``flock`` belongs to the open file: the kernel drops it when the process dies, even by
+    ``kill -9``, so a stale lock file never keeps a server from starting."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / LOCK_FILE
+        self._file: IO[bytes] | None = None
+
+    def acquire(self) -> None:
+        """Take the lock; raises :class:`VmsError` when another process holds it."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            f = open(self.path, "ab")  # noqa: SIM115 - held until release()
+        except OSError as e:
+            message = f"cannot open lock file {self.path}: {e.strerror}"
+            raise VmsError(Kind.UNAVAILABLE, message) from e
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            raise VmsError(
+                Kind.UNAVAILABLE,
+                f"data directory {self.path.parent} is in use by another vms process "
+                f"(a server or vms check --repair holds {self.path})",
+            ) from None
+        self._file = f
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the file drops the lock
+            self._file = None
+
+
+def server_holds(data_dir: Path) -> bool:
+    """Whether a process holds the data directory's lock (probed without waiting or creating
+    anything; a shared lock taken for an instant and released)."""
+    try:
+        f = open(data_dir / LOCK_FILE, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # cannot tell: assume a server, whose open segments are left alone
+    with f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    return False
+
+
 @dataclasses.dataclass
 class Camera:
     config: CameraConfig
@@ -44,6 +104,17 @@ class Server:
         self.config = config
         self.clock = clock or SystemClock()
         self.stop_event = threading.Event()
+        # Before recovery: it rewrites files and rows, which only one process may do.
+        self.lock = DataDirLock(config.data_dir)
+        self.lock.acquire()
+        try:
+            self._build()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _build(self) -> None:
+        config = self.config
         self.catalog = Catalog(config.catalog_url())
         self.storage = Storage(config.storage.roots, self.catalog, self.clock)
         self.storage.verify()
@@ -153,4 +224,5 @@ class Server:
         if self._retention_thread.is_alive():
             self._retention_thread.join(timeout)
         self.catalog.close()
+        self.lock.release()
         self.started = False

@@ -40,6 +40,10 @@ class Root:
         self.uuid: str | None = None
         self.error: str | None = "not checked yet"
         self.write_error: str | None = None  # last failed write (ENOSPC...), cleared on success
+        # Usable but not as configured: recordings deleted early because the disk is filled by
+        # something else (set and cleared by retention, see docs/design/storage.md).
+        self.warning: str | None = None
+        self.bytes_deleted_early = 0  # counter, written by the retention thread only
         self.io = FileIO()  # the system calls that write segments (a seam for tests)
         self._lock = threading.Lock()
         self._open_bytes: dict[int, int] = {}  # bytes of open segments, not yet in the catalog
@@ -85,6 +89,15 @@ class Root:
     def total_bytes(self) -> int:
         st = os.statvfs(self.path)
         return st.f_blocks * st.f_frsize
+
+    def other_bytes(self) -> int:
+        """Bytes in use on this file system that are not our recordings (can be < 0).
+
+        Counted against ``f_bfree``, not ``f_bavail``: the blocks reserved for root (5 % of
+        an ext4 disk) are nobody's files. What remains beyond the recordings is someone else's
+        files, plus a little of ours: allocation rounding, directories, the identity file."""
+        st = os.statvfs(self.path)
+        return (st.f_blocks - st.f_bfree) * st.f_frsize - self.used_bytes
 
     def file(self, rel: str) -> Path:
         return self.path / rel

@@ -270,7 +270,7 @@ class Lane:
         from vms.catalog import OPEN, Catalog
         from vms.clock import SystemClock
         from vms.config import load
-        from vms.recovery import collect_garbage, reindex
+        from vms.recovery import collect_garbage, recover, reindex
         from vms.storage import Storage
 
         cfg = load(self.config)
@@ -290,6 +290,8 @@ class Lane:
                     if "removed" in outcome:
                         self.dropped += 1
                         dropped_cams.add(seg.camera_id)
+            # Files whose rows were still queued at the kill: indexed as a start would.
+            self.recovered += recover(catalog, storage)
             self.recovery_s.append(time.monotonic() - r0)
             fresh = [s for s in catalog.segments() if s.id > self._last_seg_id]
             self._last_seg_id = max([self._last_seg_id, *(s.id for s in fresh)])
