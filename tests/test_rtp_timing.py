@@ -207,6 +207,36 @@ def test_audio_is_rebased_with_video_after_a_camera_timestamp_jump(
         assert abs(a1 - v1) <= 0.100, where
 
 
+class Unplaced(RtpRelay):
+    """A camera that gives nothing to place its audio by: no RTP-Info, no sender reports."""
+
+    def reply(self, head: str, body: bytes) -> tuple[str, bytes]:
+        lines = [ln for ln in head.split("\r\n") if not ln.lower().startswith("rtp-info:")]
+        return "\r\n".join(lines), body
+
+    def media(self, channel: int, packet: bytes) -> list[tuple[int, bytes]]:
+        return [] if channel % 2 else [(channel, packet)]
+
+
+def test_audio_with_nothing_to_place_it_by_goes_by_arrival(
+    tmp_path: Path, camera: StandinCamera, caplog: pytest.LogCaptureFixture
+) -> None:
+    with Unplaced(camera.port) as relay:
+        srv = build(tmp_path, relay.url, segment_seconds=2)
+        with serving(srv) as cam:
+            assert cam.recorder is not None
+            stats = cam.recorder.stats
+            wait_for(lambda: stats.segments >= 4, 30, "four closed segments")
+    with_audio = [s for s in closed_segments(tmp_path) if s.has_audio]
+    spans = [track_spans(tmp_path / "r1" / s.path) for s in with_audio]
+    placed = [sp for sp in spans if "audio" in sp]
+    assert placed, "the audio was never recorded"
+    for sp in placed[1:]:  # the first may be the one that waited
+        (v0, _), (a0, _) = sp["video"], sp["audio"]
+        assert abs(a0 - v0) <= 0.2, sp  # arrival time: within network and read jitter
+    assert any("placed by arrival time" in r.getMessage() for r in caplog.records)
+
+
 # --- 2. RTP loss ---------------------------------------------------------------------------
 
 

@@ -44,7 +44,7 @@ from vms.rtp import MAX_ACCESS_UNIT, Depacketizer, Media
 # RTP-Info and RTCP placing audio further apart than this: RTCP wins (logged once a session).
 SYNC_TOLERANCE_S = 0.010
 # Audio that cannot be placed for this long is worth a warning.
-UNMAPPED_WARNING_S = 10.0
+UNMAPPED_FALLBACK_S = 3.0
 # Audio held while its place is unknown: the newest ~1.3 s (AAC at 48 kHz, 20 ms G.711).
 HELD_AUDIO = 64
 
@@ -89,6 +89,7 @@ class Receiver:
         self.unmapped_logged = self.moved_logged = False
         self.held: list[tuple[bytes, int]] = []  # audio waiting for its place: (payload, ts)
         self.last_video = now  # the last complete video frame (or PLAY)
+        self.last_video_ts: int | None = None  # its extended RTP timestamp
         self.need_key = False  # after a loss: drop video up to a keyframe
         self.oversized = 0
         self.up = False
@@ -122,7 +123,7 @@ class Receiver:
             ext = t.clock.extend(ts)
             shift = self.sync.shift
             if shift is None:
-                shift = self._map_audio()
+                shift = self._map_audio(ext)
                 if shift is None:
                     self._hold(rtp[hdr:end], ext)
                     return
@@ -171,6 +172,7 @@ class Receiver:
         key = has_keyframe(codec, nals)
         now = self.clock.monotonic()
         self.last_video = now
+        self.last_video_ts = ts
         if self.need_key:
             if not key:
                 self.health.frames_discarded += 1
@@ -216,21 +218,32 @@ class Receiver:
 
     # --- time and RTCP -------------------------------------------------------------------
 
-    def _map_audio(self) -> int | None:
+    def _map_audio(self, audio_ts: int) -> int | None:
         """Audio's shift onto the video's time line, from RTP-Info or else sender reports;
-        when it becomes known, the audio held meanwhile goes first."""
+        when it becomes known, the audio held meanwhile goes first.
+
+        A camera that gives neither (RTP-Info for video only, no sender reports: seen on an NVR)
+        gets its audio placed by arrival after :data:`UNMAPPED_FALLBACK_S`: this packet is
+        taken to be as old as the newest video frame's arrival says; within network jitter
+        (tens of ms). A sender report arriving later still corrects it."""
         assert self.sync is not None
         shift = self.sync.start()
         if shift is None:
             now = self.clock.monotonic()
             if self.unmapped_since is None:
                 self.unmapped_since = now
-            elif now - self.unmapped_since > UNMAPPED_WARNING_S and not self.unmapped_logged:
-                self.unmapped_logged = True
-                self.log.warning(
-                    "audio dropped: the camera sends neither RTP-Info nor RTCP sender reports "
-                    "to place it against the video"
-                )
+            elif now - self.unmapped_since > UNMAPPED_FALLBACK_S and self.last_video_ts is not None:
+                v, a = self.sync.video, self.sync.audio
+                video_now = self.last_video_ts + round((now - self.last_video) * v.rate)
+                shift = self.sync.shift = (video_now * a.rate + v.rate // 2) // v.rate - audio_ts
+                if not self.unmapped_logged:
+                    self.unmapped_logged = True
+                    self.log.warning(
+                        "audio placed by arrival time (within tens of ms): the camera sends "
+                        "neither RTP-Info for it nor RTCP sender reports"
+                    )
+                self.held = []  # its place is only known from now on
+                return shift
             return None
         self._release(shift)
         return shift

@@ -331,6 +331,8 @@ class CatalogThread:
                     wait = min(wait * 2, CATALOG_RETRY_S[1])
                     continue
                 log.error("segment row for %s not written: %s", seg.rel, e)
+            except Exception:  # a bug in one row must not stop every later row
+                log.exception("segment row for %s not written", seg.rel)
             if self.outage is not None:
                 log.info("catalog is back; %d queued segment row(s) to write", len(self.ops))
                 self.outage = None

@@ -77,6 +77,25 @@ class _Stream:
         self.next = time.monotonic()
         self.count = 0
 
+    def sender_report(self, ntp0: float) -> bytes | None:
+        """An RTCP sender report once a second, as cameras send them: the NTP time of the next
+        packet (``ntp0``, shared by the session's tracks, plus its media time) and its RTP
+        timestamp, so a reader can place the tracks against each other."""
+        per_second = max(1, round(1 / self.period))
+        if self.count % per_second:
+            return None
+        media_s = self.count * self.period
+        clock = 90000 if self.clip is not None else self.track.clock
+        ts = (self.rtptime + round(media_s * clock)) & 0xFFFFFFFF
+        ntp = ntp0 + media_s
+        whole = int(ntp)
+        frac = int((ntp - whole) * (1 << 32))
+        return (
+            bytes([0x80, 200]) + (6).to_bytes(2, "big") + self.sent.ssrc.to_bytes(4, "big")
+            + whole.to_bytes(4, "big") + frac.to_bytes(4, "big") + ts.to_bytes(4, "big")
+            + self.sent.packets.to_bytes(4, "big") + (0).to_bytes(4, "big")
+        )  # fmt: skip
+
     def packets(self) -> list[bytes]:
         """The RTP packets of the next video frame, AAC frame or 20 ms of G.711."""
         t = self.track
@@ -213,6 +232,7 @@ class _Connection:
         self.streams: list[_Stream] = []
         # Where each track starts when no captured RTP-Info says (the generic PLAY tells).
         self.start = {k: (random.randrange(1 << 16), random.randrange(1 << 32)) for k in KINDS}
+        self.ntp0 = time.time() + 2_208_988_800  # NTP seconds: the tracks' common instant
 
     def run(self) -> None:
         while not self.server._stop.is_set():
@@ -230,6 +250,10 @@ class _Connection:
             out = []
             for s in self.streams:
                 if now >= s.next:
+                    sr = s.sender_report(self.ntp0)
+                    if sr is not None and s.channel is not None:
+                        out.append(b"$" + bytes([s.channel + 1]) + len(sr).to_bytes(2, "big"))
+                        out.append(sr)
                     for rtp in s.packets():
                         if s.channel is not None:
                             out.append(b"$" + bytes([s.channel]) + len(rtp).to_bytes(2, "big"))
