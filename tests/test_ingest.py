@@ -134,21 +134,18 @@ class Bystander:
         assert cam.recorder is not None
         self.cam = cam
         self.stats = cam.recorder.stats
-        wait_for(lambda: self.stats.frames_written > 0, 10, "the bystander's first fragment")
-        self.t0 = time.monotonic()
+        wait_for(lambda: self.stats.frames_written > 0, 20, "the bystander's first fragment")
         self.f0 = self.stats.frames_written
 
-    def check(self, min_seconds: float = 2.5) -> None:
-        remaining = self.t0 + min_seconds - time.monotonic()
-        if remaining > 0:
-            time.sleep(remaining)
-        elapsed = time.monotonic() - self.t0
-        written = self.stats.frames_written - self.f0
+    def check(self, seconds: float = 2.0) -> None:
+        """The bystander recorded ``seconds`` more of video since it was first seen, lost
+        nothing and stayed online (an event, not a rate: a loaded machine may take longer)."""
+        frames = int(CLIP_FPS * seconds)
+        wait_for(
+            lambda: self.stats.frames_written >= self.f0 + frames, 30, f"{frames} bystander frames"
+        )
         assert self.cam.health.state == State.ONLINE, self.cam.health.last_error
         assert self.stats.frames_dropped == 0
-        # Fragments reach the disk at least once a second: allow that much lag, and slack.
-        expected = CLIP_FPS * (elapsed - 1.2) * 0.8
-        assert written >= expected, f"bystander wrote {written} frames in {elapsed:.1f} s"
 
 
 def bystander_config(clips: dict[str, Path]) -> dict[str, Any]:
@@ -173,7 +170,7 @@ def test_unreachable_camera_retries_with_growing_backoff(
     with serving(srv):
         other = Bystander(srv.camera("bystander"))
         bad = srv.camera("bad").health
-        wait_for(lambda: bad.reconnects >= 6, 10, "six reconnects")
+        wait_for(lambda: bad.reconnects >= 6, 20, "six reconnects")
         assert bad.state == State.OFFLINE
         assert bad.last_error is not None and "Connection refused" in bad.last_error
         other.check()
@@ -200,11 +197,11 @@ def test_stall_before_play_times_out_and_retries(tmp_path: Path, clips: dict[str
         began_us = time.time_ns() // 1000
         with serving(srv):
             other = Bystander(srv.camera("bystander"))
-            wait_for(lambda: bad.state == State.OFFLINE, 6, "offline")
+            wait_for(lambda: bad.state == State.OFFLINE, 20, "offline")
             after = (bad.since_us - began_us) / 1e6
-            assert 1.7 <= after <= 4.0, f"declared offline after {after:.1f} s (open timeout 2 s)"
+            assert 1.7 <= after <= 6.0, f"declared offline after {after:.1f} s (open timeout 2 s)"
             assert bad.last_error is not None and "timed out" in bad.last_error
-            wait_for(lambda: bad.reconnects >= 2, 8, "a second retry")
+            wait_for(lambda: bad.reconnects >= 2, 20, "a second retry")
             assert stall.requests.count("OPTIONS") >= 2, "no new connection on retry"
             assert bad.state == State.OFFLINE
             other.check()
@@ -221,14 +218,14 @@ def test_stall_after_play_is_declared_stalled_and_reopened(
         began_us = time.time_ns() // 1000
         with serving(srv):
             other = Bystander(srv.camera("bystander"))
-            wait_for(lambda: bad.state == State.OFFLINE, 10, "offline")
+            wait_for(lambda: bad.state == State.OFFLINE, 20, "offline")
             after = (bad.since_us - began_us) / 1e6
             # The open returns after about the open timeout; then no packet for the stall timeout.
             assert 1.8 <= after <= 6.5, f"declared stalled after {after:.1f} s"
             assert "PLAY" in stall.requests
             assert bad.last_error is not None
             assert "stalled" in bad.last_error and "timed out" in bad.last_error
-            wait_for(lambda: stall.requests.count("PLAY") >= 2, 8, "a second PLAY (reopen)")
+            wait_for(lambda: stall.requests.count("PLAY") >= 2, 20, "a second PLAY (reopen)")
             assert bad.reconnects >= 1
             other.check()
         # Set up but never sent a frame: never shown as online.
@@ -241,11 +238,11 @@ def test_garbage_on_the_rtsp_port(tmp_path: Path, clips: dict[str, Path]) -> Non
         bad = srv.camera("bad").health
         with serving(srv):
             other = Bystander(srv.camera("bystander"))
-            wait_for(lambda: bad.state == State.OFFLINE, 6, "offline")
+            wait_for(lambda: bad.state == State.OFFLINE, 20, "offline")
             error = bad.last_error or ""
             assert "no valid RTSP answer" in error or "Invalid data" in error, error
             assert "rtsp://" not in error
-            wait_for(lambda: bad.reconnects >= 2, 8, "a second retry")
+            wait_for(lambda: bad.reconnects >= 2, 20, "a second retry")
             assert bad.state == State.OFFLINE
             other.check()
 
@@ -268,10 +265,10 @@ def record_standin(
     assert cam.recorder is not None
     stats = cam.recorder.stats
     with serving(srv):
-        wait_for(lambda: cam.health.state == State.ONLINE, 10, "online")
-        wait_for(lambda: stats.frames_written >= frames, 15, f"{frames} frames on disk")
+        wait_for(lambda: cam.health.state == State.ONLINE, 20, "online")
+        wait_for(lambda: stats.frames_written >= frames, 20, f"{frames} frames on disk")
         if until is not None:
-            wait_for(lambda: until(cam), 15, "the condition")
+            wait_for(lambda: until(cam), 20, "the condition")
         assert cam.health.state == State.ONLINE, cam.health.last_error
     # Only frames before the first keyframe (the client joins mid-GOP) may be dropped.
     assert stats.frames_dropped < KEYINT
@@ -290,12 +287,12 @@ def test_camera_goes_away_and_comes_back_on_the_same_port(
         assert cam.recorder is not None
         stats = cam.recorder.stats
         with serving(srv):
-            wait_for(lambda: cam.health.state == State.ONLINE, 10, "online")
+            wait_for(lambda: cam.health.state == State.ONLINE, 20, "online")
             assert (cam.health.codec, cam.health.width, cam.health.height) == ("h264", 320, 240)
-            wait_for(lambda: stats.frames_written >= 25, 10, "frames on disk")
+            wait_for(lambda: stats.frames_written >= 25, 20, "frames on disk")
             other = Bystander(srv.camera("bystander"))
             first.stop()
-            wait_for(lambda: cam.health.state == State.OFFLINE, 8, "offline")
+            wait_for(lambda: cam.health.state == State.OFFLINE, 20, "offline")
             wait_for(
                 lambda: "Connection refused" in (cam.health.last_error or ""),
                 8,
@@ -309,8 +306,8 @@ def test_camera_goes_away_and_comes_back_on_the_same_port(
             written = stats.frames_written
             first = StandinCamera(width=320, height=240, keyint=KEYINT, port=port).start()
             assert first.port == port
-            wait_for(lambda: cam.health.state == State.ONLINE, 10, "back online")
-            wait_for(lambda: stats.frames_written >= written + 25, 10, "recording resumed")
+            wait_for(lambda: cam.health.state == State.ONLINE, 20, "back online")
+            wait_for(lambda: stats.frames_written >= written + 25, 20, "recording resumed")
             now = {s.id for s in srv.catalog.segments(camera_id="cam")}
             assert now - before, "no new segment after the reconnect"
             other.check()
@@ -390,13 +387,14 @@ def test_subscriber_that_never_polls_does_not_hold_back_recording(
     stats, health = cam.recorder.stats, cam.health
     sub = cam.fanout.subscribe(maxlen=8)
     with serving(srv):
-        wait_for(lambda: health.frames > 0, 10, "the first frame")
+        wait_for(lambda: health.frames > 0, 20, "the first frame")
         t0, f0 = time.monotonic(), health.frames
-        wait_for(lambda: health.frames >= f0 + 75, 6, "three seconds of frames")
+        wait_for(lambda: health.frames >= f0 + 75, 20, "three seconds of frames")
         elapsed = time.monotonic() - t0
-        assert (health.frames - f0) / elapsed >= CLIP_FPS * 0.85, "ingest slowed down"
-        # Recording is at most a fragment (one second) plus the held frame behind ingest.
-        assert health.frames - stats.frames_written <= CLIP_FPS + 2
+        assert (health.frames - f0) / elapsed >= CLIP_FPS * 0.7, "ingest slowed down"
+        # Recording is at most the fragment being gathered and one at its root's writer (a
+        # second each) plus the held frame behind ingest.
+        assert health.frames - stats.frames_written <= 2 * CLIP_FPS + 2
         assert sub.dropped > 0
         assert len(sub) == 8
     assert stats.frames_dropped == 0
