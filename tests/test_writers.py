@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import os
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from tests.conftest import START_US, Rig, make_rig
 from tests.support.polling import wait_for
 from tests.support.tcp_proxy import TcpProxy
 from vms import check, recovery
+from vms.bench.slow_serve import SlowIO
 from vms.catalog import CLOSED, OPEN, Catalog
 from vms.clock import SystemClock
 from vms.config import from_dict
@@ -40,18 +40,6 @@ def feed(rig: Rig, clip: Path, frames: int | None = None) -> None:
     for p in packets[:frames]:
         p.arrival = p.dts / info.video.timescale
         rig.recorder.packet(p)
-
-
-class SlowIO(FileIO):
-    """A disk that takes 2 s for every write and sync."""
-
-    def writev(self, fd: int, buffers: Sequence[bytes]) -> int:
-        time.sleep(2)
-        return super().writev(fd, buffers)
-
-    def fdatasync(self, fd: int) -> None:
-        time.sleep(2)
-        super().fdatasync(fd)
 
 
 class FailingSyncIO(FileIO):
@@ -184,7 +172,7 @@ def test_a_slow_root_delays_only_its_own_cameras(tmp_path: Path) -> None:
             {"id": "slow1", "main": {"url": standin.url}, "roots": ["slow"]},
         ]
         server = Server(from_dict(_config(tmp_path, cams)))
-        server.storage.roots[1].io = SlowIO()
+        server.storage.roots[1].io = SlowIO(2.0)  # the bench's slow disk
         fast = [server.camera("fast1"), server.camera("fast2")]
         slow = server.camera("slow1")
         server.start()

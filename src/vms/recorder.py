@@ -311,14 +311,8 @@ class Recorder:
         if seg is None:
             self._held = None
             return
-        if final and self._held is not None:
-            held = self._held
-            held.duration = self._last_delta or (
-                self._info.video.timescale // 25 if self._info else 1
-            )
-            self._frag.append(held)
-            self._frag_duration += held.duration
-            self._held = None
+        if final:
+            self._finish_held()
         self._flush_fragment()
         if self._seg is not seg:
             return  # the fragment could not be queued and the segment ended there
@@ -355,15 +349,21 @@ class Recorder:
         """Media was lost: the held frame gets its nominal duration and the fragment ends; the
         next one starts at the next keyframe, later on the run's time line (a marked gap)."""
         self._gap_pending = False
-        held = self._held
-        if held is not None and self._seg is not None:
-            held.duration = self._last_delta or (
-                self._info.video.timescale // 25 if self._info else 1
-            )
-            self._frag.append(held)
-            self._frag_duration += held.duration
+        if self._seg is not None:
+            self._finish_held()
         self._held = None
         self._flush_fragment()
+
+    def _finish_held(self) -> None:
+        """The held frame ends the fragment with no next frame to measure it by: it takes the
+        previous frame's duration."""
+        held = self._held
+        if held is None:
+            return
+        held.duration = self._last_delta or (self._info.video.timescale // 25 if self._info else 1)
+        self._frag.append(held)
+        self._frag_duration += held.duration
+        self._held = None
 
     # --- fragments -----------------------------------------------------------------------
 
