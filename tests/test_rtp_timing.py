@@ -84,6 +84,23 @@ def closed_segments(tmp_path: Path) -> list[Segment]:
     return segs
 
 
+def assert_tracks_aligned(tmp_path: Path, segments: list[Segment]) -> None:
+    """Every segment's audio starts with its video and ends with it."""
+    segs = sorted(segments, key=lambda s: s.start_us)
+    for seg in segs:
+        spans = track_spans(tmp_path / "r1" / seg.path)
+        # The stop closes the last segment wherever it stands: it may hold one video frame
+        # whose audio had not arrived yet, and its two tracks need not end together.
+        stopped = seg is segs[-1]
+        if stopped and "audio" not in spans:
+            continue
+        assert "audio" in spans, f"segment {seg.id} has no audio"
+        (v0, v1), (a0, a1) = spans["video"], spans["audio"]
+        where = f"segment {seg.id}: video {v0:.3f}..{v1:.3f} s, audio {a0:.3f}..{a1:.3f} s"
+        assert abs(a0 - v0) <= 0.050, where
+        assert stopped or abs(a1 - v1) <= 0.100, where
+
+
 def track_spans(path: Path) -> dict[str, tuple[float, float]]:
     """(first pts, last pts + duration) of each track, in seconds, as ffprobe reads them."""
     out = subprocess.run(
@@ -137,13 +154,7 @@ def test_audio_and_video_start_and_end_together_across_restarts(
         standin.stop()
     segs = closed_segments(tmp_path)
     assert len(segs) >= 6
-    for seg in segs:
-        spans = track_spans(tmp_path / "r1" / seg.path)
-        assert "audio" in spans, f"segment {seg.id} has no audio"
-        (v0, v1), (a0, a1) = spans["video"], spans["audio"]
-        where = f"segment {seg.id}: video {v0:.3f}..{v1:.3f} s, audio {a0:.3f}..{a1:.3f} s"
-        assert abs(a0 - v0) <= 0.050, where
-        assert abs(a1 - v1) <= 0.100, where
+    assert_tracks_aligned(tmp_path, segs)
 
 
 RATES = {0: 90000, 1: 90000, 2: 48000, 3: 48000}  # the stand-in's channels: video, audio
@@ -198,13 +209,7 @@ def test_audio_is_rebased_with_video_after_a_camera_timestamp_jump(
             stats = cam.recorder.stats
             wait_for(lambda: stats.timestamp_jumps >= 1, 15, "the jump")
             wait_for(lambda: stats.segments >= 3, 20, "three closed segments")
-    for seg in closed_segments(tmp_path):
-        spans = track_spans(tmp_path / "r1" / seg.path)
-        assert "audio" in spans, f"segment {seg.id} has no audio"
-        (v0, v1), (a0, a1) = spans["video"], spans["audio"]
-        where = f"segment {seg.id}: video {v0:.3f}..{v1:.3f} s, audio {a0:.3f}..{a1:.3f} s"
-        assert abs(a0 - v0) <= 0.050, where
-        assert abs(a1 - v1) <= 0.100, where
+    assert_tracks_aligned(tmp_path, closed_segments(tmp_path))
 
 
 class Unplaced(RtpRelay):
