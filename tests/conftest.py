@@ -14,13 +14,13 @@ import pytest
 import sqlalchemy as sa
 
 from vms import config as config_mod
-from vms.catalog import Catalog
+from vms.catalog.store import Catalog
 from vms.clock import SimulatedClock
 from vms.health import CameraHealth
-from vms.recorder import Recorder
+from vms.recording.recorder import Recorder
+from vms.recording.storage import Storage
+from vms.recording.writer import Writers
 from vms.standin.footage import synthetic_clip
-from vms.storage import Storage
-from vms.writer import Writers
 
 POSTGRES_URL = os.environ.get(
     "VMS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from vms.api import create_app, parse_time
+from vms.api.routes import create_app, parse_time
 from vms.config import from_dict
 from vms.errors import VmsError
 from vms.server import Server

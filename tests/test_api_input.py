@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support.polling import wait_for
-from vms.api import MAX_TIME_US, create_app, parse_time
+from vms.api.routes import MAX_TIME_US, create_app, parse_time
 from vms.config import from_dict
 from vms.errors import Kind, VmsError, capped
 from vms.server import Server

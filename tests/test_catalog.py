@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from vms.catalog import CLOSED, OPEN, QUARANTINED, Catalog
-from vms.segment import FragmentIndex
+from vms.catalog.store import CLOSED, OPEN, QUARANTINED, Catalog
+from vms.recording.segment import FragmentIndex
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -106,12 +106,14 @@ def test_upgrade_from_0001_rewrites_fragment_indexes(tmp_path: Path) -> None:
     from alembic import command
     from alembic.config import Config as AlembicConfig
 
-    import vms.catalog
+    import vms.catalog.store
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = sa.create_engine(url)
     cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(Path(vms.catalog.__file__).parent / "migrations"))
+    cfg.set_main_option(
+        "script_location", str(Path(vms.catalog.store.__file__).parent / "migrations")
+    )
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "0001")

@@ -29,7 +29,7 @@ from tests.support.dialect_server import DialectServer, Request, Sent
 from tests.support.polling import wait_for
 from tests.support.rtp_media import MTU, encode_clip, packetize
 from vms import config as config_mod
-from vms.catalog import Catalog
+from vms.catalog.store import Catalog
 from vms.media import H264, HEVC
 from vms.server import Server
 

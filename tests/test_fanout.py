@@ -7,10 +7,10 @@ import threading
 import time
 from pathlib import Path
 
+from vms.cameras.relay import Fanout
 from vms.clock import SystemClock
-from vms.fanout import Fanout
+from vms.ingest.pyav_source import open_source, read_clip
 from vms.media import AUDIO, VIDEO, Packet
-from vms.source import open_source, read_clip
 
 
 def pkt(i: int, key: bool, kind: int = VIDEO) -> Packet:

@@ -28,7 +28,7 @@ import yaml
 from tests.support.bad_rtsp import Garbage, StallAfterPlay, StallBeforePlay
 from tests.support.polling import free_port, wait_for
 from vms import config as config_mod
-from vms.catalog import CLOSED, OPEN, Catalog, Segment
+from vms.catalog.store import CLOSED, OPEN, Catalog, Segment
 from vms.health import CameraHealth, State
 from vms.server import Camera, Server
 from vms.standin import StandinCamera, gstreamer_available, make_self_signed_cert
@@ -164,7 +164,7 @@ def states_of(health: CameraHealth) -> list[State]:
 def test_unreachable_camera_retries_with_growing_backoff(
     tmp_path: Path, clips: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="vms.ingest")
+    caplog.set_level(logging.WARNING, logger="vms.ingest.pyav_reader")
     url = f"rtsp://127.0.0.1:{free_port()}/cam"
     srv = build(tmp_path, [bystander_config(clips), camera("bad", url)])
     with serving(srv):

@@ -11,11 +11,11 @@ import av
 import pytest
 
 from tests.conftest import START_US, Rig, make_rig
-from vms import mp4, recovery
-from vms.catalog import CLOSED, Catalog, Segment
+from vms.catalog.store import CLOSED, Catalog, Segment
+from vms.ingest.pyav_source import read_clip
 from vms.media import VIDEO, Packet, StreamInfo, length_split
-from vms.segment import FragmentIndex
-from vms.source import read_clip
+from vms.recording import mp4, recovery
+from vms.recording.segment import FragmentIndex
 
 
 def feed(rig: Rig, info: StreamInfo, packets: list[Packet]) -> None:

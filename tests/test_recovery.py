@@ -15,19 +15,19 @@ import pytest
 
 from tests.conftest import Rig
 from tests.support.polling import wait_for
-from vms import check
-from vms.catalog import CLOSED, OPEN, QUARANTINED, Catalog, segments
+from vms.catalog.store import CLOSED, OPEN, QUARANTINED, Catalog, segments
 from vms.clock import SystemClock
 from vms.config import from_dict, load
 from vms.errors import Kind, VmsError
 from vms.health import CameraHealth
-from vms.recorder import Recorder
-from vms.recovery import recover
-from vms.segment import FragmentIndex
+from vms.ingest.pyav_source import read_clip
+from vms.recording import check
+from vms.recording.recorder import Recorder
+from vms.recording.recovery import recover
+from vms.recording.segment import FragmentIndex
+from vms.recording.storage import Storage
+from vms.recording.writer import Writers
 from vms.server import Server
-from vms.source import read_clip
-from vms.storage import Storage
-from vms.writer import Writers
 
 
 def record_without_closing(rig: Rig, clip: Path, frames: int) -> None:

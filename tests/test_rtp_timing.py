@@ -28,15 +28,16 @@ from tests.conftest import Rig, make_rig
 from tests.support.bad_rtsp import RtpRelay, h264_nal, rtp_fields
 from tests.support.polling import wait_for
 from vms import config as config_mod
-from vms import metrics, rtcp, rtp
-from vms.catalog import CLOSED, Catalog, Segment
+from vms import metrics
+from vms.catalog.store import CLOSED, Catalog, Segment
 from vms.health import State
+from vms.ingest import rtcp, rtp
+from vms.ingest.pyav_source import read_clip
+from vms.ingest.rtp import Media
+from vms.ingest.rtsp_headers import match_rtp_info, parse_rtp_info
 from vms.media import H264, VIDEO, Packet, StreamInfo
-from vms.recorder import AUDIO_PREROLL
-from vms.rtp import Media
-from vms.rtsp_headers import match_rtp_info, parse_rtp_info
+from vms.recording.recorder import AUDIO_PREROLL
 from vms.server import Camera, Server
-from vms.source import read_clip
 from vms.standin import StandinCamera, gstreamer_available
 
 needs_standin = pytest.mark.skipif(
@@ -528,7 +529,7 @@ class Oversized(RtpRelay):
 def test_an_oversized_access_unit_is_dropped_and_counted(
     tmp_path: Path, camera: StandinCamera, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="vms.receiver")
+    caplog.set_level(logging.WARNING, logger="vms.ingest.receiver")
     with Oversized(camera.port, at=[[30, 60], [30]]) as relay:
         # Reading 20 MB takes the reader seconds (256 kB a round): no stall meanwhile.
         srv = build(tmp_path, relay.url, stall_timeout_s=10)

@@ -17,12 +17,12 @@ from tests.support.captures import load_scenarios
 from tests.support.dialect_server import DialectServer
 from tests.support.polling import wait_for
 from tests.support.rtp_media import Clip, encode_clip
-from vms import rtp, rtsp
-from vms import rtsp_headers as headers
+from vms.cameras.relay import Fanout
 from vms.clock import SystemClock
 from vms.config import CameraConfig, IngestConfig
-from vms.fanout import Fanout
 from vms.health import CameraHealth
+from vms.ingest import rtp, rtsp
+from vms.ingest import rtsp_headers as headers
 from vms.media import AAC, H264, HEVC, PCMA, PCMU, dimensions
 
 

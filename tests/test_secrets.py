@@ -32,7 +32,7 @@ from tests.support.polling import free_port, wait_for
 from vms import config as config_mod
 from vms.clock import SystemClock
 from vms.errors import VmsError
-from vms.source import open_source
+from vms.ingest.pyav_source import open_source
 from vms.standin import StandinCamera, gstreamer_available
 
 USER = "admin"

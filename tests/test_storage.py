@@ -16,16 +16,16 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import Rig
 from tests.support.polling import wait_for
-from vms import check
-from vms.api import create_app
-from vms.catalog import CLOSED, Catalog
+from vms.api.routes import create_app
+from vms.catalog.store import CLOSED, Catalog
 from vms.config import from_dict
 from vms.errors import Kind, VmsError
 from vms.health import State
-from vms.retention import Retention
+from vms.ingest.pyav_source import read_clip
+from vms.recording import check
+from vms.recording.retention import Retention
+from vms.recording.storage import IDENTITY
 from vms.server import Server
-from vms.source import read_clip
-from vms.storage import IDENTITY
 
 
 def record(rig: Rig, clip: Path) -> None:
@@ -306,7 +306,7 @@ def test_foreign_file_makes_oldest_recordings_go_before_a_write_fails(
 def test_a_disk_filled_by_someone_else_is_reported_until_the_space_returns(
     tmp_path: Path, clips: dict[str, Path], small_disk: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="vms.retention")
+    caplog.set_level(logging.INFO, logger="vms.recording.retention")
     min_free = 1 << 20
     raw = _server_config(
         tmp_path, clips["h264"],
@@ -362,7 +362,7 @@ def test_a_disk_filled_by_someone_else_is_reported_until_the_space_returns(
 
 def test_a_non_empty_directory_is_not_claimed(tmp_path: Path, catalog: Catalog) -> None:
     from vms.clock import SystemClock
-    from vms.storage import Storage
+    from vms.recording.storage import Storage
 
     full = tmp_path / "someone-elses"
     full.mkdir()

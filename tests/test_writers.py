@@ -15,17 +15,17 @@ import sqlalchemy as sa
 from tests.conftest import START_US, Rig, make_rig
 from tests.support.polling import wait_for
 from tests.support.tcp_proxy import TcpProxy
-from vms import check, recovery
 from vms.bench.slow_serve import SlowIO
-from vms.catalog import CLOSED, OPEN, Catalog
+from vms.catalog.store import CLOSED, OPEN, Catalog
 from vms.clock import SystemClock
 from vms.config import from_dict
 from vms.health import State
-from vms.segment import FileIO
+from vms.ingest.pyav_source import read_clip
+from vms.recording import check, recovery
+from vms.recording.segment import FileIO
+from vms.recording.storage import Storage
 from vms.server import Server
-from vms.source import read_clip
 from vms.standin import StandinCamera, gstreamer_available
-from vms.storage import Storage
 
 needs_standin = pytest.mark.skipif(
     not gstreamer_available(), reason="GStreamer RTSP server (Debian packages) not installed"

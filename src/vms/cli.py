@@ -158,7 +158,7 @@ def _serve(args: argparse.Namespace, prepare: Callable[[Server], None] | None = 
     import uvicorn
 
     from vms import log as log_setup
-    from vms.api import create_app
+    from vms.api.routes import create_app
     from vms.server import Server
 
     if args.demo:
@@ -317,10 +317,10 @@ def _check(args: argparse.Namespace) -> int:
 def _run_check(args: argparse.Namespace, cfg: config_mod.Config, server_running: bool) -> int:
     import dataclasses
 
-    from vms import check
-    from vms.catalog import Catalog
+    from vms.catalog.store import Catalog
     from vms.clock import SystemClock
-    from vms.storage import Storage
+    from vms.recording import check
+    from vms.recording.storage import Storage
 
     catalog = Catalog(cfg.catalog_url())
     storage = Storage(cfg.storage.roots, catalog, SystemClock())

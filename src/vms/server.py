@@ -16,19 +16,19 @@ import threading
 from pathlib import Path
 from typing import IO
 
-from vms.catalog import Catalog
+from vms.cameras.relay import Fanout
+from vms.catalog.store import Catalog
 from vms.clock import Clock, SystemClock
 from vms.config import CameraConfig, Config, Reader, RecordMode, Transport
 from vms.errors import Kind, VmsError
-from vms.fanout import Fanout
 from vms.health import CameraHealth
-from vms.ingest import Ingest
-from vms.recorder import Recorder
-from vms.recovery import recover
-from vms.retention import Retention
-from vms.rtsp import Reactor, Session
-from vms.storage import Storage
-from vms.writer import Writers
+from vms.ingest.pyav_reader import Ingest
+from vms.ingest.rtsp import Reactor, Session
+from vms.recording.recorder import Recorder
+from vms.recording.recovery import recover
+from vms.recording.retention import Retention
+from vms.recording.storage import Storage
+from vms.recording.writer import Writers
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ paced at 25 fps; 1 s GOP, so 1 s fragments), with short segments (10 s, staggere
 ids are picked so that first segments end 1.5–4 s in, which makes kills hit rotations).
 Each iteration: start the server, wait until every camera is online and has a fragment on
 disk, wait a random 0.3–0.8 s (quick) or 0.3–1.5 s (full), kill -9, note the kill instant. Then,
-in this process and with the server dead, run the crash recovery (``vms.recovery.reindex`` on
-every open segment, the same steps as ``recover``) and ``vms.check.run`` without repair:
-anything check reports is a mismatch.
+in this process and with the server dead, run the crash recovery
+(``vms.recording.recovery.reindex`` on every open segment, the same steps as ``recover``) and
+``vms.recording.check.run`` without repair: anything check reports is a mismatch.
 
 The clip stands in for the RTSP stand-in camera: with its clients killed every second, the
 GStreamer stand-in stopped answering (RTSP requests timed out after 10 s) within a few kills.
@@ -99,7 +99,7 @@ class Zygote:
 
 
 def _zygote_main() -> int:
-    import vms.api
+    import vms.api.routes
     import vms.cli
     import vms.server  # imported before fork, so children start warm
 
@@ -266,12 +266,12 @@ class Lane:
         t0: float,
         last: bool,
     ) -> None:
-        from vms import check
-        from vms.catalog import OPEN, Catalog
+        from vms.catalog.store import OPEN, Catalog
         from vms.clock import SystemClock
         from vms.config import load
-        from vms.recovery import collect_garbage, recover, reindex
-        from vms.storage import Storage
+        from vms.recording import check
+        from vms.recording.recovery import collect_garbage, recover, reindex
+        from vms.recording.storage import Storage
 
         cfg = load(self.config)
         catalog = Catalog(cfg.catalog_url())

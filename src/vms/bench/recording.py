@@ -41,8 +41,8 @@ from vms.bench import (
     write_config,
 )
 from vms.bench.report import Progress, Result, envelope, ratios, spread
-from vms.catalog import Catalog
-from vms.segment import FragmentIndex
+from vms.catalog.store import Catalog
+from vms.recording.segment import FragmentIndex
 from vms.standin import StandinCamera
 
 FPS = 25

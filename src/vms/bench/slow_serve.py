@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vms.cli import _serve
-from vms.segment import FileIO
+from vms.recording.segment import FileIO
 from vms.server import Server
 
 

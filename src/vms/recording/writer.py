@@ -26,11 +26,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from vms.catalog import Catalog
+from vms.catalog.store import Catalog
 from vms.errors import Kind, VmsError
 from vms.health import CameraHealth
-from vms.segment import SegmentWriter
-from vms.storage import Root
+from vms.recording.segment import SegmentWriter
+from vms.recording.storage import Root
 
 log = logging.getLogger(__name__)
 

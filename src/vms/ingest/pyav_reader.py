@@ -15,14 +15,14 @@ import threading
 
 import av.error
 
+from vms.cameras.relay import Fanout
 from vms.clock import Clock
 from vms.config import CameraConfig, IngestConfig, StreamConfig
 from vms.errors import VmsError
-from vms.fanout import Fanout
 from vms.health import CameraHealth
+from vms.ingest.pyav_source import TIMED_OUT, describe, open_source
 from vms.media import VIDEO
-from vms.recorder import Recorder
-from vms.source import TIMED_OUT, describe, open_source
+from vms.recording.recorder import Recorder
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,11 @@ import logging
 import os
 from typing import Any
 
+from vms.cameras.relay import Fanout
 from vms.clock import Clock
-from vms.fanout import Fanout
 from vms.health import CameraHealth
+from vms.ingest.rtcp import Sync, Track, receiver_reports, sdes_cname, sender_report
+from vms.ingest.rtp import MAX_ACCESS_UNIT, Depacketizer, Media
 from vms.media import (
     AAC,
     AUDIO,
@@ -37,9 +39,7 @@ from vms.media import (
     has_keyframe,
     length_prefix,
 )
-from vms.recorder import Recorder
-from vms.rtcp import Sync, Track, receiver_reports, sdes_cname, sender_report
-from vms.rtp import MAX_ACCESS_UNIT, Depacketizer, Media
+from vms.recording.recorder import Recorder
 
 # RTP-Info and RTCP placing audio further apart than this: RTCP wins (logged once a session).
 SYNC_TOLERANCE_S = 0.010

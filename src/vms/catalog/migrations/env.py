@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection handed over by :func:`vms.catalog.migrate`."""
+"""Alembic environment: runs on the connection handed over by :func:`vms.catalog.store.migrate`."""
 
 from alembic import context
 

@@ -29,16 +29,14 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
+from vms.cameras.relay import Fanout
 from vms.clock import Clock
 from vms.config import CameraConfig, IngestConfig
-from vms.fanout import Fanout
 from vms.health import CameraHealth
-from vms.ingest import Backoff
-from vms.media import AudioInfo, StreamInfo, VideoInfo, dimensions
-from vms.receiver import Receiver
-from vms.recorder import Recorder
-from vms.rtp import Media, aggregate_control, offered, parse_sdp
-from vms.rtsp_headers import (
+from vms.ingest.pyav_reader import Backoff
+from vms.ingest.receiver import Receiver
+from vms.ingest.rtp import Media, aggregate_control, offered, parse_sdp
+from vms.ingest.rtsp_headers import (
     MAX_RESPONSE,
     RtspError,
     authorization,
@@ -51,6 +49,8 @@ from vms.rtsp_headers import (
     parse_session,
     parse_transport,
 )
+from vms.media import AudioInfo, StreamInfo, VideoInfo, dimensions
+from vms.recording.recorder import Recorder
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ waits for), so its per-packet path is a few attribute writes and a list append. 
 fragment is complete (next keyframe, or one more frame would pass ``fragment_seconds``) its
 ``moof`` is built and the fragment handed to the storage root's writer thread; once a segment is
 long enough it is closed at the next keyframe. Files, syncs and catalog rows are the writers'
-work (``vms.writer``): nothing here waits on a disk or on the catalog.
+work (``vms.recording.writer``): nothing here waits on a disk or on the catalog.
 
 Consecutive segments of one connection form a *run*: one decode time line (``tfdt``) across
 them, so playback can serve them back to back (docs/design/time.md).
@@ -23,15 +23,15 @@ import threading
 import zlib
 from collections.abc import Callable
 
-from vms import mp4
-from vms.catalog import MAIN, Catalog
+from vms.catalog.store import MAIN, Catalog
 from vms.clock import Clock
 from vms.config import RecordingConfig
 from vms.errors import VmsError
 from vms.health import CameraHealth
 from vms.media import AAC, AUDIO, AudioInfo, Packet, ParameterSets, StreamInfo, dimensions
-from vms.storage import Storage
-from vms.writer import Fragment, RecorderStats, SegmentFile, Writers
+from vms.recording import mp4
+from vms.recording.storage import Storage
+from vms.recording.writer import Fragment, RecorderStats, SegmentFile, Writers
 
 STREAM_NAMES = {0: "main", 1: "sub"}
 

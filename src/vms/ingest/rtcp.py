@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 
-from vms.rtp import RtpClock
+from vms.ingest.rtp import RtpClock
 
 SR = 200
 RR = 201

@@ -20,10 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from vms import metrics
-from vms.catalog import OPEN, QUARANTINED
+from vms.catalog.store import OPEN, QUARANTINED
 from vms.errors import CAP, Detail, Kind, VmsError, capped, shorten
+from vms.recording.storage import Root
 from vms.server import Camera, Server
-from vms.storage import Root
 
 # Segments closer than this are one run: rotation leaves no gap by construction, but a
 # re-anchored wall clock may leave a few milliseconds.

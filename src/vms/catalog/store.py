@@ -1,8 +1,8 @@
 """The catalog: which segments exist, where, and what time each fragment covers.
 
 SQLAlchemy Core over SQLite (WAL) by default or PostgreSQL. One row per segment, not per
-fragment: the fragment index is a compact blob (see :class:`vms.segment.FragmentIndex`).
-The schema is created and upgraded only by Alembic migrations (``vms/migrations``).
+fragment: the fragment index is a compact blob (see :class:`vms.recording.segment.FragmentIndex`).
+The schema is created and upgraded only by Alembic migrations (``vms/catalog/migrations``).
 """
 
 from __future__ import annotations

@@ -16,11 +16,11 @@ import threading
 import uuid
 from pathlib import Path
 
-from vms.catalog import Catalog
+from vms.catalog.store import Catalog
 from vms.clock import Clock
 from vms.config import RootConfig
 from vms.errors import Kind, VmsError
-from vms.segment import FileIO, fsync_dir
+from vms.recording.segment import FileIO, fsync_dir
 
 log = logging.getLogger(__name__)
 

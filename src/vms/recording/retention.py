@@ -13,11 +13,11 @@ import logging
 import threading
 from collections.abc import Sequence
 
-from vms.catalog import Catalog, Segment
+from vms.catalog.store import Catalog, Segment
 from vms.clock import Clock
 from vms.config import Config
 from vms.errors import Kind, VmsError
-from vms.storage import Root, Storage
+from vms.recording.storage import Root, Storage
 
 log = logging.getLogger(__name__)
 

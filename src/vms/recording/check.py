@@ -30,10 +30,10 @@ import sys
 import zlib
 from collections.abc import Callable
 
-from vms.catalog import OPEN, QUARANTINED, Catalog, Segment
+from vms.catalog.store import OPEN, QUARANTINED, Catalog, Segment
 from vms.errors import Kind, VmsError
-from vms.recovery import DAY, SEGMENT_NAME, recover, reindex
-from vms.storage import Root, Storage
+from vms.recording.recovery import DAY, SEGMENT_NAME, recover, reindex
+from vms.recording.storage import Root, Storage
 
 _CHUNK = 1 << 20
 

@@ -5,8 +5,8 @@ A segment file is trusted up to its last whole fragment (a ``moof`` followed by 
 rebuilds the fragment index and CRC from the file, syncs it, and closes the row. A file with no
 whole fragment goes, row first.
 
-Rows are written by the catalog thread after the files (``vms.writer``): a process that died
-while the catalog was away leaves segment files with no row. Their names say what they are
+Rows are written by the catalog thread after the files (``vms.recording.writer``): a process
+that died while the catalog was away leaves segment files with no row. Their names say what they are
 (``<camera>/<day>/<start_us>-<stream>.mp4``), so recovery indexes them too, looking only at the
 day directories from each camera's newest row on.
 """
@@ -22,11 +22,11 @@ import struct
 import zlib
 from pathlib import Path
 
-from vms import mp4
-from vms.catalog import OPEN, Catalog, Segment
+from vms.catalog.store import OPEN, Catalog, Segment
 from vms.errors import VmsError
-from vms.segment import FragmentIndex
-from vms.storage import Root, Storage
+from vms.recording import mp4
+from vms.recording.segment import FragmentIndex
+from vms.recording.storage import Root, Storage
 
 SEGMENT_NAME = re.compile(r"^(\d{1,19})-(main|sub)\.mp4$")
 STREAMS = {"main": 0, "sub": 1}

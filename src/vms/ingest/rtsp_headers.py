@@ -13,7 +13,7 @@ import hashlib
 import os
 import re
 
-from vms.rtp import Media
+from vms.ingest.rtp import Media
 
 MAX_RESPONSE = 64 * 1024  # an RTSP reply, head and body, is never larger
 
