@@ -10,14 +10,15 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from vms.api.routes import create_app, parse_time
+from tests.support.app import running_app
+from vms.api.routes import parse_time
 from vms.config import from_dict
 from vms.errors import VmsError
 from vms.server import Server
 
 
 @pytest.fixture
-def server(tmp_path: Path, clips: dict[str, Path]) -> Iterator[Server]:
+def app(tmp_path: Path, clips: dict[str, Path]) -> Iterator[tuple[TestClient, Server]]:
     (tmp_path / "r1").mkdir()
     cfg = from_dict(
         {
@@ -33,10 +34,8 @@ def server(tmp_path: Path, clips: dict[str, Path]) -> Iterator[Server]:
             ],
         }
     )
-    s = Server(cfg)
-    s.start()
-    yield s
-    s.stop()
+    with running_app(cfg) as running:
+        yield running
 
 
 def wait_segments(server: Server, n: int) -> None:
@@ -46,8 +45,8 @@ def wait_segments(server: Server, n: int) -> None:
         time.sleep(0.1)
 
 
-def test_health_cameras_and_recordings(server: Server) -> None:
-    client = TestClient(create_app(server))
+def test_health_cameras_and_recordings(app: tuple[TestClient, Server]) -> None:
+    client, server = app
     wait_segments(server, 2)
     assert client.get("/healthz").json() == {
         "status": "ok",
@@ -75,8 +74,8 @@ def test_health_cameras_and_recordings(server: Server) -> None:
     assert one["recording"]["frames_written"] > 0
 
 
-def test_recordings_window_and_gaps(server: Server) -> None:
-    client = TestClient(create_app(server))
+def test_recordings_window_and_gaps(app: tuple[TestClient, Server]) -> None:
+    client, server = app
     wait_segments(server, 2)
     first = server.catalog.segments(camera_id="clip")[0]
     start = first.start_us - 5_000_000
@@ -90,8 +89,8 @@ def test_recordings_window_and_gaps(server: Server) -> None:
     assert iso["runs"] == [] and iso["gaps"][0]["duration_s"] == 86400
 
 
-def test_quarantined_segments_are_not_served_as_recordings(server: Server) -> None:
-    client = TestClient(create_app(server))
+def test_quarantined_segments_are_not_served_as_recordings(app: tuple[TestClient, Server]) -> None:
+    client, server = app
     wait_segments(server, 3)
     first, second = server.catalog.segments(camera_id="clip", state=1)[:2]
     window = f"start={first.start_us}&end={second.end_us + 1_000_000}"
@@ -114,8 +113,8 @@ def test_quarantined_segments_are_not_served_as_recordings(server: Server) -> No
     ], "the quarantined minute is a gap"
 
 
-def test_errors_are_mapped_once(server: Server) -> None:
-    client = TestClient(create_app(server))
+def test_errors_are_mapped_once(app: tuple[TestClient, Server]) -> None:
+    client, _ = app
     r = client.get("/api/v1/cameras/nope/recordings")
     assert r.status_code == 404 and r.json()["error"] == "not_found"
     r = client.get("/api/v1/cameras/clip/recordings?start=yesterday")
@@ -124,8 +123,8 @@ def test_errors_are_mapped_once(server: Server) -> None:
     assert r.status_code == 400
 
 
-def test_metrics(server: Server) -> None:
-    client = TestClient(create_app(server))
+def test_metrics(app: tuple[TestClient, Server]) -> None:
+    client, server = app
     wait_segments(server, 1)
     text = client.get("/metrics").text
     for name in (

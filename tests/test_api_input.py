@@ -17,8 +17,9 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.app import running_app
 from tests.support.polling import wait_for
-from vms.api.routes import MAX_TIME_US, create_app, parse_time
+from vms.api.routes import MAX_TIME_US, create_api, parse_time
 from vms.config import from_dict
 from vms.errors import Kind, VmsError, capped
 from vms.server import Server
@@ -27,7 +28,9 @@ REC = "/api/v1/cameras/clip/recordings"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, clips: dict[str, Path]) -> Iterator[Server]:
+def app(
+    tmp_path_factory: pytest.TempPathFactory, clips: dict[str, Path]
+) -> Iterator[tuple[TestClient, Server]]:
     tmp = tmp_path_factory.mktemp("api-input")
     (tmp / "r1").mkdir()
     cfg = from_dict(
@@ -41,17 +44,20 @@ def server(tmp_path_factory: pytest.TempPathFactory, clips: dict[str, Path]) -> 
             ],
         }
     )
-    s = Server(cfg)
-    s.start()
-    # Rows in the catalog, so hostile windows reach real SQL over real segments.
-    wait_for(lambda: s.catalog.segments(camera_id="clip", state=1), 20, "a closed segment")
-    yield s
-    s.stop()
+    with running_app(cfg) as (client, s):
+        # Rows in the catalog, so hostile windows reach real SQL over real segments.
+        wait_for(lambda: s.catalog.segments(camera_id="clip", state=1), 20, "a closed segment")
+        yield client, s
 
 
 @pytest.fixture(scope="module")
-def client(server: Server) -> TestClient:
-    return TestClient(create_app(server))
+def server(app: tuple[TestClient, Server]) -> Server:
+    return app[1]
+
+
+@pytest.fixture(scope="module")
+def client(app: tuple[TestClient, Server]) -> TestClient:
+    return app[0]
 
 
 def error_of(r: httpx.Response, status: int) -> dict[str, Any]:
@@ -173,7 +179,7 @@ def test_unknown_camera_is_404_with_the_id_capped(client: TestClient, path: str)
 
 
 def test_a_bug_answers_500_in_the_one_body(server: Server) -> None:
-    app = create_app(server)
+    app = create_api(server)
 
     def boom() -> None:
         raise RuntimeError("secret internals")

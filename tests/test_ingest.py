@@ -430,7 +430,7 @@ def test_sigterm_closes_every_open_segment(tmp_path: Path, clips: dict[str, Path
                 return False
             return all(c["recording"]["frames_written"] > 0 for c in cams)
 
-        wait_for(both_recording, 20, "both cameras recording")
+        wait_for(both_recording, 60, "both cameras recording")
         cat = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
         try:
             assert {s.camera_id for s in cat.segments(state=OPEN)} == {"a", "b"}

@@ -152,14 +152,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace, prepare: Callable[[Server], None] | None = None) -> int:
-    """``vms serve``; ``prepare`` (benchmarks only) adjusts the server before it starts."""
+    """``vms serve``; ``prepare`` (benchmark instruments only) adjusts the server before its
+    cameras start."""
     import asyncio
 
     import uvicorn
 
     from vms import log as log_setup
-    from vms.api.routes import create_app
-    from vms.server import Server
+    from vms.app import create_app, server_of
 
     if args.demo:
         from vms.demo import demo_config
@@ -174,41 +174,20 @@ def _serve(args: argparse.Namespace, prepare: Callable[[Server], None] | None = 
         fields = cfg.server.model_dump() | {k: v for k, v in overrides.items() if v is not None}
         cfg = cfg.model_copy(update={"server": config_mod.ServerConfig.model_validate(fields)})
     log_setup.setup(cfg.server.log_level, cfg.server.log_format.value)
-    server = Server(cfg)
-    if prepare is not None:
-        prepare(server)
-    app = create_app(server)
-
-    from collections.abc import AsyncIterator
-    from contextlib import asynccontextmanager
-
-    @asynccontextmanager
-    async def lifespan(_: Any) -> AsyncIterator[None]:
-        server.start()
-        log.info(
-            "API on http://%s:%d (try: vms status --url http://%s:%d)",
-            cfg.server.host,
-            cfg.server.port,
-            cfg.server.host,
-            cfg.server.port,
-        )
-        try:
-            yield
-        finally:
-            log.info("shutting down: closing open segments")
-            await asyncio.to_thread(server.stop)
-            log.info("stopped cleanly")
-
-    app.router.lifespan_context = lifespan
+    app = create_app(cfg, prepare=prepare)
+    host, port = cfg.server.host, cfg.server.port
+    log.info("API on http://%s:%d once started (try: vms status --url http://%s:%d)",
+             host, port, host, port)  # fmt: skip
     uv = uvicorn.Server(
-        uvicorn.Config(
-            app, host=cfg.server.host, port=cfg.server.port, log_config=None, access_log=False
-        )
+        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
     )
     # uvicorn re-raises SIGTERM once it has shut down; with the default handler that would end
     # a clean stop with status -15. A no-op handler lets it return 0 (segments are closed).
     signal.signal(signal.SIGTERM, lambda *_: None)
     asyncio.run(uv.serve())
+    error = server_of(app).start_error
+    if error is not None:
+        raise error
     return 0
 
 

@@ -64,6 +64,11 @@ class RecordMode(enum.StrEnum):
     OFF = "off"
 
 
+class StreamName(enum.StrEnum):
+    MAIN = "main"
+    SUB = "sub"
+
+
 class StreamConfig(_Model):
     url: str = Field(title="Stream URL", description="rtsp://, rtsps:// or file:// (looped clip)")
     transport: Transport = Field(Transport.TCP, title="RTSP transport")
@@ -93,8 +98,26 @@ class CameraConfig(_Model):
     password_env: str | None = Field(None, title="Environment variable holding the password")
     enabled: bool = Field(True, title="Enabled")
     record: RecordMode = Field(RecordMode.CONTINUOUS, title="Record mode")
+    record_streams: list[StreamName] = Field(
+        default_factory=lambda: [StreamName.MAIN],
+        min_length=1,
+        title="Streams recorded",
+        description="main, sub or both; the sub stream is opened (for the live grid and "
+        "detection) whenever it is configured, recorded only when listed here.",
+    )
     retention_days: float | None = Field(None, gt=0, title="Keep recordings at most this many days")
     roots: list[str] | None = Field(None, title="Storage roots this camera may use (default: any)")
+
+    @model_validator(mode="after")
+    def _recordable(self) -> CameraConfig:
+        if StreamName.SUB in self.record_streams and self.sub is None:
+            raise ValueError("record_streams names sub, but the camera has no sub stream")
+        if len(set(self.record_streams)) != len(self.record_streams):
+            raise ValueError("record_streams names a stream twice")
+        return self
+
+    def stream(self, name: StreamName) -> StreamConfig | None:
+        return self.main if name == StreamName.MAIN else self.sub
 
     @property
     def display_name(self) -> str:

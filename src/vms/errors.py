@@ -31,6 +31,7 @@ CAP = 64
 class Kind(enum.Enum):
     INVALID_ARGUMENT = "invalid_argument"
     NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
     UNAVAILABLE = "unavailable"
     STORAGE_FULL = "storage_full"
     STORAGE_MISSING = "storage_missing"
@@ -45,6 +46,7 @@ class Kind(enum.Enum):
 _HTTP = {
     Kind.INVALID_ARGUMENT: 400,
     Kind.NOT_FOUND: 404,
+    Kind.CONFLICT: 409,
     Kind.UNAVAILABLE: 503,
     Kind.STORAGE_FULL: 507,
     Kind.STORAGE_MISSING: 503,

@@ -4,12 +4,18 @@ Every video packet handed on by the ingest is in *length-prefixed* form (4-byte 
 sizes, as MP4 stores it), whatever the source sent: RTSP depacketizers emit Annex B (start
 codes), MP4 files emit length-prefixed. Converting once at the ingest means the recorder, live
 view and export all handle one form.
+
+A reader publishes a stream to its :class:`StreamSink`: a start (with the stream's parameters),
+its packets, the places where media was lost, and its end. What a stream's subscribers receive
+is the same story as items: :class:`StreamStart`, :class:`Packet`, :class:`FragmentWritten`
+(the recorder's announcement of bytes on disk) and :class:`StreamEnd`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import struct
+from typing import Protocol
 
 H264 = "h264"
 HEVC = "hevc"
@@ -86,6 +92,63 @@ class AudioInfo:
 class StreamInfo:
     video: VideoInfo
     audio: AudioInfo | None = None
+
+
+MAIN = 0  # a camera's streams, as the catalog's ``stream`` column numbers them
+SUB = 1
+STREAM_NAMES = {MAIN: "main", SUB: "sub"}
+
+
+class StreamSink(Protocol):
+    """What a reader publishes one camera stream to. Called from the reader's thread only, in
+    this order per connection: ``started``, then ``packet``/``gap`` any number of times, then
+    ``stopped``. None of them blocks on a disk, the catalog or a subscriber."""
+
+    def started(self, info: StreamInfo) -> None: ...
+
+    def packet(self, p: Packet) -> None: ...
+
+    def gap(self) -> None:
+        """Media was lost here (RTP loss, a dropped access unit): the next video packet
+        follows a hole."""
+
+    def stopped(self, reason: str) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StreamStart:
+    """A stream (re)started with these parameters: every packet after it uses them."""
+
+    info: StreamInfo
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """The connection ended (camera lost, camera removed, server stopping)."""
+
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FragmentWritten:
+    """The recorder wrote one fragment: ``size`` bytes at ``offset`` of the segment file
+    ``path`` (relative to storage root ``root``), covering ``duration`` ticks of the video
+    timescale from decode time ``decode_time`` (continuous across a run of segments) and from
+    wall time ``start_us``. ``segment_start_us`` names the segment (its catalog id may not be
+    written yet)."""
+
+    camera_id: str
+    stream: int
+    root: str
+    path: str
+    segment_start_us: int
+    offset: int
+    size: int
+    decode_time: int
+    duration: int
+    timescale: int
+    start_us: int
+    keyframe: bool
 
 
 def nal_type(codec: str, nal: bytes) -> int:

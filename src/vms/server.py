@@ -1,29 +1,36 @@
-"""The composition root: builds every part from the config, starts them, stops them.
+"""The runtime: builds every part from the config, starts them, stops them, and changes the
+set of cameras while running. ``vms.app.create_app`` runs it inside the web app's lifespan.
 
-Order of start: catalog (migrated) → storage roots identified → crash recovery → writers (one
-thread per storage root, one for catalog rows) → one camera pipeline per enabled camera
-(health, recorder, fan-out, ingest thread) → retention thread. Stop is the reverse, driven by
-one event: ingest threads see it within a packet (or their read timeout), their recorders hand
-the open segments to the writers, which finish them (fdatasync, row), then retention stops.
+Nothing is done at construction. :meth:`Server.start`: data-directory lock → catalog (migrated)
+→ storage roots identified → crash recovery → writers (one thread per storage root, one for
+catalog rows) → per enabled camera, one pipeline per stream (health, recorder when recorded,
+relay) and its reader (the RTSP reactor's session, or a PyAV thread) → retention thread.
+:meth:`Server.stop` is the reverse: readers stop (each camera has its own stop event, so one
+camera can be removed alone), pipelines close their open segments, the writers finish them
+(fdatasync, row), retention stops, the lock is released.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import fcntl
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from vms.cameras.relay import Fanout
+from vms.cameras.pipeline import StreamPipeline
+from vms.cameras.relay import Relay
 from vms.catalog.store import Catalog
 from vms.clock import Clock, SystemClock
-from vms.config import CameraConfig, Config, Reader, RecordMode, Transport
+from vms.config import CameraConfig, Config, Reader, RecordMode, StreamName, Transport
 from vms.errors import Kind, VmsError
 from vms.health import CameraHealth
 from vms.ingest.pyav_reader import Ingest
 from vms.ingest.rtsp import Reactor, Session
+from vms.media import MAIN, SUB
 from vms.recording.recorder import Recorder
 from vms.recording.recovery import recover
 from vms.recording.retention import Retention
@@ -90,13 +97,40 @@ def server_holds(data_dir: Path) -> bool:
     return False
 
 
+STREAM_NUMBERS = {StreamName.MAIN: MAIN, StreamName.SUB: SUB}
+
+
 @dataclasses.dataclass
 class Camera:
+    """One camera as the server runs it: a pipeline and a reader per configured stream."""
+
     config: CameraConfig
-    health: CameraHealth
-    fanout: Fanout
-    recorder: Recorder | None
-    ingest: Ingest | None
+    streams: dict[StreamName, StreamPipeline]
+    stop: threading.Event  # this camera's readers only
+    sessions: list[Session] = dataclasses.field(default_factory=list)
+    threads: list[Ingest] = dataclasses.field(default_factory=list)
+
+    @property
+    def main(self) -> StreamPipeline:
+        return self.streams[StreamName.MAIN]
+
+    @property
+    def health(self) -> CameraHealth:
+        """The camera's health: its main stream's."""
+        return self.main.health
+
+    @property
+    def recorder(self) -> Recorder | None:
+        """The main stream's recorder, when the main stream is recorded."""
+        return self.main.recorder
+
+    @property
+    def relay(self) -> Relay:
+        return self.main.relay
+
+    @property
+    def recorders(self) -> list[Recorder]:
+        return [p.recorder for p in self.streams.values() if p.recorder is not None]
 
 
 class Server:
@@ -104,18 +138,62 @@ class Server:
         self.config = config
         self.clock = clock or SystemClock()
         self.stop_event = threading.Event()
-        # Before recovery: it rewrites files and rows, which only one process may do.
         self.lock = DataDirLock(config.data_dir)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._cameras: dict[str, Camera] = {}
+        self._changing = threading.Lock()  # one camera change at a time
+        self.started = False
+        self.start_error: VmsError | None = None
+
+    @property
+    def cameras(self) -> list[Camera]:
+        return list(self._cameras.values())
+
+    def camera(self, camera_id: str) -> Camera:
+        cam = self._cameras.get(camera_id)
+        if cam is None:
+            raise VmsError(Kind.NOT_FOUND, f"no camera {camera_id!r}")
+        return cam
+
+    # --- start and stop ------------------------------------------------------------------
+
+    def start(
+        self,
+        loop: asyncio.AbstractEventLoop | None = None,
+        prepare: Callable[[Server], None] | None = None,
+    ) -> None:
+        """Build everything and start recording; ``loop`` is where relays deliver to asyncio
+        subscribers (none: subscribers are threads only); ``prepare`` (benchmark instruments)
+        adjusts the storage, or a test hooks into a camera, before any reader starts."""
+        self.loop = loop
+        # Before recovery: it rewrites files and rows, which only one process may do.
         self.lock.acquire()
         try:
             self._build()
+            for cfg in self.config.cameras:
+                self._add(cfg)
+            if prepare is not None:
+                prepare(self)
         except BaseException:
+            catalog = getattr(self, "catalog", None)
+            if catalog is not None:
+                catalog.close()
             self.lock.release()
             raise
+        self._retention_thread.start()
+        for cam in self._cameras.values():
+            self._start_readers(cam)
+        self.reactor.start()
+        self.started = True
+        log.info(
+            "recording %d camera(s) on %d storage root(s)",
+            sum(1 for c in self._cameras.values() if c.recorders),
+            len(self.storage.usable()),
+        )
 
     def _build(self) -> None:
         config = self.config
-        self.catalog = Catalog(config.catalog_url())
+        self.catalog = Catalog(config.catalog_url())  # closed by start() if what follows fails
         self.storage = Storage(config.storage.roots, self.catalog, self.clock)
         self.storage.verify()
         if not self.storage.usable():
@@ -129,100 +207,144 @@ class Server:
         self.retention = Retention(config, self.catalog, self.storage, self.clock)
         self.writers = Writers(self.catalog, self.clock)
         self.reactor = Reactor(self.clock, self.stop_event)
-        self.cameras = [self._camera(c) for c in config.cameras]
         self._retention_thread = threading.Thread(
             target=self.retention.loop, args=(self.stop_event,), name="retention", daemon=True
         )
-        self.started = False
-
-    def _camera(self, cfg: CameraConfig) -> Camera:
-        self.catalog.ensure_camera(cfg.id, cfg.display_name)
-        health = CameraHealth(cfg.id, self.clock, enabled=cfg.enabled)
-        fanout = Fanout()
-        if not cfg.enabled:
-            return Camera(cfg, health, fanout, None, None)
-        recorder = None
-        if cfg.record == RecordMode.CONTINUOUS:
-            recorder = Recorder(
-                cfg.id,
-                catalog=self.catalog,
-                storage=self.storage,
-                writers=self.writers,
-                clock=self.clock,
-                config=self.config.recording,
-                health=health,
-                on_storage_trouble=self.retention.wake.set,
-                roots=cfg.roots,
-            )
-        native = (
-            self.config.ingest.reader == Reader.NATIVE
-            and cfg.main.url.startswith("rtsp://")
-            and cfg.main.transport == Transport.TCP
-        )
-        if native:
-            self.reactor.add(
-                Session(
-                    cfg,
-                    recorder=recorder,
-                    fanout=fanout,
-                    health=health,
-                    config=self.config.ingest,
-                    clock=self.clock,
-                )
-            )
-            return Camera(cfg, health, fanout, recorder, None)
-        ingest = Ingest(
-            cfg,
-            cfg.main,
-            recorder=recorder,
-            fanout=fanout,
-            health=health,
-            config=self.config.ingest,
-            clock=self.clock,
-            stop=self.stop_event,
-        )
-        return Camera(cfg, health, fanout, recorder, ingest)
-
-    def camera(self, camera_id: str) -> Camera:
-        for cam in self.cameras:
-            if cam.config.id == camera_id:
-                return cam
-        raise VmsError(Kind.NOT_FOUND, f"no camera {camera_id!r}")
-
-    def start(self) -> None:
-        self._retention_thread.start()
-        for cam in self.cameras:
-            if cam.ingest is not None:
-                cam.ingest.start()
-        self.reactor.start()
-        self.started = True
-        log.info(
-            "recording %d camera(s) on %d storage root(s)",
-            sum(1 for c in self.cameras if c.recorder is not None),
-            len(self.storage.usable()),
-        )
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Close every open segment cleanly; safe to call twice."""
+        """Close every open segment cleanly; safe to call twice, and before :meth:`start`."""
+        if not self.started:
+            return
         self.stop_event.set()
         self.retention.wake.set()
         deadline = self.clock.monotonic() + timeout  # one budget for all: they stop in parallel
+        for cam in self._cameras.values():
+            cam.stop.set()
         if not self.reactor.join(timeout):
             log.warning("RTSP reactor did not stop in time")
-        for cam in self.cameras:
-            if cam.ingest is not None and cam.ingest.thread.is_alive():
-                left = max(0.0, deadline - self.clock.monotonic())
-                if not cam.ingest.join(left):
-                    # Blocked in a read until its socket timeout; its recorder is closed below
-                    # and ignores whatever the thread still hands it.
-                    log.warning(
-                        "ingest thread did not stop in time", extra={"camera": cam.config.id}
-                    )
-            if cam.recorder is not None:
-                cam.recorder.close()
+        for cam in self._cameras.values():
+            self._join_threads(cam, deadline)
+            for p in cam.streams.values():
+                p.close()
         self.writers.stop(max(timeout, 30.0))  # returns as soon as every file is closed
         if self._retention_thread.is_alive():
             self._retention_thread.join(timeout)
         self.catalog.close()
         self.lock.release()
         self.started = False
+
+    def _join_threads(self, cam: Camera, deadline: float) -> None:
+        for t in cam.threads:
+            if t.thread.is_alive():
+                left = max(0.0, deadline - self.clock.monotonic())
+                if not t.join(left):
+                    # Blocked in a read until its socket timeout; the pipeline is closed next
+                    # and its recorder ignores whatever the thread still hands it.
+                    log.warning("ingest thread did not stop in time", extra={"camera": t.camera.id})
+
+    # --- cameras at run time -------------------------------------------------------------
+
+    def add_camera(self, cfg: CameraConfig) -> Camera:
+        """Start a camera while the others record. Its id must be new."""
+        with self._changing:
+            if cfg.id in self._cameras:
+                raise VmsError(Kind.CONFLICT, f"camera {cfg.id!r} exists")
+            return self._start_readers(self._add(cfg))
+
+    def remove_camera(self, camera_id: str, timeout: float = 5.0) -> None:
+        """Stop a camera: its readers end, its open segments are closed (recordings stay)."""
+        with self._changing:
+            self._stop_camera(self.camera(camera_id), timeout)
+
+    def update_camera(self, cfg: CameraConfig, timeout: float = 5.0) -> Camera:
+        """Apply a camera's new configuration: it reconnects with it; the others are not
+        touched. Enabling and disabling a camera is such a change."""
+        with self._changing:
+            old = self.camera(cfg.id)
+            self._stop_camera(old, timeout)
+            return self._start_readers(self._add(cfg))
+
+    def set_enabled(self, camera_id: str, enabled: bool) -> Camera:
+        cfg = self.camera(camera_id).config
+        if cfg.enabled == enabled:
+            return self.camera(camera_id)
+        return self.update_camera(cfg.model_copy(update={"enabled": enabled}))
+
+    def _add(self, cfg: CameraConfig) -> Camera:
+        """The camera's pipelines (and recorders), registered; no reader started yet."""
+        self.catalog.ensure_camera(cfg.id, cfg.display_name)
+        streams: dict[StreamName, StreamPipeline] = {}
+        for name in StreamName:
+            if cfg.stream(name) is None:
+                continue
+            number = STREAM_NUMBERS[name]
+            health = CameraHealth(cfg.id, self.clock, enabled=cfg.enabled)
+            pipeline = StreamPipeline(cfg.id, number, health, Relay(self.loop))
+            if cfg.enabled and cfg.record == RecordMode.CONTINUOUS and name in cfg.record_streams:
+                pipeline.recorder = Recorder(
+                    cfg.id,
+                    catalog=self.catalog,
+                    storage=self.storage,
+                    writers=self.writers,
+                    clock=self.clock,
+                    config=self.config.recording,
+                    events=pipeline,
+                    on_storage_trouble=self.retention.wake.set,
+                    roots=cfg.roots,
+                    stream=number,
+                )
+            streams[name] = pipeline
+        cam = Camera(cfg, streams, threading.Event())
+        if self.stop_event.is_set():
+            cam.stop.set()
+        self._cameras[cfg.id] = cam
+        return cam
+
+    def _start_readers(self, cam: Camera) -> Camera:
+        if cam.config.enabled:
+            for name, pipeline in cam.streams.items():
+                self._start_reader(cam, name, pipeline)
+        return cam
+
+    def _start_reader(self, cam: Camera, name: StreamName, pipeline: StreamPipeline) -> None:
+        cfg = cam.config
+        stream = cfg.stream(name)
+        assert stream is not None
+        native = (
+            self.config.ingest.reader == Reader.NATIVE
+            and stream.url.startswith("rtsp://")
+            and stream.transport == Transport.TCP
+        )
+        if native:
+            session = Session(
+                cfg,
+                stream,
+                sink=pipeline,
+                health=pipeline.health,
+                config=self.config.ingest,
+                clock=self.clock,
+            )
+            cam.sessions.append(session)
+            self.reactor.add(session)
+            return
+        ingest = Ingest(
+            cfg,
+            stream,
+            sink=pipeline,
+            health=pipeline.health,
+            config=self.config.ingest,
+            clock=self.clock,
+            stop=cam.stop,
+        )
+        cam.threads.append(ingest)
+        ingest.start()
+
+    def _stop_camera(self, cam: Camera, timeout: float) -> None:
+        cam.stop.set()
+        for session in cam.sessions:
+            if not self.reactor.remove(session, timeout):
+                log.warning("RTSP session did not stop in time", extra={"camera": cam.config.id})
+        self._join_threads(cam, self.clock.monotonic() + timeout)
+        for p in cam.streams.values():
+            p.close()
+        del self._cameras[cam.config.id]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime
 import re
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Query, Request
@@ -24,6 +26,8 @@ from vms.catalog.store import OPEN, QUARANTINED
 from vms.errors import CAP, Detail, Kind, VmsError, capped, shorten
 from vms.recording.storage import Root
 from vms.server import Camera, Server
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 # Segments closer than this are one run: rotation leaves no gap by construction, but a
 # re-anchored wall clock may leave a few milliseconds.
@@ -219,8 +223,15 @@ def http_error(request: Request, exc: HTTPException) -> VmsError:
     return VmsError(kind, shorten(str(exc.detail), 4 * CAP))
 
 
-def create_app(server: Server) -> FastAPI:
-    app = FastAPI(title="vms", version="1", docs_url="/api/docs", openapi_url="/api/openapi.json")
+def create_api(server: Server, lifespan: Lifespan | None = None) -> FastAPI:
+    """The API over ``server``; ``vms.app.create_app`` gives it the lifespan that runs it."""
+    app = FastAPI(
+        title="vms",
+        version="1",
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        lifespan=lifespan,
+    )
 
     @app.exception_handler(VmsError)
     async def _vms_error(_: Request, exc: VmsError) -> JSONResponse:

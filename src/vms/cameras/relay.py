@@ -1,87 +1,285 @@
-"""Fan-out of a camera's packets to subscribers other than the recorder (live view, detection).
+"""One camera stream's fan-out to its subscribers: live view, detection, playback of the last
+minute.
 
-The ingest thread calls the recorder directly and then :meth:`Fanout.publish`, which never
-blocks: each subscriber has a bounded queue that drops its *oldest* packet when full, so a slow
-viewer costs itself frames, never the recording. A subscriber that lost packets skips ahead to
-the next video keyframe, because decoding cannot resume in the middle of a GOP.
+Publishers are threads that must never wait: the reader (stream starts, packets, ends) and the
+root writer (:class:`~vms.media.FragmentWritten`). :meth:`Relay.publish` appends the item to a
+pending deque and, only when no drain is already scheduled, asks the event loop to drain it:
+one wake of the loop (one write to its self-pipe) per *batch* of items, not one syscall per
+subscriber per packet on the reader's thread. The drain runs on the loop and hands the batch to
+every subscriber.
+
+Each subscriber has a bounded queue. When it is full, the subscriber has fallen behind: its
+queued packets are dropped (counted) and it skips ahead to the next video keyframe, because a
+decoder cannot resume in the middle of a GOP; :class:`~vms.media.StreamStart`,
+:class:`~vms.media.StreamEnd` and :class:`~vms.media.FragmentWritten` items are never dropped
+(they are few, and a consumer needs every change of parameters). A new subscriber first gets
+the current stream's start, then packets from the next keyframe on.
+
+Subscribers are awaited from asyncio (:meth:`Relay.subscribe`, ``async for item in sub``) or
+read from a thread (:meth:`Relay.subscribe_blocking`, ``for item in sub``); a thread subscriber
+is fed by the same drain, so it sees items as soon as the loop runs. Without an event loop
+(tools and tests that run the recorder alone) the publisher's thread drains, under a lock.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Iterator
+from typing import Union
 
-from vms.media import VIDEO, Packet, StreamInfo
+from vms.media import VIDEO, FragmentWritten, Packet, StreamEnd, StreamInfo, StreamStart
+
+Item = Union[StreamStart, Packet, FragmentWritten, StreamEnd]  # noqa: UP007 - a runtime alias
+
+DEFAULT_MAXLEN = 512  # ~10 s of 1080p25 video with audio
+
+
+class _Queue:
+    """A subscriber's bounded queue and its skip-to-keyframe rule (the loop's side only)."""
+
+    def __init__(self, maxlen: int) -> None:
+        self.items: collections.deque[Item] = collections.deque()
+        self.packets = 0  # packets queued: the bound applies to them
+        self.maxlen = maxlen
+        self.skip = True  # until a video keyframe
+        self.dropped = 0
+        self.closed = False
+
+    def offer(self, batch: list[Item]) -> None:
+        for it in batch:
+            if isinstance(it, Packet):
+                if self.skip:
+                    if it.kind != VIDEO or not it.keyframe:
+                        continue
+                    self.skip = False
+                if self.packets >= self.maxlen:
+                    self._overflow()
+                    if it.kind != VIDEO or not it.keyframe:
+                        continue
+                    self.skip = False
+                self.items.append(it)
+                self.packets += 1
+            else:
+                if isinstance(it, StreamStart):
+                    self.skip = True  # a new stream starts at its first keyframe
+                self.items.append(it)
+
+    def _overflow(self) -> None:
+        kept = [it for it in self.items if not isinstance(it, Packet)]
+        self.dropped += self.packets
+        self.items = collections.deque(kept)
+        self.packets = 0
+        self.skip = True
+
+    def pop(self) -> Item | None:
+        try:
+            it = self.items.popleft()
+        except IndexError:
+            return None
+        if isinstance(it, Packet):
+            self.packets -= 1
+        return it
 
 
 class Subscription:
-    def __init__(self, fanout: Fanout, maxlen: int, notify: Callable[[], None] | None) -> None:
-        self._fanout = fanout
-        self._queue: collections.deque[Packet] = collections.deque(maxlen=maxlen)
-        self._notify = notify
-        self._gap = True  # start at a keyframe
-        self.dropped = 0
-        self.info: StreamInfo | None = fanout.info
+    """An asyncio subscriber: ``async for item in sub``; ends when the relay closes."""
 
-    def offer(self, p: Packet) -> None:
-        q = self._queue
-        if len(q) == q.maxlen:
-            self.dropped += 1
-            self._gap = True
-        q.append(p)  # deque(maxlen) drops the oldest atomically
-        if self._notify is not None:
-            self._notify()
+    def __init__(self, relay: Relay, maxlen: int) -> None:
+        self._relay = relay
+        self._q = _Queue(maxlen)
+        self._waiter: asyncio.Future[None] | None = None
 
-    def poll(self) -> Packet | None:
-        """The next packet, or None when the queue is empty. Never blocks."""
-        q = self._queue
-        while True:
-            try:
-                p = q.popleft()
-            except IndexError:
-                return None
-            if self._gap:
-                if p.kind != VIDEO or not p.keyframe:
-                    continue
-                self._gap = False
-            return p
+    @property
+    def dropped(self) -> int:
+        """Packets dropped because this subscriber fell behind."""
+        return self._q.dropped
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self._q.items)
+
+    def _offer(self, batch: list[Item]) -> None:
+        self._q.offer(batch)
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _end(self) -> None:
+        self._q.closed = True
+        self._offer([])
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Item:
+        while True:
+            it = self._q.pop()
+            if it is not None:
+                return it
+            if self._q.closed:
+                raise StopAsyncIteration
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
 
     def close(self) -> None:
-        self._fanout._remove(self)
+        self._relay._remove(self)
+        self._q.closed = True
 
 
-class Fanout:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._subs: tuple[Subscription, ...] = ()
-        self.info: StreamInfo | None = None
+class BlockingSubscription:
+    """A thread's subscriber: ``for item in sub`` or ``sub.get(timeout)``."""
 
-    def subscribe(
-        self, *, maxlen: int = 256, notify: Callable[[], None] | None = None
-    ) -> Subscription:
-        sub = Subscription(self, maxlen, notify)
-        with self._lock:
-            self._subs = (*self._subs, sub)
+    def __init__(self, relay: Relay, maxlen: int) -> None:
+        self._relay = relay
+        self._q = _Queue(maxlen)
+        self._cond = threading.Condition()
+
+    @property
+    def dropped(self) -> int:
+        return self._q.dropped
+
+    def __len__(self) -> int:
+        return len(self._q.items)
+
+    def _offer(self, batch: list[Item]) -> None:
+        with self._cond:
+            self._q.offer(batch)
+            self._cond.notify()
+
+    def _end(self) -> None:
+        with self._cond:
+            self._q.closed = True
+            self._cond.notify_all()
+
+    def get(self, timeout: float | None = None) -> Item | None:
+        """The next item; None when ``timeout`` passed first or the relay closed."""
+        with self._cond:
+            it = self._q.pop()
+            if it is None and not self._q.closed:
+                self._cond.wait(timeout)
+                it = self._q.pop()
+            return it
+
+    def __iter__(self) -> Iterator[Item]:
+        while True:
+            with self._cond:
+                while not self._q.items and not self._q.closed:
+                    self._cond.wait()
+                it = self._q.pop()
+            if it is None:
+                return
+            yield it
+
+    def close(self) -> None:
+        self._relay._remove(self)
+        self._end()
+
+
+_Sub = Union[Subscription, BlockingSubscription]  # noqa: UP007 - a runtime alias
+
+
+class Relay:
+    """The fan-out of one camera stream (see the module docstring)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop
+        self._pending: collections.deque[Item] = collections.deque()
+        self._scheduled = False
+        self._inline = threading.Lock()  # drains on publishers' threads when there is no loop
+        self._subs: tuple[_Sub, ...] = ()
+        self._closed = False
+        self.info: StreamInfo | None = None  # the running stream's parameters; None when down
+        self.drains = 0  # wakes of the loop (or inline drains) so far
+
+    # --- publishers (any thread) ---------------------------------------------------------
+
+    def publish(self, item: Item) -> None:
+        if isinstance(item, StreamStart):
+            self.info = item.info
+        elif isinstance(item, StreamEnd):
+            self.info = None
+        if not self._subs:
+            return
+        self._pending.append(item)
+        self._wake()
+
+    def _wake(self) -> None:
+        loop = self._loop
+        if loop is None:
+            with self._inline:
+                self._drain()
+            return
+        # Trap: set the flag before scheduling and clear it in the drain *before* popping, so
+        # an item appended while a drain runs is either popped by it or schedules the next.
+        if self._scheduled:
+            return
+        self._scheduled = True
+        try:
+            loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop is closed: the server is stopping
+            self._scheduled = False
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        self.drains += 1
+        pending = self._pending
+        batch: list[Item] = []
+        while True:
+            try:
+                batch.append(pending.popleft())
+            except IndexError:
+                break
+        if not batch:
+            return
+        for sub in self._subs:
+            sub._offer(batch)
+
+    # --- subscribers ---------------------------------------------------------------------
+
+    def subscribe(self, maxlen: int = DEFAULT_MAXLEN) -> Subscription:
+        """An asyncio subscriber; call on the relay's event loop."""
+        sub = Subscription(self, maxlen)
+        self._add(sub)
         return sub
 
-    def _remove(self, sub: Subscription) -> None:
-        with self._lock:
-            self._subs = tuple(s for s in self._subs if s is not sub)
+    def subscribe_blocking(self, maxlen: int = DEFAULT_MAXLEN) -> BlockingSubscription:
+        """A subscriber read from a thread."""
+        sub = BlockingSubscription(self, maxlen)
+        self._add(sub)
+        return sub
 
-    def stream_started(self, info: StreamInfo) -> None:
-        self.info = info
-        for sub in self._subs:
-            sub.info = info
-            sub._gap = True
+    def _add(self, sub: _Sub) -> None:
+        info = self.info
+        if info is not None:
+            sub._offer([StreamStart(info)])
+        if self._closed:
+            sub._end()
+        self._subs = (*self._subs, sub)  # copy-on-write: publishers read it without a lock
 
-    def publish(self, p: Packet) -> None:
-        # Copy-on-write tuple: no lock on the per-packet path.
+    def _remove(self, sub: _Sub) -> None:
+        self._subs = tuple(s for s in self._subs if s is not sub)
+
+    def close(self) -> None:
+        """The stream is gone (camera removed, server stopping): every subscriber's iteration
+        ends once it has read what was queued."""
+        self._closed = True
+        loop = self._loop
+        if loop is None:
+            with self._inline:
+                self._end_all()
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._end_all)
+
+    def _end_all(self) -> None:
+        self._drain()
         for sub in self._subs:
-            sub.offer(p)
+            sub._end()
 
     def __len__(self) -> int:
         return len(self._subs)

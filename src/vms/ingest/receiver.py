@@ -2,14 +2,14 @@
 
 :class:`Receiver` runs on the reactor thread (docs/design/concurrency.md), called for each
 interleaved packet that the session (``rtsp.py``) reads. It reassembles video access units and
-audio frames, hands them to the recorder and the fan-out, and keeps what the session needs to
-judge the stream:
+audio frames, publishes them to the stream's sink (``vms.media.StreamSink``), and keeps what
+the session needs to judge the stream:
 
 - **Time.** Video keeps its extended RTP timestamps; audio is shifted onto the video's time line
   (RTP-Info, then RTCP sender reports: ``rtcp.Sync``), so that the recorder can place it by
   timestamp (docs/design/time.md, "Audio").
 - **Loss.** A sequence gap drops the damaged access unit and every video frame up to the next
-  keyframe, and tells the recorder where media is missing (``Recorder.gap``).
+  keyframe, and tells the sink where media is missing (``StreamSink.gap``).
 - **Stalls.** ``last_video`` is when the last complete video frame arrived: a camera whose
   video stopped while its audio or RTCP flows on is stalled.
 - **Receiver reports** for the session to send every few seconds.
@@ -24,7 +24,6 @@ import logging
 import os
 from typing import Any
 
-from vms.cameras.relay import Fanout
 from vms.clock import Clock
 from vms.health import CameraHealth
 from vms.ingest.rtcp import Sync, Track, receiver_reports, sdes_cname, sender_report
@@ -35,11 +34,11 @@ from vms.media import (
     VIDEO,
     Packet,
     StreamInfo,
+    StreamSink,
     collect_params,
     has_keyframe,
     length_prefix,
 )
-from vms.recording.recorder import Recorder
 
 # RTP-Info and RTCP placing audio further apart than this: RTCP wins (logged once a session).
 SYNC_TOLERANCE_S = 0.010
@@ -58,16 +57,14 @@ class Receiver:
         audio: Media | None,
         info: StreamInfo,
         *,
-        recorder: Recorder | None,
-        fanout: Fanout,
+        sink: StreamSink,
         health: CameraHealth,
         clock: Clock,
         log: logging.LoggerAdapter[Any],
         now: float,
     ) -> None:
         self.info = info
-        self.recorder = recorder
-        self.fanout = fanout
+        self.sink = sink
         self.health = health
         self.clock = clock
         self.log = log
@@ -92,7 +89,6 @@ class Receiver:
         self.last_video_ts: int | None = None  # its extended RTP timestamp
         self.need_key = False  # after a loss: drop video up to a keyframe
         self.oversized = 0
-        self.up = False
         self.ssrc = int.from_bytes(os.urandom(4), "big")  # ours, in receiver reports
         self.sdes = sdes_cname(self.ssrc, b"vms")
 
@@ -146,11 +142,10 @@ class Receiver:
 
     def _video_lost(self) -> None:
         """Drop the damaged access unit and every frame up to the next keyframe (a decoder
-        cannot continue past a hole), and tell the recorder that media is missing here."""
+        cannot continue past a hole), and tell the sink that media is missing here."""
         self.depay.lost()
         self.need_key = True
-        if self.recorder is not None:
-            self.recorder.gap()
+        self.sink.gap()
 
     def _dropped(self) -> None:
         """The depacketizer dropped an access unit: damaged by a loss, or too large."""
@@ -164,8 +159,7 @@ class Receiver:
                 )
             self.oversized = self.depay.oversized
             self.need_key = True
-            if self.recorder is not None:
-                self.recorder.gap()
+            self.sink.gap()
 
     def _frame(self, nals: list[bytes], ts: int) -> None:
         codec = self.codec
@@ -179,18 +173,7 @@ class Receiver:
                 return
             self.need_key = False
         params = collect_params(codec, nals) if key else None
-        p = Packet(VIDEO, length_prefix(nals), ts, ts, key, now, params)
-        if self.recorder is not None:
-            self.recorder.packet(p)
-        h = self.health
-        if not self.up:
-            v = self.info.video
-            h.stream_up(v.codec, v.width, v.height)
-            self.up = True
-        if params is not None:
-            h.parameter_sets(params)
-        h.frame(len(p.data), now)
-        self.fanout.publish(p)
+        self.sink.packet(Packet(VIDEO, length_prefix(nals), ts, ts, key, now, params))
 
     def _audio(self, payload: memoryview, ts: int) -> None:
         now = self.clock.monotonic()
@@ -210,11 +193,7 @@ class Receiver:
         else:
             frames.append((bytes(payload), ts))
         for data, t in frames:
-            p = Packet(AUDIO, data, t, t, True, now, None)
-            if self.recorder is not None:
-                self.recorder.packet(p)
-            self.health.audio(len(data))
-            self.fanout.publish(p)
+            self.sink.packet(Packet(AUDIO, data, t, t, True, now, None))
 
     # --- time and RTCP -------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ import errno
 import functools
 import logging
 import os
+import queue
 import selectors
 import socket
 import threading
@@ -29,11 +30,10 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from vms.cameras.relay import Fanout
 from vms.clock import Clock
-from vms.config import CameraConfig, IngestConfig
+from vms.config import CameraConfig, IngestConfig, StreamConfig
 from vms.health import CameraHealth
-from vms.ingest.pyav_reader import Backoff
+from vms.ingest.backoff import Backoff
 from vms.ingest.receiver import Receiver
 from vms.ingest.rtp import Media, aggregate_control, offered, parse_sdp
 from vms.ingest.rtsp_headers import (
@@ -49,8 +49,7 @@ from vms.ingest.rtsp_headers import (
     parse_session,
     parse_transport,
 )
-from vms.media import AudioInfo, StreamInfo, VideoInfo, dimensions
-from vms.recording.recorder import Recorder
+from vms.media import AudioInfo, StreamInfo, StreamSink, VideoInfo, dimensions
 
 log = logging.getLogger(__name__)
 
@@ -77,24 +76,23 @@ class Session:
     def __init__(
         self,
         camera: CameraConfig,
+        stream: StreamConfig,
         *,
-        recorder: Recorder | None,
-        fanout: Fanout,
+        sink: StreamSink,
         health: CameraHealth,
         config: IngestConfig,
         clock: Clock,
     ) -> None:
         self.camera = camera
-        self.recorder = recorder
-        self.fanout = fanout
+        self.sink = sink
         self.health = health
         self.config = config
         self.clock = clock
         self.log = logging.LoggerAdapter(log, {"camera": camera.id})
-        parts = urllib.parse.urlsplit(camera.main.url)
+        parts = urllib.parse.urlsplit(stream.url)
         self.host = parts.hostname or ""
         self.port = parts.port or 554
-        self.url = camera.main.url
+        self.url = stream.url
         self.backoff = Backoff(config)
         self.sock: socket.socket | None = None
         self.retry_at = 0.0
@@ -377,16 +375,14 @@ class Session:
         info = StreamInfo(VideoInfo(v.codec, v.rate, width, height, v.params), audio)
         self.info = info
         self.rx = Receiver(
-            v, self.audio, info, recorder=self.recorder, fanout=self.fanout,
-            health=self.health, clock=self.clock, log=self.log, now=now,
+            v, self.audio, info, sink=self.sink, health=self.health, clock=self.clock,
+            log=self.log, now=now,
         )  # fmt: skip
         self.log.info(
             "stream open: %s %dx%d%s (native reader)", v.codec, width, height,
             f", audio {audio.codec} {audio.sample_rate} Hz" if audio else "",
         )  # fmt: skip
-        if self.recorder is not None:
-            self.recorder.stream_started(info)
-        self.fanout.stream_started(info)
+        self.sink.started(info)
 
     # --- media ---------------------------------------------------------------------------
 
@@ -436,7 +432,7 @@ class Session:
             view.release()
         del buf[:i]
 
-    def close(self, sel: selectors.BaseSelector) -> None:
+    def close(self, sel: selectors.BaseSelector, reason: str = "stopped") -> None:
         if self.sock is not None:
             with contextlib.suppress(KeyError, ValueError):
                 sel.unregister(self.sock)
@@ -445,8 +441,8 @@ class Session:
                     self._send("TEARDOWN", self.control_url)
             self.sock.close()
             self.sock = None
-        if self.step == "playing" and self.recorder is not None:
-            self.recorder.stream_stopped()
+        if self.step == "playing":
+            self.sink.stopped(reason)
         self.step = "idle"
 
 
@@ -463,26 +459,64 @@ class Reactor:
         self.sessions: list[Session] = []
         # The longest round (timers, select, reads, recording): what any camera may have waited.
         self.max_round_s = 0.0
+        # Sessions added or removed while running: applied by the reactor thread at the start
+        # of a round, so the hot path never takes a lock.
+        self._changes: queue.SimpleQueue[tuple[Session, threading.Event | None]] = (
+            queue.SimpleQueue()
+        )
+        self._lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, name="rtsp-reactor", daemon=True)
 
     def add(self, session: Session) -> None:
         # Spread the first connections (20 ms apart): 200 cameras opening in the same instant
         # make a storm of handshakes that a camera farm or a VMS gateway answers late.
-        session.retry_at = self.clock.monotonic() + CONNECT_SPREAD_S * len(self.sessions)
-        self.sessions.append(session)
+        with self._lock:
+            if not self.thread.is_alive():
+                session.retry_at = self.clock.monotonic() + CONNECT_SPREAD_S * len(self.sessions)
+                self.sessions.append(session)
+                return
+        self._changes.put((session, None))
+
+    def remove(self, session: Session, timeout: float = 5.0) -> bool:
+        """Close ``session`` (TEARDOWN) and forget it; once this returns True the session
+        publishes nothing more. False when the reactor did not answer within ``timeout``."""
+        with self._lock:
+            if not self.thread.is_alive():
+                if session in self.sessions:
+                    self.sessions.remove(session)
+                return True
+            done = threading.Event()
+            self._changes.put((session, done))
+        return done.wait(timeout)
 
     def start(self) -> None:
-        if self.sessions:
-            self.thread.start()
+        with self._lock:
+            if not self.thread.is_alive():
+                self.thread.start()
 
     def join(self, timeout: float) -> bool:
         if self.thread.is_alive():
             self.thread.join(timeout)
         return not self.thread.is_alive()
 
+    def _apply_changes(self, sel: selectors.BaseSelector) -> None:
+        while True:
+            try:
+                session, removed = self._changes.get_nowait()
+            except queue.Empty:
+                return
+            if removed is None:
+                session.retry_at = self.clock.monotonic()
+                self.sessions.append(session)
+                continue
+            if session in self.sessions:
+                self.sessions.remove(session)
+                session.close(sel, "camera removed")
+            removed.set()
+
     def _fail(self, s: Session, sel: selectors.BaseSelector, reason: str) -> None:
         streamed = self.clock.monotonic() - s.playing_since if s.step == "playing" else 0.0
-        s.close(sel)
+        s.close(sel, reason)
         delay = s.backoff.next(streamed)
         s.retry_at = self.clock.monotonic() + delay
         s.health.stream_down(reason)
@@ -508,6 +542,8 @@ class Reactor:
         try:
             while not self.stop.is_set():
                 round_start = time.monotonic()
+                if not self._changes.empty():
+                    self._apply_changes(sel)
                 now = self.clock.monotonic()
                 if now >= next_tick:  # timers: starts, retries, stalls, keepalives
                     next_tick = now + TICK_S
@@ -542,6 +578,9 @@ class Reactor:
         finally:
             for s in self.sessions:
                 s.close(sel)
-                if s.recorder is not None:
-                    s.recorder.close()
             sel.close()
+            with self._lock:  # removals asked for while stopping: nothing runs them any more
+                while not self._changes.empty():
+                    _, removed = self._changes.get_nowait()
+                    if removed is not None:
+                        removed.set()

@@ -23,17 +23,24 @@ import threading
 import zlib
 from collections.abc import Callable
 
-from vms.catalog.store import MAIN, Catalog
+from vms.catalog.store import Catalog
 from vms.clock import Clock
 from vms.config import RecordingConfig
 from vms.errors import VmsError
-from vms.health import CameraHealth
-from vms.media import AAC, AUDIO, AudioInfo, Packet, ParameterSets, StreamInfo, dimensions
+from vms.media import (
+    AAC,
+    AUDIO,
+    MAIN,
+    STREAM_NAMES,
+    AudioInfo,
+    Packet,
+    ParameterSets,
+    StreamInfo,
+    dimensions,
+)
 from vms.recording import mp4
 from vms.recording.storage import Storage
-from vms.recording.writer import Fragment, RecorderStats, SegmentFile, Writers
-
-STREAM_NAMES = {0: "main", 1: "sub"}
+from vms.recording.writer import Fragment, RecorderStats, RecordingEvents, SegmentFile, Writers
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +89,7 @@ class Recorder:
         writers: Writers,
         clock: Clock,
         config: RecordingConfig,
-        health: CameraHealth,
+        events: RecordingEvents,
         on_storage_trouble: Callable[[], None] = lambda: None,
         roots: list[str] | None = None,
         stream: int = MAIN,
@@ -94,7 +101,7 @@ class Recorder:
         self.writers = writers
         self.clock = clock
         self.config = config
-        self.health = health
+        self.events = events
         self.on_storage_trouble = on_storage_trouble
         self.roots = roots
         self.stats = RecorderStats()
@@ -293,7 +300,7 @@ class Recorder:
             camera_id=self.camera_id, stream=self.stream, root=root, rel=rel, start_us=start,
             media_start=media_start, codec=video.codec, width=width, height=height,
             has_audio=info.audio is not None, timescale=video.timescale,
-            init=mp4.init_segment(stream), stats=self.stats, health=self.health,
+            init=mp4.init_segment(stream), stats=self.stats, events=self.events,
             on_trouble=self.on_storage_trouble,
         )  # fmt: skip
         self.writers.catalog_thread.submit("open", file)
@@ -504,11 +511,11 @@ class Recorder:
 
     def _storage_failed(self, message: str) -> None:
         """No root can take the segment (all refused, or full)."""
-        if self.health.record_error != message:
+        if self.events.record_error != message:
             self._log.error(
                 "recording stopped: %s (retrying every %.0f s)", message, STORAGE_RETRY_S
             )
-        self.health.record_failed(message)
+        self.events.record_failed(message)
         self._retry_at = self.clock.monotonic() + STORAGE_RETRY_S
         self.on_storage_trouble()
 

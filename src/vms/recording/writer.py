@@ -24,17 +24,31 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from vms.catalog.store import Catalog
 from vms.errors import Kind, VmsError
-from vms.health import CameraHealth
+from vms.media import FragmentWritten
 from vms.recording.segment import SegmentWriter
 from vms.recording.storage import Root
 
 log = logging.getLogger(__name__)
 
 CATALOG_RETRY_S = (0.5, 5.0)  # first and longest wait between retries of a row
+
+
+class RecordingEvents(Protocol):
+    """What the recorder and its root writer report, from their threads (the camera stream's
+    pipeline: health and subscribers). None of it may block."""
+
+    @property
+    def record_error(self) -> str | None: ...
+
+    def record_failed(self, error: str) -> None: ...
+
+    def record_ok(self) -> None: ...
+
+    def fragment_written(self, f: FragmentWritten) -> None: ...
 
 
 @dataclasses.dataclass
@@ -84,7 +98,7 @@ class SegmentFile:
         timescale: int,
         init: bytes,
         stats: RecorderStats,
-        health: CameraHealth,
+        events: RecordingEvents,
         on_trouble: Callable[[], None],
     ) -> None:
         self.camera_id = camera_id
@@ -100,7 +114,7 @@ class SegmentFile:
         self.timescale = timescale
         self.init = init
         self.stats = stats
-        self.health = health
+        self.events = events
         self.on_trouble = on_trouble
         self.id: int | None = None
         self.file: SegmentWriter | None = None
@@ -187,6 +201,7 @@ class RootWriter:
             st.written_ticks += frag.duration
             return
         t0 = self.clock.monotonic()
+        offset = seg.file.size
         try:
             seg.file.append(frag.buffers, frag.start, frag.duration, frag.keyframe, frag.samples)
         except OSError as e:
@@ -209,9 +224,17 @@ class RootWriter:
         st.written_ticks += frag.duration
         seg.written_end_us = seg.start_us + seg.file.index.duration * 1_000_000 // seg.timescale
         self.root.set_open_bytes(id(seg), seg.file.size)
-        if self.root.write_error is not None or seg.health.record_error is not None:
+        if self.root.write_error is not None or seg.events.record_error is not None:
             self.root.write_error = None
-            seg.health.record_ok()
+            seg.events.record_ok()
+        seg.events.fragment_written(
+            FragmentWritten(
+                seg.camera_id, seg.stream, self.root.name, seg.rel, seg.start_us, offset,
+                seg.file.size - offset, seg.media_start + frag.start, frag.duration,
+                seg.timescale, seg.start_us + frag.start * 1_000_000 // seg.timescale,
+                frag.keyframe,
+            )
+        )  # fmt: skip
 
     def _close(self, seg: SegmentFile) -> None:
         if seg.closed:
@@ -254,9 +277,9 @@ class RootWriter:
     def _failed(self, seg: SegmentFile, message: str) -> None:
         seg.failed = message
         self.root.write_error = message
-        if seg.health.record_error != message:
+        if seg.events.record_error != message:
             log.error("recording stopped: %s", message, extra={"camera": seg.camera_id})
-        seg.health.record_failed(message)
+        seg.events.record_failed(message)
         seg.on_trouble()
 
 
