@@ -14,9 +14,12 @@ import pytest
 import sqlalchemy as sa
 
 from vms import config as config_mod
+from vms.cameras.pipeline import StreamPipeline
+from vms.cameras.relay import Relay
 from vms.catalog.store import Catalog
 from vms.clock import SimulatedClock
 from vms.health import CameraHealth
+from vms.media import MAIN
 from vms.recording.recorder import Recorder
 from vms.recording.storage import Storage
 from vms.recording.writer import Writers
@@ -108,6 +111,7 @@ class Rig:
     health: CameraHealth
     root: Path
     writers: Writers
+    pipeline: StreamPipeline
 
     def stop(self) -> None:
         """End the stream and wait until its files and rows are written."""
@@ -148,9 +152,11 @@ def make_rig(
     storage.verify()
     catalog.ensure_camera(camera, camera)
     health = CameraHealth(camera, clock)
+    pipeline = StreamPipeline(camera, MAIN, health, Relay())
     writers = Writers(catalog, clock)
     rec = Recorder(
         camera, catalog=catalog, storage=storage, writers=writers, clock=clock,
-        config=cfg.recording, health=health,
+        config=cfg.recording, events=pipeline,
     )  # fmt: skip
-    return Rig(rec, catalog, storage, clock, health, root, writers)
+    pipeline.recorder = rec
+    return Rig(rec, catalog, storage, clock, health, root, writers, pipeline)

@@ -8,6 +8,7 @@ recording in real time meanwhile (one camera's trouble must never stall another'
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -25,6 +26,7 @@ import av
 import pytest
 import yaml
 
+from tests.support.app import running_app
 from tests.support.bad_rtsp import Garbage, StallAfterPlay, StallBeforePlay
 from tests.support.polling import free_port, wait_for
 from vms import config as config_mod
@@ -68,12 +70,15 @@ def config_dict(
 
 
 def build(tmp_path: Path, cameras: list[dict[str, Any]], **kw: Any) -> Server:
-    return Server(config_mod.from_dict(config_dict(tmp_path, cameras, **kw)))
+    """A server with its cameras built and no reader running yet (``serving`` runs them)."""
+    server = Server(config_mod.from_dict(config_dict(tmp_path, cameras, **kw)))
+    server.open()
+    return server
 
 
 @contextlib.contextmanager
 def serving(server: Server) -> Iterator[Server]:
-    server.start()
+    server.run()
     try:
         yield server
     finally:
@@ -378,15 +383,16 @@ def test_udp_transport(tmp_path: Path) -> None:
 # --- fan-out, shutdown ---------------------------------------------------------------------
 
 
-def test_subscriber_that_never_polls_does_not_hold_back_recording(
+def test_asyncio_subscriber_that_never_reads_does_not_hold_back_recording(
     tmp_path: Path, clips: dict[str, Path]
 ) -> None:
-    srv = build(tmp_path, [camera("cam", clips["h264"].as_uri())])
-    cam = srv.camera("cam")
-    assert cam.recorder is not None
-    stats, health = cam.recorder.stats, cam.health
-    sub = cam.fanout.subscribe(maxlen=8)
-    with serving(srv):
+    cfg = config_mod.from_dict(config_dict(tmp_path, [camera("cam", clips["h264"].as_uri())]))
+    with running_app(cfg) as (client, srv):
+        cam = srv.camera("cam")
+        assert cam.recorder is not None and client.portal is not None
+        stats, health = cam.recorder.stats, cam.health
+        # Subscribed on the app's event loop, and never read.
+        sub = client.portal.call(functools.partial(cam.relay.subscribe, maxlen=8))
         wait_for(lambda: health.frames > 0, 20, "the first frame")
         t0, f0 = time.monotonic(), health.frames
         wait_for(lambda: health.frames >= f0 + 75, 20, "three seconds of frames")
@@ -395,11 +401,9 @@ def test_subscriber_that_never_polls_does_not_hold_back_recording(
         # Recording is at most the fragment being gathered and one at its root's writer (a
         # second each) plus the held frame behind ingest.
         assert health.frames - stats.frames_written <= 2 * CLIP_FPS + 2
-        assert sub.dropped > 0
-        assert len(sub) == 8
+        wait_for(lambda: sub.dropped > 0, 20, "the subscriber's queue overflowing")
+        assert len(sub) <= 8 + 4  # the bound, plus stream starts and fragment announcements
     assert stats.frames_dropped == 0
-    assert stats.frames_written == health.frames, "every frame that arrived is on disk"
-    assert sub.dropped == health.frames - 8
 
 
 def test_sigterm_closes_every_open_segment(tmp_path: Path, clips: dict[str, Path]) -> None:

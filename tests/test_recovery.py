@@ -15,12 +15,15 @@ import pytest
 
 from tests.conftest import Rig
 from tests.support.polling import wait_for
+from vms.cameras.pipeline import StreamPipeline
+from vms.cameras.relay import Relay
 from vms.catalog.store import CLOSED, OPEN, QUARANTINED, Catalog, segments
 from vms.clock import SystemClock
 from vms.config import from_dict, load
 from vms.errors import Kind, VmsError
 from vms.health import CameraHealth
 from vms.ingest.pyav_source import read_clip
+from vms.media import MAIN
 from vms.recording import check
 from vms.recording.recorder import Recorder
 from vms.recording.recovery import recover
@@ -263,7 +266,8 @@ def test_check_cli_reports_and_repairs(tmp_path: Path, clips: dict[str, Path]) -
     writers = Writers(cat, clock)
     rec = Recorder(
         "cam0", catalog=cat, storage=storage, writers=writers, clock=clock,
-        config=loaded.recording, health=CameraHealth("cam0", clock),
+        config=loaded.recording,
+        events=StreamPipeline("cam0", MAIN, CameraHealth("cam0", clock), Relay()),
     )  # fmt: skip
     info, packets = read_clip(clips["h264"])
     rec.stream_started(info)
@@ -307,7 +311,7 @@ def test_repair_is_refused_while_a_server_holds_the_data_directory(
         assert read_only.returncode == 0, read_only.stdout + read_only.stderr
         assert "a server is running" in read_only.stdout
         with pytest.raises(VmsError) as e:
-            Server(load(cfg_path))
+            Server(load(cfg_path)).start()
         assert e.value.kind == Kind.UNAVAILABLE
         assert "in use by another vms process" in e.value.message
     finally:

@@ -63,12 +63,14 @@ def build(
         },
         "cameras": [{"id": "cam", "main": {"url": url}}],
     }  # fmt: skip
-    return Server(config_mod.from_dict(cfg))
+    server = Server(config_mod.from_dict(cfg))
+    server.open()  # cameras built, no reader yet: ``serving`` runs them
+    return server
 
 
 @contextlib.contextmanager
 def serving(server: Server) -> Iterator[Camera]:
-    server.start()
+    server.run()
     try:
         yield server.camera("cam")
     finally:
@@ -303,12 +305,12 @@ class Collector:
     """Drains a fan-out subscription: the video that the recorder was handed, in order."""
 
     def __init__(self, cam: Camera) -> None:
-        self.sub = cam.fanout.subscribe(maxlen=100_000)
+        self.sub = cam.relay.subscribe_blocking(maxlen=100_000)
         self.video: list[Packet] = []
 
     def drain(self) -> list[Packet]:
-        while (p := self.sub.poll()) is not None:
-            if p.kind == VIDEO:
+        while (p := self.sub.get(0)) is not None:
+            if isinstance(p, Packet) and p.kind == VIDEO:
                 self.video.append(p)
         return self.video
 

@@ -17,13 +17,14 @@ from tests.support.captures import load_scenarios
 from tests.support.dialect_server import DialectServer
 from tests.support.polling import wait_for
 from tests.support.rtp_media import Clip, encode_clip
-from vms.cameras.relay import Fanout
+from vms.cameras.pipeline import StreamPipeline
+from vms.cameras.relay import Relay
 from vms.clock import SystemClock
 from vms.config import CameraConfig, IngestConfig
 from vms.health import CameraHealth
 from vms.ingest import rtp, rtsp
 from vms.ingest import rtsp_headers as headers
-from vms.media import AAC, H264, HEVC, PCMA, PCMU, dimensions
+from vms.media import AAC, H264, HEVC, MAIN, PCMA, PCMU, dimensions
 
 
 def session(username: str, password: str) -> rtsp.Session:
@@ -36,10 +37,9 @@ def session(username: str, password: str) -> rtsp.Session:
         }
     )
     clock = SystemClock()
-    return rtsp.Session(
-        cam, recorder=None, fanout=Fanout(), health=CameraHealth("c", clock),
-        config=IngestConfig(), clock=clock,
-    )  # fmt: skip
+    health = CameraHealth("c", clock)
+    sink = StreamPipeline("c", MAIN, health, Relay())
+    return rtsp.Session(cam, cam.main, sink=sink, health=health, config=IngestConfig(), clock=clock)
 
 
 def test_digest_response_matches_rfc_2617(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -261,10 +261,9 @@ def reading(url: str) -> Iterator[rtsp.Session]:
     config = IngestConfig(
         open_timeout_s=3, stall_timeout_s=3, backoff_initial_s=0.3, backoff_max_s=0.6
     )
-    session = rtsp.Session(
-        cam, recorder=None, fanout=Fanout(), health=CameraHealth("cam", clock), config=config,
-        clock=clock,
-    )  # fmt: skip
+    health = CameraHealth("cam", clock)
+    sink = StreamPipeline("cam", MAIN, health, Relay())
+    session = rtsp.Session(cam, cam.main, sink=sink, health=health, config=config, clock=clock)
     reactor.add(session)
     reactor.start()
     try:

@@ -12,11 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
 from tests.conftest import Rig
+from tests.support.app import running_app
 from tests.support.polling import wait_for
-from vms.api.routes import create_app
 from vms.catalog.store import CLOSED, Catalog
 from vms.config import from_dict
 from vms.errors import Kind, VmsError
@@ -163,7 +162,7 @@ def test_missing_root_at_start(tmp_path: Path, clips: dict[str, Path]) -> None:
     good.mkdir()
     raw = _server_config(tmp_path, clips["h264"], [{"name": "gone", "path": str(missing)}])
     with pytest.raises(VmsError) as e:
-        Server(from_dict(raw))
+        Server(from_dict(raw)).start()
     assert e.value.kind == Kind.STORAGE_MISSING and str(missing) in e.value.message
     cfg_file = tmp_path / "vms.yaml"
     cfg_file.write_text(json.dumps(raw))
@@ -313,9 +312,6 @@ def test_a_disk_filled_by_someone_else_is_reported_until_the_space_returns(
         [{"name": "small", "path": str(small_disk), "min_free_bytes": min_free}],
         cam=["small"],
     )  # fmt: skip
-    server = Server(from_dict(raw))
-    client = TestClient(create_app(server))
-    root, cam = server.storage.roots[0], server.cameras[0]
     foreign = small_disk / "foreign.bin"
     reason = "are not recordings; recordings were deleted early to keep writing"
 
@@ -324,8 +320,8 @@ def test_a_disk_filled_by_someone_else_is_reported_until_the_space_returns(
         lines = client.get("/metrics").text.splitlines()
         return float(next(line for line in lines if line.startswith(prefix)).split()[-1])
 
-    server.start()
-    try:
+    with running_app(from_dict(raw)) as (client, server):
+        root, cam = server.storage.roots[0], server.cameras[0]
         wait_for(lambda: len(server.catalog.segments(state=CLOSED)) >= 3, timeout=30)
         assert client.get("/healthz").json()["roots"] == {"small": "ok"}
         assert early_metric() == 0
@@ -354,8 +350,6 @@ def test_a_disk_filled_by_someone_else_is_reported_until_the_space_returns(
         assert item["state"] == "ok" and item["warning"] is None
         wait_for(lambda: cam.health.state == State.ONLINE, 10, "the camera online")
         assert cam.health.snapshot()["last_error"] is None
-    finally:
-        server.stop()
         with contextlib.suppress(FileNotFoundError):
             foreign.unlink()
 

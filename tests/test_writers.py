@@ -172,10 +172,11 @@ def test_a_slow_root_delays_only_its_own_cameras(tmp_path: Path) -> None:
             {"id": "slow1", "main": {"url": standin.url}, "roots": ["slow"]},
         ]
         server = Server(from_dict(_config(tmp_path, cams)))
+        server.open()
         server.storage.roots[1].io = SlowIO(2.0)  # the bench's slow disk
         fast = [server.camera("fast1"), server.camera("fast2")]
         slow = server.camera("slow1")
-        server.start()
+        server.run()
         try:
             for cam in [*fast, slow]:
                 wait_for(lambda c=cam: c.health.state == State.ONLINE, 15, f"{cam.config.id}")

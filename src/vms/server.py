@@ -164,7 +164,19 @@ class Server:
     ) -> None:
         """Build everything and start recording; ``loop`` is where relays deliver to asyncio
         subscribers (none: subscribers are threads only); ``prepare`` (benchmark instruments)
-        adjusts the storage, or a test hooks into a camera, before any reader starts."""
+        adjusts the storage before any reader starts."""
+        self.open(loop)
+        if prepare is not None:
+            try:
+                prepare(self)
+            except BaseException:
+                self.stop()
+                raise
+        self.run()
+
+    def open(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """The first half of :meth:`start`: lock, catalog, storage, recovery, writers, and
+        every camera's pipelines, with no reader running yet."""
         self.loop = loop
         # Before recovery: it rewrites files and rows, which only one process may do.
         self.lock.acquire()
@@ -172,19 +184,20 @@ class Server:
             self._build()
             for cfg in self.config.cameras:
                 self._add(cfg)
-            if prepare is not None:
-                prepare(self)
         except BaseException:
             catalog = getattr(self, "catalog", None)
             if catalog is not None:
                 catalog.close()
             self.lock.release()
             raise
+        self.started = True
+
+    def run(self) -> None:
+        """The second half of :meth:`start`: retention and every camera's readers."""
         self._retention_thread.start()
         for cam in self._cameras.values():
             self._start_readers(cam)
         self.reactor.start()
-        self.started = True
         log.info(
             "recording %d camera(s) on %d storage root(s)",
             sum(1 for c in self._cameras.values() if c.recorders),

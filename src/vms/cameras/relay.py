@@ -27,6 +27,7 @@ import asyncio
 import collections
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from typing import Union
 
@@ -45,26 +46,26 @@ class _Queue:
         self.packets = 0  # packets queued: the bound applies to them
         self.maxlen = maxlen
         self.skip = True  # until a video keyframe
+        self.behind = False  # skipping because this subscriber overflowed (counted as dropped)
         self.dropped = 0
         self.closed = False
 
     def offer(self, batch: list[Item]) -> None:
         for it in batch:
             if isinstance(it, Packet):
-                if self.skip:
-                    if it.kind != VIDEO or not it.keyframe:
-                        continue
-                    self.skip = False
                 if self.packets >= self.maxlen:
                     self._overflow()
+                if self.skip:
                     if it.kind != VIDEO or not it.keyframe:
+                        self.dropped += self.behind
                         continue
-                    self.skip = False
+                    self.skip = self.behind = False
                 self.items.append(it)
                 self.packets += 1
             else:
                 if isinstance(it, StreamStart):
                     self.skip = True  # a new stream starts at its first keyframe
+                    self.behind = False
                 self.items.append(it)
 
     def _overflow(self) -> None:
@@ -72,7 +73,7 @@ class _Queue:
         self.dropped += self.packets
         self.items = collections.deque(kept)
         self.packets = 0
-        self.skip = True
+        self.skip = self.behind = True
 
     def pop(self) -> Item | None:
         try:
@@ -158,12 +159,17 @@ class BlockingSubscription:
 
     def get(self, timeout: float | None = None) -> Item | None:
         """The next item; None when ``timeout`` passed first or the relay closed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            it = self._q.pop()
-            if it is None and not self._q.closed:
-                self._cond.wait(timeout)
+            while True:
                 it = self._q.pop()
-            return it
+                if it is not None or self._q.closed:
+                    return it
+                # Woken for a batch that held nothing for us (skipped packets): wait on.
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._cond.wait(left)
 
     def __iter__(self) -> Iterator[Item]:
         while True:
