@@ -6,7 +6,6 @@ own job, on a quiet machine).
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import shutil
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from vms.bench import run_bench
+from vms.bench import cli
 from vms.bench.report import emit, percentile
 from vms.standin import gstreamer_available
 
@@ -26,17 +25,9 @@ pytestmark = pytest.mark.skipif(
 ENVELOPE = {"bench", "quick", "figures", "peer", "ratio", "ok", "target", "machine"}
 
 
-def _run(capsys: pytest.CaptureFixture[str], **kwargs: Any) -> dict[str, Any]:
-    ns = {
-        "quick": True,
-        "json": True,
-        "cameras": None,
-        "seconds": None,
-        "no_peer": False,
-        "kills": None,
-    }
-    ns.update(kwargs)
-    rc = run_bench(argparse.Namespace(**ns))
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
+    """``vms bench ARGV --quick --json``, parsed as the command parses it."""
+    rc = cli.run(cli.parser().parse_args([*argv, "--quick", "--json"]))
     out = capsys.readouterr().out
     assert out.count("\n") == 1, "exactly one JSON object on stdout"
     result: dict[str, Any] = json.loads(out)
@@ -57,7 +48,7 @@ def test_percentile() -> None:
 @pytest.mark.timeout(120)  # a smoke test of correctness; 20 s on a quiet machine
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg (the peer) missing")
 def test_recording_smoke(capsys: pytest.CaptureFixture[str]) -> None:
-    result = _run(capsys, name="recording", cameras=2, seconds=3.0)
+    result = _run(capsys, "recording", "--cameras", "2", "--seconds", "3")
     assert result["bench"] == "recording"
     f, peer, ratio = result["figures"], result["peer"], result["ratio"]
     assert f["cameras"] == 2 and 2.5 <= f["seconds"] <= 6
@@ -76,7 +67,7 @@ def test_recording_smoke(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.timeout(120)  # a smoke test of correctness; 20 s on a quiet machine
 def test_crash_smoke(capsys: pytest.CaptureFixture[str]) -> None:
-    result = _run(capsys, name="crash", kills=6, seconds=0.5, cameras=2)
+    result = _run(capsys, "crash", "--kills", "6", "--seconds", "0.5", "--cameras", "2")
     assert result["bench"] == "crash"
     assert result["peer"] is None and result["ratio"] is None
     f = result["figures"]

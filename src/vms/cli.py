@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
-import signal
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vms import __version__
 from vms import config as config_mod
 from vms.errors import Kind, VmsError
-
-if TYPE_CHECKING:
-    from vms.server import Server
 
 log = logging.getLogger("vms")
 
@@ -107,59 +104,43 @@ def _parser() -> argparse.ArgumentParser:
         help="leave open segments alone (being written); found from the server's lock otherwise",
     )
 
-    bench = sub.add_parser("bench", help="run a benchmark (see bench/README.md)")
-    bench.add_argument("name", choices=["recording", "crash"])
-    bench.add_argument("--quick", action="store_true", help="small run, under 50 s")
-    bench.add_argument("--json", action="store_true", help="print exactly one JSON object")
-    bench.add_argument("--cameras", type=int, help="override the number of cameras")
-    bench.add_argument("--seconds", type=float, help="override the run length")
-    bench.add_argument("--no-peer", action="store_true", help="skip the ffmpeg peer run")
-    bench.add_argument(
-        "--slow-root",
-        action="store_true",
-        help="recording: a tenth of the cameras on a storage root whose every write and sync "
-        "takes 2 s; the others must lose nothing",
-    )
-    bench.add_argument("--kills", type=int, help="crash: number of kill -9 (50 quick, 500 full)")
+    # Listed here for the help; its arguments are vms.bench.cli's (see main).
+    sub.add_parser("bench", help="run a benchmark (see bench/README.md)")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command is None:
-        _parser().print_help()
-        return EXIT_USAGE
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command: Callable[[argparse.Namespace], int]
+    if argv[:1] == ["bench"]:
+        # Reached by name, and only for this command: nothing the server runs imports a
+        # benchmark or a stand-in camera (import-linter's contracts in pyproject.toml).
+        bench = importlib.import_module("vms.bench.cli")
+        args = bench.parser().parse_args(argv[1:])
+        command = bench.run
+    else:
+        args = _parser().parse_args(argv)
+        commands = {"serve": _serve, "status": _status, "check": _check}
+        if args.command not in commands:
+            _parser().print_help()
+            return EXIT_USAGE
+        command = commands[args.command]
     from vms import log as log_setup
 
     log_setup.setup("warning" if getattr(args, "json", False) else "info")
     try:
-        if args.command == "serve":
-            return _serve(args)
-        if args.command == "status":
-            return _status(args)
-        if args.command == "check":
-            return _check(args)
-        if args.command == "bench":
-            from vms.bench import run_bench
-
-            return run_bench(args)
+        return command(args)
     except VmsError as e:
         print(f"vms: {e}", file=sys.stderr)
         return EXIT_USAGE if e.kind in (Kind.INVALID_ARGUMENT, Kind.STORAGE_MISSING) else 1
     except KeyboardInterrupt:
         return 130
-    return EXIT_USAGE
 
 
-def _serve(args: argparse.Namespace, prepare: Callable[[Server], None] | None = None) -> int:
-    """``vms serve``; ``prepare`` (benchmark instruments only) adjusts the server before its
-    cameras start."""
-    import asyncio
-
-    import uvicorn
-
-    from vms import log as log_setup
-    from vms.app import create_app, server_of
+def _serve(args: argparse.Namespace) -> int:
+    # Imported here: the server, the API and uvicorn take a while to load, and only serve needs
+    # them. The demo (stand-in cameras) is loaded for --demo alone.
+    from vms import serve
 
     if args.demo:
         from vms.demo import demo_config
@@ -168,27 +149,7 @@ def _serve(args: argparse.Namespace, prepare: Callable[[Server], None] | None = 
         cfg = demo_config(args.data_dir.resolve())
     else:
         cfg = config_mod.load(args.config)
-    overrides = {"port": args.port, "log_format": args.log_format}
-    if any(v is not None for v in overrides.values()):
-        # Re-validate: model_copy(update=...) would keep plain strings where enums belong.
-        fields = cfg.server.model_dump() | {k: v for k, v in overrides.items() if v is not None}
-        cfg = cfg.model_copy(update={"server": config_mod.ServerConfig.model_validate(fields)})
-    log_setup.setup(cfg.server.log_level, cfg.server.log_format.value)
-    app = create_app(cfg, prepare=prepare)
-    host, port = cfg.server.host, cfg.server.port
-    log.info("API on http://%s:%d once started (try: vms status --url http://%s:%d)",
-             host, port, host, port)  # fmt: skip
-    uv = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
-    )
-    # uvicorn re-raises SIGTERM once it has shut down; with the default handler that would end
-    # a clean stop with status -15. A no-op handler lets it return 0 (segments are closed).
-    signal.signal(signal.SIGTERM, lambda *_: None)
-    asyncio.run(uv.serve())
-    error = server_of(app).start_error
-    if error is not None:
-        raise error
-    return 0
+    return serve.run(serve.override(cfg, port=args.port, log_format=args.log_format))
 
 
 def _fetch(url: str) -> Any:

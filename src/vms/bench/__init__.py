@@ -1,13 +1,12 @@
-"""``vms bench NAME``: the benchmarks of the project (see bench/README.md).
+"""The benchmarks of the project (see bench/README.md); ``vms bench NAME`` is :mod:`vms.bench.cli`.
 
-This module dispatches to :mod:`vms.bench.recording` and :mod:`vms.bench.crash` and holds what
-both need: a VMS server run as a separate process (so the operating system accounts its CPU and
-memory), its temporary configuration, and small HTTP helpers for its API and ``/metrics``.
+This module holds what :mod:`vms.bench.recording` and :mod:`vms.bench.crash` both need: a VMS
+server run as a separate process (so the operating system accounts its CPU and memory), its
+temporary configuration, and small HTTP helpers for its API and ``/metrics``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -30,11 +29,11 @@ from typing import IO, Any
 import psutil
 import yaml
 
-from vms.bench.report import Progress, emit
+from vms.bench.report import Progress
 
 log = logging.getLogger(__name__)
 
-__all__ = ["VmsProcess", "free_port", "run_bench"]
+__all__ = ["VmsProcess", "free_port"]
 
 # Per-camera samples, and process-wide ones (no labels: keyed by "").
 _METRIC_LINE = re.compile(r'^(?P<name>[a-z_]+)(?:\{camera="(?P<camera>[^"]+)"\})? (?P<value>\S+)$')
@@ -256,22 +255,3 @@ def workdir(prefix: str) -> Iterator[str]:
             print(f"kept {path}", file=sys.stderr)
         else:
             shutil.rmtree(path, ignore_errors=True)
-
-
-def run_bench(args: argparse.Namespace) -> int:
-    """Run one benchmark; prints the result. Exit status 0 when its target is met, else 1."""
-    progress = Progress(enabled=not args.json)
-    if args.name == "recording":
-        from vms.bench import recording
-
-        result = recording.run(args, progress)
-    elif args.name == "crash":
-        import vms.bench.crash as crash_bench
-
-        result = crash_bench.run(args, progress)
-    else:
-        print(f"vms: no benchmark {args.name!r}", file=sys.stderr)
-        return 2
-    progress.done()
-    emit(result, args.json)
-    return 0 if result["ok"] else 1

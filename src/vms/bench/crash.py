@@ -17,9 +17,10 @@ the moment the camera went online in that iteration, if later): what was receive
 on disk. Restart: previous kill → the newest camera's first segment of the next iteration.
 
 Restarts fork a *zygote* (``python -m vms.bench.crash --zygote``) that has already imported the
-server, then run exactly ``vms serve --config``; the interpreter start (about 0.6 s) is thus out
-of the loop, and measured apart: ``cold_start_s`` starts ``python -m vms serve`` itself. Three
-lanes (servers with their own data directories) run at once so a quick run fits in 50 s.
+server, then run what ``vms serve --config`` runs (:func:`vms.serve.run`); the interpreter start
+(about 0.6 s) is thus out of the loop, and measured apart: ``cold_start_s`` starts
+``python -m vms serve`` itself. Three lanes (servers with their own data directories) run at
+once so a quick run fits in 50 s.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from typing import Any
 
 from vms.bench import VmsProcess, free_port, workdir, write_config
 from vms.bench.report import Progress, Result, envelope, spread
+from vms.errors import VmsError
 
 SEGMENT_SECONDS = 10.0
 TARGET = {"seconds_lost_per_camera_max": 1.0, "mismatches": 0}
@@ -99,9 +101,8 @@ class Zygote:
 
 
 def _zygote_main() -> int:
-    import vms.api.routes
-    import vms.cli
-    import vms.server  # imported before fork, so children start warm
+    from vms import serve  # imported before fork (with the server and the API): children start warm
+    from vms.config import load
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     out = sys.stdout
@@ -119,7 +120,9 @@ def _zygote_main() -> int:
             os.dup2(devnull, 0)
             code = 1
             try:
-                code = vms.cli.main(["serve", "--config", config])
+                code = serve.run(load(Path(config)))
+            except VmsError as e:
+                print(f"vms: {e}", file=sys.stderr, flush=True)  # into the log, as vms serve
             finally:
                 os._exit(code)
         out.write(f"{pid}\n")

@@ -12,7 +12,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from vms.cli import _serve
+from vms import serve
+from vms.config import load
 from vms.recording.segment import FileIO
 from vms.server import Server
 
@@ -36,16 +37,13 @@ def main() -> int:
     p.add_argument("--slow-root", required=True)
     p.add_argument("--delay", type=float, default=2.0)
     args = p.parse_args()
-    serve_args = argparse.Namespace(
-        config=args.config, demo=False, data_dir=None, port=None, log_format=None
-    )
 
     def prepare(server: Server) -> None:
         for root in server.storage.roots:
             if root.name == args.slow_root:
                 root.io = SlowIO(args.delay)
 
-    return _serve(serve_args, prepare)
+    return serve.run(load(args.config), prepare)
 
 
 if __name__ == "__main__":
