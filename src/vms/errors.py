@@ -5,6 +5,7 @@ Every failure the system reports on purpose is a :class:`VmsError` carrying a :c
     VmsError
       kind=INVALID_ARGUMENT   bad config, bad request parameter            -> HTTP 400, exit 2
       kind=NOT_FOUND          unknown camera, segment, root               -> HTTP 404
+      kind=CONFLICT           an id already in use (adding a camera)      -> HTTP 409
       kind=UNAVAILABLE        camera unreachable, stalled, refused        -> HTTP 503
       kind=STORAGE_FULL       no space left on any usable root             -> HTTP 507
       kind=STORAGE_MISSING    a root is missing, unmounted or swapped      -> HTTP 503
@@ -31,6 +32,7 @@ CAP = 64
 class Kind(enum.Enum):
     INVALID_ARGUMENT = "invalid_argument"
     NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
     UNAVAILABLE = "unavailable"
     STORAGE_FULL = "storage_full"
     STORAGE_MISSING = "storage_missing"
@@ -45,6 +47,7 @@ class Kind(enum.Enum):
 _HTTP = {
     Kind.INVALID_ARGUMENT: 400,
     Kind.NOT_FOUND: 404,
+    Kind.CONFLICT: 409,
     Kind.UNAVAILABLE: 503,
     Kind.STORAGE_FULL: 507,
     Kind.STORAGE_MISSING: 503,
