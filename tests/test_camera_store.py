@@ -3,6 +3,8 @@ run time, the migration from a catalog without them, and passwords encrypted at 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import stat
 from collections.abc import Iterator
@@ -220,12 +222,13 @@ def test_a_file_camera_gone_from_the_file_is_removed_and_restored_when_back(rig:
     assert row.removed_us == rig.clock.wall_us() and row.secret is None
     assert rig.catalog.segment(seg).camera_id == "yard", "its recordings stay"
     assert "yard" in rig.catalog.camera_ids(), "recovery and check still know its files"
-    assert rig.seed(cam("door")) == SeedReport(kept=("door",)), "removed once, not again"
 
-    report = rig.seed(cam("door"), cam("yard"))
+    report = rig.seed(cam("door"), cam("yard"))  # the same entry as before
     assert report == SeedReport(kept=("door",), restored=("yard",))
     assert rig.store.get("yard") == cam("yard")
     assert rig.row("yard").removed_us is None
+    assert rig.seed(cam("door")).removed == ("yard",)
+    assert rig.seed(cam("door")) == SeedReport(kept=("door",)), "removed once, not again"
 
 
 def test_a_removal_made_at_run_time_survives_restarts_until_the_entry_is_edited(rig: Rig) -> None:
@@ -375,6 +378,22 @@ def test_without_the_key_file_nothing_decrypts(rig: Rig, tmp_path: Path) -> None
     assert e.value.kind == Kind.CORRUPT
     assert "does not decrypt" in e.value.message and "door" in e.value.message
     assert PASSWORD not in str(e.value)
+
+
+def test_the_seed_digest_does_not_confirm_a_guessed_password(rig: Rig, tmp_path: Path) -> None:
+    """Anyone with the catalog has the entry but the password: a plain hash of the entry would
+    let them try guesses. The digest is keyed, so without the key file even the right guess
+    does not give the stored value."""
+    rig.seed(cam("door"))
+    stored = rig.row("door").seed
+    assert stored == rig.store.entry_digest(cam("door"))
+    assert stored != rig.store.entry_digest(cam("door", password=OTHER_PASSWORD))
+    guesser = CameraStore(rig.catalog, Secrets(tmp_path / "guesser"))
+    assert guesser.entry_digest(cam("door")) != stored
+    data = cam("door").model_dump(mode="json", exclude={"password"})
+    for password in (PASSWORD, hashlib.sha256(PASSWORD.encode()).hexdigest()):
+        text = json.dumps({**data, "password": password}, sort_keys=True, separators=(",", ":"))
+        assert hashlib.sha256(text.encode()).hexdigest() != stored
 
 
 def test_a_password_moved_to_another_camera_does_not_decrypt(rig: Rig) -> None:
