@@ -5,6 +5,7 @@ Every failure the system reports on purpose is a :class:`VmsError` carrying a :c
     VmsError
       kind=INVALID_ARGUMENT   bad config, bad request parameter            -> HTTP 400, exit 2
       kind=NOT_FOUND          unknown camera, segment, root               -> HTTP 404
+      kind=CONFLICT           an id already in use (adding a camera)      -> HTTP 409
       kind=UNAVAILABLE        camera unreachable, stalled, refused        -> HTTP 503
       kind=STORAGE_FULL       no space left on any usable root             -> HTTP 507
       kind=STORAGE_MISSING    a root is missing, unmounted or swapped      -> HTTP 503

@@ -36,6 +36,15 @@ cameras = sa.Table(
     metadata,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("name", sa.String(200), nullable=False),
+    # What vms.cameras.store keeps (migration 0003): the configuration as JSON without the
+    # password, the password encrypted, where the camera came from, and its tombstone.
+    sa.Column("config", sa.Text, nullable=True),
+    sa.Column("secret", sa.LargeBinary, nullable=True),
+    sa.Column("origin", sa.String(8), nullable=False, server_default="file"),
+    sa.Column("seed", sa.String(64), nullable=True),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("removed_us", sa.BigInteger, nullable=True),
+    sa.Column("updated_us", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 # A quarantined segment's file does not match its checksum: kept for inspection and for
@@ -211,12 +220,26 @@ class Catalog:
             return int(result.inserted_primary_key[0])
 
     def ensure_camera(self, camera_id: str, name: str) -> None:
+        """Make sure a row names the camera, so that segments may refer to it.
+
+        A new row only names the camera (no configuration: the next seed of
+        :class:`vms.cameras.store.CameraStore` fills it in or marks it removed). A row the
+        camera store keeps is left alone: its name follows its configuration."""
         with self._write() as c:
-            row = c.execute(sa.select(cameras.c.name).where(cameras.c.id == camera_id)).first()
+            q = sa.select(cameras.c.name, cameras.c.config).where(cameras.c.id == camera_id)
+            row = c.execute(q).first()
             if row is None:
                 c.execute(cameras.insert().values(id=camera_id, name=name))
-            elif row.name != name:
+            elif row.config is None and row.name != name:
                 c.execute(cameras.update().where(cameras.c.id == camera_id).values(name=name))
+
+    def write(self) -> contextlib.AbstractContextManager[Connection]:
+        """One write transaction: a context manager giving the connection."""
+        return self._write()
+
+    def read(self) -> contextlib.AbstractContextManager[Connection]:
+        """One read: a context manager giving the connection."""
+        return self._read()
 
     # --- segments ------------------------------------------------------------------------
 
@@ -400,6 +423,8 @@ class Catalog:
         return None if value is None else int(value)
 
     def camera_ids(self) -> set[str]:
+        """Every camera the catalog has a row for, removed ones included: a removed camera's
+        recordings stay (until retention) and must not look like strangers' files."""
         with self._read() as c:
             return {r.id for r in c.execute(sa.select(cameras.c.id))}
 
