@@ -126,3 +126,24 @@ def test_record_streams_must_name_a_configured_stream() -> None:
         CameraConfig.model_validate(
             {"id": "x", "main": {"url": "rtsp://h/"}, "record_streams": ["sub"]}
         )
+
+
+def test_cameras_changed_at_run_time_survive_a_restart(tmp_path: Path) -> None:
+    with StandinCamera(width=320, height=240, keyint=KEYINT) as standin:
+        cfg = from_dict(config(tmp_path, [{"id": "file", "main": {"url": standin.url}}]))
+        with running_app(cfg) as (_, server):
+            added = CameraConfig.model_validate(
+                {"id": "api", "main": {"url": standin.url}, "username": "admin",
+                 "password": "s3cret-pass"}
+            )  # fmt: skip
+            server.add_camera(added)
+            server.set_enabled("file", False)
+        assert b"s3cret-pass" not in (tmp_path / "catalog.db").read_bytes()
+        with running_app(cfg) as (client, server):
+            ids = {c.config.id: c for c in server.cameras}
+            assert set(ids) == {"file", "api"}
+            assert not ids["file"].config.enabled, "a change made at run time was lost"
+            secret = ids["api"].config.password
+            assert secret is not None and secret.get_secret_value() == "s3cret-pass"
+            assert "s3cret-pass" not in client.get("/api/v1/cameras").text
+            wait_for(lambda: written(ids["api"]) > 0, 30, "the added camera recording again")

@@ -23,6 +23,8 @@ from typing import IO
 
 from vms.cameras.pipeline import StreamPipeline
 from vms.cameras.relay import Relay
+from vms.cameras.secrets import Secrets
+from vms.cameras.store import CameraStore
 from vms.catalog.store import Catalog
 from vms.clock import Clock, SystemClock
 from vms.config import CameraConfig, Config, Reader, RecordMode, StreamName, Transport
@@ -182,7 +184,10 @@ class Server:
         self.lock.acquire()
         try:
             self._build()
-            for cfg in self.config.cameras:
+            report = self.store.seed(self.config.cameras, self.clock.wall_us())
+            if summary := report.summary():
+                log.info("cameras from the configuration file: %s", summary)
+            for cfg in self.store.list():
                 self._add(cfg)
         except BaseException:
             catalog = getattr(self, "catalog", None)
@@ -217,7 +222,16 @@ class Server:
             log.info("recovery closed %d segment(s) left open", recovered)
         for root in self.storage.usable():
             root.sync_usage(self.catalog)
-        self.retention = Retention(config, self.catalog, self.storage, self.clock)
+        self.store = CameraStore(
+            self.catalog,
+            Secrets(config.data_dir),
+            clock=self.clock,
+            root_names=[r.name for r in config.storage.roots],
+        )
+        self.retention = Retention(
+            config, self.catalog, self.storage, self.clock,
+            cameras=lambda: [c.config for c in self.cameras],
+        )  # fmt: skip
         self.writers = Writers(self.catalog, self.clock)
         self.reactor = Reactor(self.clock, self.stop_event)
         self._retention_thread = threading.Thread(
@@ -262,30 +276,36 @@ class Server:
         with self._changing:
             if cfg.id in self._cameras:
                 raise VmsError(Kind.CONFLICT, f"camera {cfg.id!r} exists")
+            self.store.add(cfg)  # checked and kept first: a camera that runs is a stored one
             return self._start_readers(self._add(cfg))
 
     def remove_camera(self, camera_id: str, timeout: float = 5.0) -> None:
         """Stop a camera: its readers end, its open segments are closed (recordings stay)."""
         with self._changing:
-            self._stop_camera(self.camera(camera_id), timeout)
+            cam = self.camera(camera_id)
+            self.store.remove(camera_id)
+            self._stop_camera(cam, timeout)
 
     def update_camera(self, cfg: CameraConfig, timeout: float = 5.0) -> Camera:
         """Apply a camera's new configuration: it reconnects with it; the others are not
         touched. Enabling and disabling a camera is such a change."""
         with self._changing:
             old = self.camera(cfg.id)
+            self.store.update(cfg)
             self._stop_camera(old, timeout)
             return self._start_readers(self._add(cfg))
 
-    def set_enabled(self, camera_id: str, enabled: bool) -> Camera:
-        cfg = self.camera(camera_id).config
-        if cfg.enabled == enabled:
-            return self.camera(camera_id)
-        return self.update_camera(cfg.model_copy(update={"enabled": enabled}))
+    def set_enabled(self, camera_id: str, enabled: bool, timeout: float = 5.0) -> Camera:
+        with self._changing:
+            old = self.camera(camera_id)
+            if old.config.enabled == enabled:
+                return old
+            self.store.set_enabled(camera_id, enabled)
+            self._stop_camera(old, timeout)
+            return self._start_readers(self._add(self.store.get(camera_id)))
 
     def _add(self, cfg: CameraConfig) -> Camera:
         """The camera's pipelines (and recorders), registered; no reader started yet."""
-        self.catalog.ensure_camera(cfg.id, cfg.display_name)
         streams: dict[StreamName, StreamPipeline] = {}
         for name in StreamName:
             if cfg.stream(name) is None:

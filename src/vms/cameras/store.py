@@ -66,6 +66,15 @@ class SeedReport:
     removed: tuple[str, ...] = ()  # gone from the file
     ignored: tuple[str, ...] = ()  # the id belongs to a camera added through the API
 
+    def summary(self) -> str:
+        """``added a, b; removed c``: every outcome but ``kept``, for the log; empty if none."""
+        parts = [
+            f"{name} {', '.join(ids)}"
+            for name in ("added", "updated", "restored", "removed", "ignored")
+            if (ids := getattr(self, name))
+        ]
+        return "; ".join(parts)
+
 
 class CameraStore:
     """Cameras in the catalog. Every method is one transaction; all are thread-safe.

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from vms.catalog.store import Catalog, Segment
 from vms.clock import Clock
-from vms.config import Config
+from vms.config import CameraConfig, Config
 from vms.errors import Kind, VmsError
 from vms.recording.storage import Root, Storage
 
@@ -39,8 +39,18 @@ def human_bytes(n: int) -> str:
 
 
 class Retention:
-    def __init__(self, config: Config, catalog: Catalog, storage: Storage, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: Config,
+        catalog: Catalog,
+        storage: Storage,
+        clock: Clock,
+        cameras: Callable[[], list[CameraConfig]] | None = None,
+    ) -> None:
+        """``cameras`` gives the cameras as they are now (they change at run time); by default,
+        the configuration's."""
         self.config = config
+        self.cameras = cameras or (lambda: config.cameras)
         self.catalog = catalog
         self.storage = storage
         self.clock = clock
@@ -54,7 +64,7 @@ class Retention:
         before = self.deleted_segments
         self.storage.verify()
         now = self.clock.wall_us()
-        for cam in self.config.cameras:
+        for cam in self.cameras():
             if cam.retention_days is None:
                 continue
             cutoff = now - int(cam.retention_days * DAY_US)
