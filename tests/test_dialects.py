@@ -142,7 +142,7 @@ def run_dialects(directory: Path, tmp: Path, timeout: float = 45.0) -> dict[str,
             o = Outcome(
                 c.scenario,
                 c.id,
-                "native" if cam.ingest is None else "pyav",
+                "pyav" if cam.threads else "native",
                 cam.health.snapshot(),
                 cam.recorder.stats.frames_written if cam.recorder else 0,
             )

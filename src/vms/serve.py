@@ -14,6 +14,7 @@ import signal
 from collections.abc import Callable
 
 import uvicorn
+from fastapi import FastAPI
 
 from vms import config as config_mod
 from vms import log as log_setup
@@ -34,6 +35,22 @@ def override(cfg: Config, port: int | None = None, log_format: str | None = None
     return cfg.model_copy(update={"server": config_mod.ServerConfig.model_validate(fields)})
 
 
+class _NoStartupTraceback(logging.Filter):
+    """Trap: when the lifespan's startup raises, Starlette hands uvicorn the formatted
+    traceback and uvicorn logs it as an error. A start refused for a reason the operator must
+    fix (a missing disk, the data directory in use) is a :class:`~vms.errors.VmsError`, said
+    once in one line; only a bug keeps its traceback."""
+
+    def __init__(self, app: FastAPI) -> None:
+        super().__init__()
+        self.app = app
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            server_of(self.app).start_error is not None and str(record.msg).startswith("Traceback")
+        )
+
+
 def run(cfg: Config, prepare: Callable[[Server], None] | None = None) -> int:
     """Record and serve until SIGTERM or SIGINT; 0 once every open segment is closed.
 
@@ -43,6 +60,7 @@ def run(cfg: Config, prepare: Callable[[Server], None] | None = None) -> int:
     """
     log_setup.setup(cfg.server.log_level, cfg.server.log_format.value)
     app = create_app(cfg, prepare=prepare)
+    logging.getLogger("uvicorn.error").addFilter(_NoStartupTraceback(app))
     host, port = cfg.server.host, cfg.server.port
     log.info("API on http://%s:%d once started (try: vms status --url http://%s:%d)",
              host, port, host, port)  # fmt: skip
@@ -52,7 +70,13 @@ def run(cfg: Config, prepare: Callable[[Server], None] | None = None) -> int:
     # uvicorn re-raises SIGTERM once it has shut down; with the default handler that would end
     # a clean stop with status -15. A no-op handler lets it return 0 (segments are closed).
     signal.signal(signal.SIGTERM, lambda *_: None)
-    asyncio.run(uv.serve())
+    try:
+        asyncio.run(uv.serve())
+    except SystemExit:
+        # uvicorn exits (status 3) when the lifespan's startup failed: report the reason as
+        # every other command does, with its own status.
+        if server_of(app).start_error is None:
+            raise
     error = server_of(app).start_error
     if error is not None:
         raise error
