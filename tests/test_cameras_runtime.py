@@ -4,6 +4,7 @@ out, and recorded when configured."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from tests.support.polling import wait_for
 from vms.catalog.store import CLOSED, Catalog
 from vms.config import CameraConfig, StreamName, from_dict
 from vms.health import State
-from vms.media import MAIN, SUB, Packet, StreamStart
+from vms.media import MAIN, SUB, FragmentWritten, Packet, StreamStart
 from vms.server import Camera
 from vms.standin import StandinCamera, gstreamer_available
 
@@ -147,3 +148,27 @@ def test_cameras_changed_at_run_time_survive_a_restart(tmp_path: Path) -> None:
             assert secret is not None and secret.get_secret_value() == "s3cret-pass"
             assert "s3cret-pass" not in client.get("/api/v1/cameras").text
             wait_for(lambda: written(ids["api"]) > 0, 30, "the added camera recording again")
+
+
+def test_the_recorder_announces_each_fragment_it_wrote(tmp_path: Path) -> None:
+    """Playback of the last minute: each announcement names bytes already in the file, a whole
+    ``moof`` + ``mdat``, on one decode time line across the segments of a run."""
+    with StandinCamera(width=320, height=240, keyint=KEYINT) as standin:
+        cfg = from_dict(config(tmp_path, [{"id": "cam", "main": {"url": standin.url}}]))
+        with running_app(cfg) as (_, server):
+            reader = server.camera("cam").relay.subscribe_blocking(maxlen=10_000)
+            frags: list[FragmentWritten] = []
+            while len({f.segment_start_us for f in frags}) < 3:  # across two rotations
+                it = reader.get(30)
+                assert it is not None, "no fragment announced"
+                if isinstance(it, FragmentWritten):
+                    frags.append(it)
+                    head = (tmp_path / "r1" / it.path).read_bytes()[it.offset : it.offset + 8]
+                    assert len(head) == 8 and head[4:8] == b"moof", "announced before written"
+    for a, b in itertools.pairwise(frags):
+        assert b.decode_time == a.decode_time + a.duration, "decode time not continuous"
+        if a.path == b.path:
+            assert b.offset == a.offset + a.size
+        else:
+            assert b.keyframe and b.segment_start_us > a.segment_start_us
+    assert {f.stream for f in frags} == {MAIN} and all(f.root == "r1" for f in frags)

@@ -209,8 +209,8 @@ class Relay:
             self.info = item.info
         elif isinstance(item, StreamEnd):
             self.info = None
-        if not self._subs:
-            return
+        if not self._subs or self._closed:
+            return  # closed: a reader that outlived its stop must not reach ended subscribers
         self._pending.append(item)
         self._wake()
 
