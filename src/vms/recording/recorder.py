@@ -171,13 +171,6 @@ class Recorder:
                 return
             self._video(p)
 
-    def open_end_us(self, seg_id: int) -> int | None:
-        """Wall-clock end of what is on disk of the open segment ``seg_id`` (for the API)."""
-        seg = self._seg
-        if seg is None or seg.file.id != seg_id:
-            return None
-        return seg.file.written_end_us
-
     # --- video path ----------------------------------------------------------------------
 
     def _video(self, p: Packet) -> None:
