@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from vms import metrics
-from vms.catalog.store import OPEN, QUARANTINED
+from vms.catalog.store import MAIN, OPEN, QUARANTINED
 from vms.errors import CAP, Detail, Kind, VmsError, capped, shorten
 from vms.recording.storage import Root
 from vms.server import Camera, Server
@@ -114,19 +114,21 @@ def describe_camera(cam: Camera) -> dict[str, Any]:
 
 
 def recordings(server: Server, camera_id: str, start_us: int, end_us: int) -> dict[str, Any]:
-    cam = find_camera(server, camera_id)
+    find_camera(server, camera_id)
     if end_us <= start_us:
         raise invalid("end", "must be after start")
     runs: list[dict[str, Any]] = []
     now = server.clock.wall_us()
     quarantined = 0
-    for seg in server.catalog.segments(camera_id=camera_id, start_us=start_us, end_us=end_us):
+    # The main stream's: the runs are what playback serves.
+    for seg in server.catalog.overlapping(camera_id, MAIN, start_us, end_us):
         if seg.state == QUARANTINED:
             quarantined += 1  # its bytes failed their checksum: not served, a gap instead
             continue
         seg_end = seg.end_us
-        if seg.state == OPEN and cam.recorder is not None:
-            seg_end = max(seg_end, cam.recorder.open_end_us(seg.id) or seg_end)
+        if seg.state == OPEN:
+            live = server.writers.open_segment(camera_id, MAIN, seg_id=seg.id)
+            seg_end = max(seg_end, live.end_us if live else seg_end)
         if seg_end <= start_us or seg.start_us >= end_us:
             continue
         s, e = max(seg.start_us, start_us), min(seg_end, end_us, max(now, seg_end))

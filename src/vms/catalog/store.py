@@ -52,6 +52,14 @@ cameras = sa.Table(
 OPEN, CLOSED, QUARANTINED = 0, 1, 2
 DELETABLE = (CLOSED, QUARANTINED)  # what retention may delete: never an open segment
 MAIN, SUB = 0, 1
+# ``end_us`` of an open row in the table: the largest BIGINT, after any time a query can name.
+# An open segment's end is the live edge, which only its writer knows; stored this way the
+# row satisfies every "ends after" bound by itself, so the time-range query finds it in
+# ``segments_camera_stream_end`` like any other row, with no ``OR state = open`` (which no
+# index serves). :class:`Segment` never shows it: an open segment's ``end_us`` reads as its
+# start (it claims no media yet). Rows opened before this convention hold their start there;
+# recovery closes every open row before recording starts.
+OPEN_END_US = 2**63 - 1
 
 segments = sa.Table(
     "segments",
@@ -127,7 +135,16 @@ class Overlap:
 
 
 def _segment(row: Any) -> Segment:
-    return Segment(**{k: row._mapping[k] for k in Segment.__dataclass_fields__})
+    m = row._mapping
+    values = {k: m.get(k) for k in Segment.__dataclass_fields__}  # frag_index: maybe not read
+    if values["state"] == OPEN:
+        values["end_us"] = values["start_us"]
+    return Segment(**values)
+
+
+# An open row's end as it was before OPEN_END_US: its start. For the queries that compare ends
+# across rows (the latest end, overlaps), where the sentinel would read as "ends never".
+_END = sa.case((segments.c.state == OPEN, segments.c.start_us), else_=segments.c.end_us)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -263,7 +280,7 @@ class Catalog:
             result = c.execute(
                 segments.insert().values(
                     camera_id=camera_id, stream=stream, root_id=root_id, path=path, state=OPEN,
-                    start_us=start_us, end_us=start_us, media_start=media_start, codec=codec,
+                    start_us=start_us, end_us=OPEN_END_US, media_start=media_start, codec=codec,
                     width=width, height=height, has_audio=has_audio, timescale=timescale,
                     init_bytes=0, bytes=0, fragments=0,
                 )
@@ -311,11 +328,10 @@ class Catalog:
         camera_id: str | None = None,
         root_id: int | None = None,
         state: int | None = None,
-        start_us: int | None = None,
-        end_us: int | None = None,
         limit: int | None = None,
     ) -> list[Segment]:
-        """Segments, oldest first, overlapping [start_us, end_us) when given."""
+        """Segments, oldest first, index blobs included: listings for maintenance and tests.
+        Playback asks :meth:`overlapping`, which the index serves."""
         q = sa.select(segments).order_by(segments.c.start_us, segments.c.id)
         if camera_id is not None:
             q = q.where(segments.c.camera_id == camera_id)
@@ -323,14 +339,34 @@ class Catalog:
             q = q.where(segments.c.root_id == root_id)
         if state is not None:
             q = q.where(segments.c.state == state)
-        if start_us is not None:
-            q = q.where(sa.or_(segments.c.end_us > start_us, segments.c.state == OPEN))
-        if end_us is not None:
-            q = q.where(segments.c.start_us < end_us)
         if limit is not None:
             q = q.limit(limit)
         with self._read() as c:
             return [_segment(r) for r in c.execute(q)]
+
+    def overlapping(
+        self,
+        camera_id: str,
+        stream: int,
+        start_us: int,
+        end_us: int,
+        *,
+        with_index: bool = False,
+        limit: int | None = None,
+    ) -> list[Segment]:
+        """The segments of one camera stream that overlap [start_us, end_us), oldest first.
+
+        Without ``with_index`` the fragment index blobs are not read (``frag_index`` is None):
+        a day of one camera is 1,440 rows and a megabyte of blobs that a timeline never needs.
+        An open segment is included when it started before ``end_us``; its ``end_us`` reads as
+        its start, and how far it has got is the writers' to say
+        (:meth:`vms.recording.writer.Writers.open_segment`)."""
+        q = overlapping_query(camera_id, stream, start_us, end_us, with_index, limit)
+        if q is None:
+            return []
+        with self._read() as c:
+            found = sorted((_segment(r) for r in c.execute(q)), key=lambda s: (s.start_us, s.id))
+        return found if limit is None else found[:limit]
 
     def iter_segments(self, *, root_id: int | None = None, batch: int = 500) -> Iterator[Segment]:
         """Every segment (of one root) in id order, read ``batch`` rows at a time.
@@ -371,7 +407,7 @@ class Catalog:
         the database: only the overlapping rows come back."""
         order = (segments.c.start_us, segments.c.id)
         prev_end = (
-            sa.func.max(segments.c.end_us)
+            sa.func.max(_END)
             .over(partition_by=(segments.c.camera_id, segments.c.stream), order_by=order,
                   rows=(None, -1))
             .label("prev_end_us")
@@ -417,7 +453,7 @@ class Catalog:
     def last_end_us(self, camera_id: str) -> int | None:
         """End of the camera's latest segment: where its next recording may start at the
         earliest, whatever the wall clock says after a restart."""
-        q = sa.select(sa.func.max(segments.c.end_us)).where(segments.c.camera_id == camera_id)
+        q = sa.select(sa.func.max(_END)).where(segments.c.camera_id == camera_id)
         with self._read() as c:
             value = c.execute(q).scalar_one()
         return None if value is None else int(value)
@@ -485,6 +521,63 @@ class Catalog:
         if ids:
             with self._write() as c:
                 c.execute(garbage.delete().where(garbage.c.id.in_(ids)))
+
+
+def overlapping_query(
+    camera_id: str,
+    stream: int,
+    start_us: int,
+    end_us: int,
+    with_index: bool = False,
+    limit: int | None = None,
+) -> sa.CompoundSelect | None:
+    """The query behind :meth:`Catalog.overlapping`; None when the window is empty.
+
+    A segment overlaps the window when it ends after ``start_us`` and starts before ``end_us``.
+    Only its end is in the index (``camera_id, stream, end_us``), and "ends after start" alone is
+    a range that runs to the newest row: a window a month back would walk a month of rows and
+    look each one up for its start. So the rows are found in three parts, each one bounded range
+    of that index:
+
+    1. closed rows that end inside the window: ``start_us < end_us <= end`` (both bounds in the
+       index; in end order, which is start order, since a camera stream's segments never overlap);
+    2. the closed row that runs past the window's end: only the first row ending after it can
+       (no overlap again: any later one starts after that one ends), so ``end_us > end``, first
+       by ``end_us``, kept if it starts before ``end``. (Overlapping rows are a defect that
+       ``vms check`` reports; a second one crossing ``end`` would be missed here.)
+    3. open rows: ``end_us = OPEN_END_US`` (an equality in the index), kept if they start before
+       ``end``. Usually one; two for a moment at a rotation, while the closed row is queued.
+
+    The parts are disjoint (open rows hold the sentinel, closed rows never do), so they are
+    joined with ``UNION ALL``, and the caller sorts what comes back. Not ``ORDER BY`` on the
+    union: SQLite then merges sorted parts and reads each in start order, through
+    ``segments_camera_start`` from the camera's first row on, instead of searching the range.
+    """
+    end = min(end_us, OPEN_END_US - 1)  # below the sentinel: part 1 never meets an open row
+    if end <= start_us:
+        return None
+    s = segments.c
+    cols = [c for c in segments.c if with_index or c.name != "frag_index"]
+    key = (s.camera_id == camera_id, s.stream == stream)
+    # "+ 0": a filter, not an index term. Without statistics (a new SQLite file, or one never
+    # analysed) SQLite otherwise takes ``start_us < end`` to ``segments_camera_start`` and reads
+    # the camera's rows from its very first one up to ``end``.
+    starts_before = s.start_us + 0 < end
+    inside: sa.Select[Any] = sa.select(*cols).where(
+        *key, s.end_us > start_us, s.end_us <= end, starts_before
+    )
+    if limit is not None:  # the first ``limit`` by end are the first by start (no overlap)
+        inside = inside.order_by(s.end_us).limit(limit).subquery("inside").select()
+    after = (
+        sa.select(*cols)
+        .where(*key, s.end_us > end, s.end_us < OPEN_END_US)
+        .order_by(s.end_us)
+        .limit(1)
+        .subquery("after")
+    )
+    crossing = sa.select(after).where(after.c.start_us < end)
+    open_rows = sa.select(*cols).where(*key, s.end_us == OPEN_END_US, starts_before)
+    return sa.union_all(inside, crossing, open_rows)
 
 
 class _Tx:

@@ -52,6 +52,10 @@ STORAGE_RETRY_S = 1.0
 # Audio kept while no segment is open (~1.3 s of AAC at 48 kHz or of 20 ms G.711 packets): the
 # segment that opens at the next keyframe takes what belongs after that keyframe.
 AUDIO_PREROLL = 64
+# A run's audio goes on in the next file where the previous file's ended when its timestamps put
+# it at most this far from there: closer is rounding or a track re-anchored by a later sender
+# report, not lost audio. Kept small: it is also how far audio may stay off its timestamps.
+AUDIO_SEAM_S = 0.02
 
 
 class _Sample:
@@ -77,6 +81,7 @@ class _Open:
         self.audio_next: int | None = None
         self.end = 0  # media time submitted so far, from the segment start
         self.audio_origin = 0  # the run's decode time at this segment, audio timescale
+        self.audio_seam: int | None = None  # where the run's audio left off, from audio_origin
 
 
 class Recorder:
@@ -127,6 +132,8 @@ class Recorder:
         self._prev_end_us: int | None = catalog.last_end_us(camera_id)
         self._continuous = False
         self._run_next: int | None = None  # decode time where the run's next segment starts
+        # (the _run_next it goes with, where the run's audio ended then): only for that run
+        self._run_audio: tuple[int, int | None] | None = None
         self._opened = 0
         self._gap_pending = False
         self._backlog_warned = False
@@ -177,13 +184,6 @@ class Recorder:
                     self._audio_packet(p, self._info.audio)
                 return
             self._video(p)
-
-    def open_end_us(self, seg_id: int) -> int | None:
-        """Wall-clock end of what is on disk of the open segment ``seg_id`` (for the API)."""
-        seg = self._seg
-        if seg is None or seg.file.id != seg_id:
-            return None
-        return seg.file.written_end_us
 
     # --- video path ----------------------------------------------------------------------
 
@@ -308,6 +308,9 @@ class Recorder:
         seg = self._seg = _Open(file, dts)
         if info.audio is not None:
             seg.audio_origin = media_start * info.audio.timescale // video.timescale
+            carried = self._run_audio
+            if self._run_next is not None and carried and carried[0] == self._run_next:
+                seg.audio_seam = None if carried[1] is None else carried[1] - seg.audio_origin
         self._continuous = True
         self._opened += 1
         self._frag, self._frag_duration, self._audio = [], 0, []
@@ -328,6 +331,8 @@ class Recorder:
         self._note_end(seg)
         if seg.end:
             self._run_next = seg.file.media_start + seg.end
+            audio_end = None if seg.audio_next is None else seg.audio_origin + seg.audio_next
+            self._run_audio = (self._run_next, audio_end)
 
     def _note_end(self, seg: _Open) -> None:
         """The next segment starts no earlier than this one's end (no overlap, ever)."""
@@ -489,7 +494,10 @@ class Recorder:
         while skip < len(audio) - 1 and base < -(durations[skip] // 2):
             base += durations[skip]  # before the video origin: the segment starts at a keyframe
             skip += 1
-        if seg.audio_next is not None and abs(base - seg.audio_next) < rate // 2:
+        seam = seg.audio_seam
+        if seg.audio_next is None and seam is not None and abs(base - seam) <= rate * AUDIO_SEAM_S:
+            base = seam  # the first fragment: where the run's previous file left off
+        elif seg.audio_next is not None and abs(base - seg.audio_next) < rate // 2:
             base = seg.audio_next  # stay contiguous across fragments
         base = max(base, seg.audio_next or 0, 0)
         end = (video_end * rate + vts // 2) // vts

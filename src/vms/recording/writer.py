@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from vms.catalog.store import Catalog
 from vms.errors import Kind, VmsError
 from vms.media import FragmentWritten
+from vms.recording.live import OpenFiles, OpenSegment, Published, publish
 from vms.recording.segment import SegmentWriter
 from vms.recording.storage import Root
 
@@ -120,7 +121,7 @@ class SegmentFile:
         self.file: SegmentWriter | None = None
         self.failed: str | None = None
         self.closed = False  # root writer only
-        self.written_end_us = start_us  # wall end of what is on disk (for the API)
+        self.published: Published | None = None  # root writer only; readers: live.snapshot
 
     def row(self) -> dict[str, Any]:
         return {
@@ -193,6 +194,8 @@ class RootWriter:
             self._failed(seg, f"cannot create {seg.rel} on root {self.root.name}: {e.strerror}")
             return
         self.root.set_open_bytes(id(seg), seg.file.size)
+        seg.published = publish(seg.file)
+        self.catalog_thread.open_files.add(seg)
 
     def _append(self, seg: SegmentFile, frag: Fragment) -> None:
         st = seg.stats
@@ -222,7 +225,7 @@ class RootWriter:
         st.last_delay_s = t1 - frag.arrival
         st.max_delay_s = max(st.max_delay_s, st.last_delay_s)
         st.written_ticks += frag.duration
-        seg.written_end_us = seg.start_us + seg.file.index.duration * 1_000_000 // seg.timescale
+        seg.published = publish(seg.file)  # after the whole fragment: see live.py
         self.root.set_open_bytes(id(seg), seg.file.size)
         if self.root.write_error is not None or seg.events.record_error is not None:
             self.root.write_error = None
@@ -247,6 +250,7 @@ class RootWriter:
         seg.file = None
         self.root.set_open_bytes(id(seg), None)
         if not len(f.index):
+            self.catalog_thread.open_files.remove(seg)  # before its file goes
             f.abandon()  # created by us (O_EXCL) and holding no whole fragment
             self.catalog_thread.submit("discard", seg)
             return
@@ -257,6 +261,7 @@ class RootWriter:
             # The row stays open: recovery re-reads the file at the next start instead of
             # trusting bytes that may never have reached the disk.
             f.close()
+            self.catalog_thread.open_files.remove(seg)  # its row stays open, for recovery
             self._failed(seg, f"fdatasync failed on root {self.root.name}: {e.strerror}")
             self.root.add_closed(f.size)
             return
@@ -265,7 +270,6 @@ class RootWriter:
         st.last_sync_s = self.clock.monotonic() - t0
         st.sync_seconds_total += st.last_sync_s
         end_us = seg.start_us + f.index.duration * 1_000_000 // seg.timescale
-        seg.written_end_us = end_us
         self.root.add_closed(f.size)
         st.segments += 1
         self.catalog_thread.submit(
@@ -293,6 +297,8 @@ class CatalogThread:
         self._cond = threading.Condition()
         self._busy = False
         self.outage: str | None = None  # why the catalog is away, while it is
+        # Files readers may read while open; one leaves here once its row is closed.
+        self.open_files = OpenFiles()
         self.rows_written = 0
         self.thread = threading.Thread(target=self._run, name="catalog", daemon=True)
         self._closing = False
@@ -360,6 +366,8 @@ class CatalogThread:
                 log.info("catalog is back; %d queued segment row(s) to write", len(self.ops))
                 self.outage = None
             wait = CATALOG_RETRY_S[0]
+            if kind != "open":  # its row is closed or gone (or never will be): readers let go
+                self.open_files.remove(seg)
             with self._cond:
                 self.ops.popleft()
                 self._busy = False
@@ -397,6 +405,14 @@ class Writers:
                 if w is None:
                     w = self._roots[key] = RootWriter(root, self.catalog_thread, self.clock)
         return w
+
+    def open_segment(
+        self, camera_id: str, stream: int, *, seg_id: int | None = None
+    ) -> OpenSegment | None:
+        """The camera stream's open segment as far as it is on disk (the newest, or the one
+        with id ``seg_id``); None when there is none. It stays here until its catalog row is
+        closed, so a reader that finds the row open and no segment here reads the row again."""
+        return self.catalog_thread.open_files.find(camera_id, stream, seg_id)
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every queued write and row is done (tests, shutdown)."""
