@@ -332,6 +332,9 @@ def _catalog_frames(db: Path, ids: list[str]) -> dict[str, Any]:
     }
 
 
+PEER_WAVE = 20  # ffmpeg processes started (and probing) at a time
+
+
 def _peer(
     cam: StandinCamera,
     camera_ps: psutil.Process,
@@ -362,14 +365,16 @@ def _peer(
                     stderr=log_file,
                 )  # fmt: skip
 
-            for d in dirs:
-                d.mkdir()
-                procs.append(spawn(d))
-                # Spread out: 200 ffmpeg processes probing (decoding) 1080p at once starved a
-                # 2-core machine (0 of 200 had written a file after 260 s; 60 at 20 ms apart
-                # were fine). At 100 ms apart, about 50 probe at a time.
-                time.sleep(0.1)
-            _wait_files(dirs, procs, spawn, 60 + n * 1.0, progress, logs)
+            # In waves: each ffmpeg decodes ~5 s of 1080p while it probes the stream, and 200
+            # probing at once starved a 2-core machine (0 of 200 had written a file after
+            # 260 s, even spread 100 ms apart). A wave starts once the previous one records.
+            for first in range(0, n, PEER_WAVE):
+                for d in dirs[first : first + PEER_WAVE]:
+                    d.mkdir()
+                    procs.append(spawn(d))
+                    time.sleep(0.05)
+                wave = slice(0, first + PEER_WAVE)
+                _wait_files(dirs[wave], procs, spawn, 120, progress, logs)
             _sleep_with_bar(warmup, progress, "peer: warm-up")
             ps = [psutil.Process(p.pid) for p in procs]
             cpu0, cam0, t0 = cpu_seconds(ps), cpu_seconds([camera_ps]), time.monotonic()
