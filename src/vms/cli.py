@@ -28,6 +28,7 @@ commands:
   serve    record every configured camera and serve the HTTP API
   status   show cameras (health, fps, bitrate, last frame) and storage of a running server
   check    verify that the catalog and the segment files agree (--repair to fix)
+  audit    verify the audit trail (tamper-evident), list its entries
   bench    run a benchmark: recording, crash
 
 examples:
@@ -35,6 +36,7 @@ examples:
   vms serve --config vms.yaml
   vms status
   vms check --config vms.yaml --repair
+  vms audit verify --config vms.yaml
   vms bench recording --quick
 """
 
@@ -104,6 +106,10 @@ def _parser() -> argparse.ArgumentParser:
         help="leave open segments alone (being written); found from the server's lock otherwise",
     )
 
+    from vms.audit import cli as audit_cli  # argparse only; the catalog loads when it runs
+
+    audit_cli.add_parser(sub)
+
     # Listed here for the help; its arguments are vms.bench.cli's (see main).
     sub.add_parser("bench", help="run a benchmark (see bench/README.md)")
     return p
@@ -120,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = bench.run
     else:
         args = _parser().parse_args(argv)
-        commands = {"serve": _serve, "status": _status, "check": _check}
+        commands = {"serve": _serve, "status": _status, "check": _check, "audit": _audit}
         if args.command not in commands:
             _parser().print_help()
             return EXIT_USAGE
@@ -150,6 +156,12 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         cfg = config_mod.load(args.config)
     return serve.run(serve.override(cfg, port=args.port, log_format=args.log_format))
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from vms.audit import cli as audit_cli
+
+    return audit_cli.run(args)
 
 
 def _fetch(url: str) -> Any:

@@ -4,6 +4,7 @@ carry (docs/design/audit.md, "The entry")."""
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import json
 import re
@@ -18,6 +19,7 @@ FORMAT = 1
 GENESIS = "0" * 64  # prev_hash of entry 1
 MAX_DETAILS_BYTES = 8192
 SYSTEM = "system"  # the actor of what the server does by itself
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 _ACTION = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*")
 # A key named like one of these holds a secret; ``password_changed: true`` says one changed.
@@ -112,3 +114,29 @@ def _invalid(field: str, problem: str) -> VmsError:
     return VmsError(
         Kind.INVALID_ARGUMENT, f"audit entry {field}: {problem}", [Detail(field, problem)]
     )
+
+
+def iso(at_us: int) -> str:
+    """``at_us`` as ISO 8601 UTC with microseconds: ``2026-11-26T10:05:30.123456Z``."""
+    t = _EPOCH + datetime.timedelta(microseconds=at_us)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(value: str) -> int:
+    """Microseconds since the epoch, or ISO 8601 (naive means UTC)."""
+    if re.fullmatch(r"-?[0-9]{1,19}", value):
+        return int(value)
+    try:
+        t = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise _invalid("time", f"not a time: {capped(value)} (µs or ISO 8601)") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=datetime.UTC)
+    return (t - _EPOCH) // datetime.timedelta(microseconds=1)
+
+
+def to_dict(e: Entry) -> dict[str, Any]:
+    """An entry as plain JSON, its time both as µs and as ISO 8601 UTC."""
+    out = dataclasses.asdict(e)
+    out["at"] = iso(e.at_us)
+    return out
