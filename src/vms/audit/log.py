@@ -210,7 +210,8 @@ class AuditLog:
         (``camera`` or ``camera.`` matches ``camera.update``), ``since_us`` inclusive,
         ``until_us`` exclusive, ``after_seq`` the cursor of the previous page. ``newest``
         takes the newest ``limit`` matching entries (still returned oldest first)."""
-        if not 1 <= limit <= MAX_LIMIT:
+        # One beyond MAX_LIMIT: a page of MAX_LIMIT asks for one more to know if another follows.
+        if not 1 <= limit <= MAX_LIMIT + 1:
             raise VmsError(Kind.INVALID_ARGUMENT, f"limit: 1 to {MAX_LIMIT}")
         q = sa.select(audit_log)
         if actor is not None:
