@@ -44,7 +44,7 @@ class Checkpoint:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ReadResult:
-    """The checkpoints whose MAC holds, oldest first, and what was wrong with the others."""
+    """The checkpoints whose MAC holds, in file order, and what was wrong with the others."""
 
     checkpoints: tuple[Checkpoint, ...]
     problems: tuple[str, ...]
@@ -115,10 +115,8 @@ class Checkpoints:
                     "the line was changed, or written without the key"
                 )
                 continue
-            if good and cp.seq < good[-1].seq:
-                problems.append(
-                    f"{self.path.name} line {n} (seq {cp.seq}): goes back from seq {good[-1].seq}"
-                )
+            # Not refused when its seq is below an earlier line's: two processes appending
+            # checkpoints may write theirs in either order. Each line stands by its MAC.
             good.append(cp)
         return ReadResult(tuple(good), tuple(problems), True)
 
