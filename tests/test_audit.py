@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from tests.conftest import START_US
+from vms import metrics
 from vms.api.audit import router
 from vms.audit.checkpoint import CHECKPOINT_FILE, KEY_FILE
 from vms.audit.entry import GENESIS, entry_hash
@@ -107,6 +108,10 @@ def test_many_appends_make_one_chain_with_checkpoints(rig: Rig) -> None:
     lines = (rig.data_dir / CHECKPOINT_FILE).read_text().splitlines()
     assert len(lines) == 25 and report.checkpoint_seq == 250
     assert lines[-1].startswith(f"audit checkpoint seq=250 head={rows[-1].hash} ")
+    w = metrics._Writer()
+    metrics.audit(w, rig.audit)
+    text = w.text().decode()
+    assert "vms_audit_head_seq 250\n" in text and "vms_audit_checkpoint_seq 250\n" in text
     key = rig.data_dir / KEY_FILE
     assert stat.S_IMODE(key.stat().st_mode) == 0o600 and key.stat().st_size == 32
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from vms.health import State
 
 if TYPE_CHECKING:
+    from vms.audit.log import AuditLog
     from vms.server import Camera, Server
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -180,3 +181,16 @@ def render(server: Server) -> bytes:
     w.lines.append("# TYPE vms_retention_deleted_bytes counter")
     w.lines.append(f"vms_retention_deleted_bytes_total {server.retention.deleted_bytes}")
     return w.text()
+
+
+def audit(w: _Writer, log: AuditLog) -> None:
+    """The audit log's head and newest checkpoint: scraped off the host, they anchor the chain
+    (docs/design/audit.md). For :func:`render` once the server keeps an audit log."""
+    w.family(
+        "vms_audit_head_seq", "gauge", "Newest audit entry this server appended or checkpointed",
+        [("", log.head_seq)],
+    )  # fmt: skip
+    w.family(
+        "vms_audit_checkpoint_seq", "gauge", "Newest signed audit checkpoint (0: none)",
+        [("", log.checkpoint_seq)],
+    )  # fmt: skip
