@@ -97,3 +97,23 @@ def test_table_output() -> None:
     emit(result, as_json=False, out=out)
     text = out.getvalue()
     assert "a" in text and "0.5" in text and "ok: yes" in text
+
+
+@pytest.mark.timeout(120)  # a smoke test of correctness; 15 s on a quiet machine
+def test_api_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    result = _run(capsys, "api", "--clients", "8", "--seconds", "2", "--cameras", "2")
+    assert result["bench"] == "api"
+    assert result["peer"] is None and result["ratio"] is None
+    f = result["figures"]
+    assert f["clients"] == 8 and 1.5 <= f["seconds"] <= 5
+    assert f["errors"] == 0, f["error_examples"]
+    assert f["requests"] > 0 and f["requests_per_s"] > 0
+    assert f["requests_by_route"]["recordings"] > 0 and f["requests_by_route"]["cameras"] > 0
+    lat = f["latency_s"]
+    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"] < 30
+    assert f["server_cpu_pct"] > 0 and f["client_cpu_pct"] > 0
+    # The whole day is one run of 1,440 segments: the catalog was seeded as described.
+    assert f["archive_segments"] == 1440 and f["archive_runs_in_answer"] == 1
+    assert f["live_cameras"] == 2 and f["frames_recorded"] > 0 and f["frames_lost"] >= 0
+    assert f["server_alive_at_end"] is True and f["server_exit_code"] == 0
+    assert result["target"]["clients"] == 200 and result["target"]["p95_s_max"] == 0.1

@@ -119,6 +119,7 @@ def test_vms_bench_is_reached_by_name(capsys: pytest.CaptureFixture[str]) -> Non
         "--no-peer",
         "--slow-root",
         "--kills",
+        "--clients",
     ):
         assert option in out
-    assert "{recording,crash}" in out
+    assert "{recording,crash,api}" in out

@@ -14,7 +14,7 @@ from vms.bench.report import Progress, emit
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vms bench")
-    p.add_argument("name", choices=["recording", "crash"])
+    p.add_argument("name", choices=["recording", "crash", "api"])
     p.add_argument("--quick", action="store_true", help="small run, under 50 s")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
     p.add_argument("--cameras", type=int, help="override the number of cameras")
@@ -26,6 +26,7 @@ def parser() -> argparse.ArgumentParser:
         help="recording: a tenth of the cameras on a storage root whose every write and sync "
         "takes 2 s; the others must lose nothing",
     )
+    p.add_argument("--clients", type=int, help="api: concurrent clients (50 quick, 200 full)")
     p.add_argument("--kills", type=int, help="crash: number of kill -9 (50 quick, 500 full)")
     return p
 
@@ -41,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
         from vms.bench import crash
 
         result = crash.run(args, progress)
+    elif args.name == "api":
+        from vms.bench import api
+
+        result = api.run(args, progress)
     else:
         print(f"vms: no benchmark {args.name!r}", file=sys.stderr)
         return 2
