@@ -180,6 +180,7 @@ def render(server: Server) -> bytes:
     w.lines.append("# HELP vms_retention_deleted_bytes Bytes deleted by retention")
     w.lines.append("# TYPE vms_retention_deleted_bytes counter")
     w.lines.append(f"vms_retention_deleted_bytes_total {server.retention.deleted_bytes}")
+    audit(w, server.audit)
     return w.text()
 
 

@@ -19,8 +19,9 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+from vms.audit.log import AuditLog
 from vms.cameras.pipeline import StreamPipeline
 from vms.cameras.relay import Relay
 from vms.cameras.secrets import Secrets
@@ -100,6 +101,19 @@ def server_holds(data_dir: Path) -> bool:
 
 
 STREAM_NUMBERS = {StreamName.MAIN: MAIN, StreamName.SUB: SUB}
+
+
+def _audited(cfg: CameraConfig, old: CameraConfig | None = None) -> dict[str, Any]:
+    """What the audit log keeps of a camera change: the fields that changed, by name, and
+    whether the password did; never the password or a URL's query."""
+    new = cfg.model_dump(exclude={"password"})
+    if old is None:
+        return {"fields": sorted(k for k, v in new.items() if v is not None)}
+    before = old.model_dump(exclude={"password"})
+    return {
+        "changed": sorted(k for k in new if new[k] != before.get(k)),
+        "password_changed": cfg.secret() != old.secret(),
+    }
 
 
 @dataclasses.dataclass
@@ -187,6 +201,7 @@ class Server:
             report = self.store.seed(self.config.cameras, self.clock.wall_us())
             if summary := report.summary():
                 log.info("cameras from the configuration file: %s", summary)
+                self.audit.append("system", "config.seed", "cameras", {"changes": summary})
             for cfg in self.store.list():
                 self._add(cfg)
         except BaseException:
@@ -200,6 +215,7 @@ class Server:
     def run(self) -> None:
         """The second half of :meth:`start`: retention and every camera's readers."""
         self._retention_thread.start()
+        self._audit_thread.start()
         for cam in self._cameras.values():
             self._start_readers(cam)
         self.reactor.start()
@@ -212,6 +228,7 @@ class Server:
     def _build(self) -> None:
         config = self.config
         self.catalog = Catalog(config.catalog_url())  # closed by start() if what follows fails
+        self.audit = AuditLog(self.catalog, config.data_dir, self.clock)
         self.storage = Storage(config.storage.roots, self.catalog, self.clock)
         self.storage.verify()
         if not self.storage.usable():
@@ -237,6 +254,9 @@ class Server:
         self._retention_thread = threading.Thread(
             target=self.retention.loop, args=(self.stop_event,), name="retention", daemon=True
         )
+        self._audit_thread = threading.Thread(
+            target=self.audit.run_checkpoints, args=(self.stop_event,), name="audit", daemon=True
+        )
 
     def stop(self, timeout: float = 5.0) -> None:
         """Close every open segment cleanly; safe to call twice, and before :meth:`start`."""
@@ -254,8 +274,9 @@ class Server:
             for p in cam.streams.values():
                 p.close()
         self.writers.stop(max(timeout, 30.0))  # returns as soon as every file is closed
-        if self._retention_thread.is_alive():
-            self._retention_thread.join(timeout)
+        for thread in (self._retention_thread, self._audit_thread):
+            if thread.is_alive():
+                thread.join(timeout)  # the audit thread writes a last checkpoint
         self.catalog.close()
         self.lock.release()
         self.started = False
@@ -271,36 +292,45 @@ class Server:
 
     # --- cameras at run time -------------------------------------------------------------
 
-    def add_camera(self, cfg: CameraConfig) -> Camera:
-        """Start a camera while the others record. Its id must be new."""
+    def add_camera(self, cfg: CameraConfig, actor: str = "system") -> Camera:
+        """Start a camera while the others record. Its id must be new. ``actor`` (who asked)
+        goes to the audit log, as for every change below."""
         with self._changing:
             if cfg.id in self._cameras:
                 raise VmsError(Kind.CONFLICT, f"camera {cfg.id!r} exists")
             self.store.add(cfg)  # checked and kept first: a camera that runs is a stored one
+            self.audit.append(actor, "camera.create", cfg.id, _audited(cfg))
             return self._start_readers(self._add(cfg))
 
-    def remove_camera(self, camera_id: str, timeout: float = 5.0) -> None:
+    def remove_camera(self, camera_id: str, timeout: float = 5.0, actor: str = "system") -> None:
         """Stop a camera: its readers end, its open segments are closed (recordings stay)."""
         with self._changing:
             cam = self.camera(camera_id)
             self.store.remove(camera_id)
+            self.audit.append(actor, "camera.delete", camera_id)
             self._stop_camera(cam, timeout)
 
-    def update_camera(self, cfg: CameraConfig, timeout: float = 5.0) -> Camera:
+    def update_camera(
+        self, cfg: CameraConfig, timeout: float = 5.0, actor: str = "system"
+    ) -> Camera:
         """Apply a camera's new configuration: it reconnects with it; the others are not
         touched. Enabling and disabling a camera is such a change."""
         with self._changing:
             old = self.camera(cfg.id)
             self.store.update(cfg)
+            self.audit.append(actor, "camera.update", cfg.id, _audited(cfg, old.config))
             self._stop_camera(old, timeout)
             return self._start_readers(self._add(cfg))
 
-    def set_enabled(self, camera_id: str, enabled: bool, timeout: float = 5.0) -> Camera:
+    def set_enabled(
+        self, camera_id: str, enabled: bool, timeout: float = 5.0, actor: str = "system"
+    ) -> Camera:
         with self._changing:
             old = self.camera(camera_id)
             if old.config.enabled == enabled:
                 return old
             self.store.set_enabled(camera_id, enabled)
+            self.audit.append(actor, "camera.enable" if enabled else "camera.disable", camera_id)
             self._stop_camera(old, timeout)
             return self._start_readers(self._add(self.store.get(camera_id)))
 
