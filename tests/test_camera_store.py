@@ -419,7 +419,7 @@ def test_the_key_file_is_private_and_made_once(tmp_path: Path) -> None:
 
     # Two processes making the key at once: the second links after the first, and uses its key.
     late = Secrets(tmp_path / "data")
-    assert late._create() == key.read_bytes()
+    assert late._file._create() == key.read_bytes()
     assert Secrets(tmp_path / "data").decrypt("door", sealed) == PASSWORD
 
     key.chmod(0o640)
