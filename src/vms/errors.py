@@ -119,6 +119,4 @@ def unauthenticated(message: str) -> VmsError:
 
 def rate_limited(message: str, retry_after_s: int) -> VmsError:
     """A 429 saying when to try again (whole seconds, at least 1)."""
-    return VmsError(
-        Kind.RATE_LIMITED, message, headers={"Retry-After": str(max(1, retry_after_s))}
-    )
+    return VmsError(Kind.RATE_LIMITED, message, headers={"Retry-After": str(max(1, retry_after_s))})

@@ -91,4 +91,3 @@ class Secrets:
 
 def _aad(camera_id: str) -> bytes:
     return b"vms camera " + camera_id.encode("utf-8")
-
