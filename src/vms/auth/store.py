@@ -198,8 +198,9 @@ class AuthStore:
             if not values:
                 return _user(row)
             values["token_version"] = row.token_version + 1
+            before = self._admins(c)
             c.execute(users.update().where(users.c.id == user_id).values(values))
-            self._keep_an_admin(c)
+            self._keep_an_admin(c, before)
             if "password_hash" in values or values.get("disabled"):
                 self._revoke_refresh(c, refresh_tokens.c.user_id == user_id)
             return _user(c.execute(sa.select(users).where(users.c.id == user_id)).one())
@@ -216,18 +217,24 @@ class AuthStore:
 
     def delete_user(self, user_id: int) -> None:
         with self.catalog.write() as c:
+            before = self._admins(c)
             for table in (grants, refresh_tokens, api_keys):
                 c.execute(table.delete().where(table.c.user_id == user_id))
             if c.execute(users.delete().where(users.c.id == user_id)).rowcount != 1:
                 raise no_user(user_id)
-            self._keep_an_admin(c)
+            self._keep_an_admin(c, before)
 
-    def _keep_an_admin(self, c: Connection) -> None:
+    def _admins(self, c: Connection) -> int:
+        """How many enabled users hold the admin action."""
         admin_roles = [r.name for r in self._roles(c) if Action.ADMIN in r.actions]
         q = sa.select(sa.func.count()).select_from(users)
         q = q.where(users.c.role.in_(admin_roles), users.c.disabled == sa.false())
-        if not c.execute(q).scalar_one():
-            # Raised inside the transaction: the change is rolled back.
+        return int(c.execute(q).scalar_one())
+
+    def _keep_an_admin(self, c: Connection, before: int) -> None:
+        """Refuse a change that took the last enabled admin away (``before``: the count
+        before it); raised inside the transaction, so the change is rolled back."""
+        if before and not self._admins(c):
             raise VmsError(
                 Kind.CONFLICT, "refused: no enabled user holding the admin action would be left"
             )
@@ -257,9 +264,10 @@ class AuthStore:
                 c.execute(roles.insert().values(name=name, builtin=False,
                                                 permissions=_dump_actions(acts)))  # fmt: skip
             else:
+                before = self._admins(c)
                 q = roles.update().where(roles.c.name == name)
                 c.execute(q.values(permissions=_dump_actions(acts)))
-                self._keep_an_admin(c)
+                self._keep_an_admin(c, before)
             return Role(name, False, acts), row is None
 
     def delete_role(self, name: str) -> None:
