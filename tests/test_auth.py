@@ -417,3 +417,34 @@ def test_the_principal_answers() -> None:
     assert not scoped.holds(Action.ADMIN)
     nobody = _principal(set(), {"a": None})
     assert nobody.cameras_for(Action.VIEW) == set() and not nobody.holds(Action.VIEW)
+
+
+def test_vms_user_add_makes_the_first_admin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    from vms import cli
+
+    cfg_file = tmp_path / "vms.yaml"
+    cfg_file.write_text(
+        "data_dir: data\nauth: {argon2_time_cost: 1, argon2_memory_kib: 8192, "
+        "argon2_parallelism: 1}\n"
+    )
+    args = ["user", "add", "root", "--admin", "--config", str(cfg_file), "--password-stdin"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("too short\n"))
+    assert cli.main(args) == 2
+    assert "at least 12 characters" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    assert cli.main(args) == 0
+    assert "user root added (id 1, role admin)" in capsys.readouterr().out
+    cat = Catalog(f"sqlite:///{tmp_path / 'data' / 'catalog.db'}")
+    try:
+        auth = Auth(cat, config(tmp_path / "data"))
+        assert auth.login("root", PASSWORD, "a").user.role == "admin"
+        assert auth.new_setup_token() is None
+    finally:
+        cat.close()
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    assert cli.main(args) == 1  # the name is taken: CONFLICT
+    assert "already in use" in capsys.readouterr().err
