@@ -1,7 +1,7 @@
 """A secret key kept in a file of its own beside the catalog: 0600, whole or absent.
 
 The camera password key (:mod:`vms.cameras.secrets`) and the token signing key
-(:mod:`vms.auth.tokens`) are each such a file. The key is read once and kept; it is made, when
+(:mod:`vms.auth.credentials`) are each such a file. The key is read once and kept; it is made, when
 asked to, under a temporary name and linked into place, so a reader never sees half a key, and
 of two processes racing to make it both end up with the winner's. A file that group or others
 may read, that belongs to another user or that is not exactly the key's length is refused: a

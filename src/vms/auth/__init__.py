@@ -1,7 +1,7 @@
 """Users, roles, grants and credentials: who makes a request and what it may do.
 
-Users log in with a password (argon2id, :mod:`.passwords`) and get a short access JWT and a
-rotating refresh token (:mod:`.tokens`); integrations use scoped API keys, players a media token
+Users log in with a password (argon2id) and get a short access JWT and a rotating refresh
+token (:mod:`.credentials`); integrations use scoped API keys, players a media token
 for one camera and one action. A role is a set of actions and grants give cameras
 (:mod:`.rbac`); every request runs as a :class:`~vms.auth.rbac.Principal` read from the catalog
 (:mod:`.store`, tables in :mod:`.schema`), so a disabled user or a changed password takes effect

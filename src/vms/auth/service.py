@@ -14,13 +14,10 @@ import secrets
 import threading
 from collections.abc import Sequence
 
-from vms.auth.passwords import Passwords
-from vms.auth.ratelimit import IPNetwork, LoginLimiter
-from vms.auth.rbac import ADMIN, Action, Principal, Scope
-from vms.auth.store import ApiKey, AuthStore, User
-from vms.auth.tokens import (
+from vms.auth.credentials import (
     API_AUDIENCE,
     MEDIA_AUDIENCE,
+    Passwords,
     Signer,
     api_key_prefix,
     digest,
@@ -28,6 +25,9 @@ from vms.auth.tokens import (
     random_token,
     same,
 )
+from vms.auth.ratelimit import IPNetwork, LoginLimiter
+from vms.auth.rbac import ADMIN, Action, Principal, Scope
+from vms.auth.store import ApiKey, AuthStore, User
 from vms.catalog.store import Catalog
 from vms.clock import Clock, SystemClock
 from vms.config import Config

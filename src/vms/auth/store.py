@@ -4,7 +4,7 @@ Every method is one transaction (:meth:`vms.catalog.store.Catalog.write` or ``re
 rules that span rows hold under concurrent requests: the setup token creates a user only while
 there is none, a refresh token is rotated once, and no change leaves the system without an
 enabled user holding ``admin``. Nothing here sees a password or a token in the clear except
-to hash it before it reaches a row; the caller hashes passwords (:mod:`vms.auth.passwords`).
+to hash it before it reaches a row; the caller hashes passwords (:mod:`vms.auth.credentials`).
 """
 
 from __future__ import annotations

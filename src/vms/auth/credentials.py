@@ -1,12 +1,16 @@
-"""Tokens: access and media JWTs, opaque refresh tokens, API keys, and the key that signs.
+"""Credentials: argon2id password hashes, access and media JWTs, refresh tokens, API keys.
 
-Access and media tokens are HS256 JWTs signed with 32 random bytes kept in
+**Passwords** are argon2id PHC strings (``$argon2id$v=19$m=...,t=...,p=...$salt$hash``): each
+names its own parameters, so a hash made with older ones still verifies, and
+:meth:`Passwords.needs_rehash` says when a successful login should store a new one.
+
+**Access and media tokens** are HS256 JWTs signed with 32 random bytes kept in
 ``<data_dir>/auth-signing.key`` (:class:`vms.keyfile.KeyFile`). Decoding pins the algorithm
 and requires every claim, so ``alg: none`` and a token signed with another algorithm are
 refused before anything else is read. Expiry is judged on the injected clock, not on PyJWT's
 own reading of the system time, so tests can move time.
 
-Refresh tokens and API keys are random and stored only as SHA-256 (docs/design/security.md).
+**Refresh tokens and API keys** are random and stored only as SHA-256 (docs/design/security.md).
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+import argon2
 import jwt
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from vms.clock import Clock
-from vms.errors import VmsError, unauthenticated
+from vms.config import AuthConfig
+from vms.errors import Detail, Kind, VmsError, unauthenticated
 from vms.keyfile import KeyFile
 
 KEY_FILE = "auth-signing.key"
@@ -38,6 +45,60 @@ LEEWAY_S = 5
 
 API_KEY_PREFIX = "vms"
 _API_KEY = re.compile(r"^vms_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
+
+
+# --- passwords ---------------------------------------------------------------------------
+
+# A longer password makes argon2 hash a longer input for the attacker's benefit only.
+MAX_LENGTH = 1024
+
+
+class Passwords:
+    """Hashes and verifies passwords with the configured argon2id parameters."""
+
+    def __init__(self, config: AuthConfig) -> None:
+        self.min_length = config.password_min_length
+        self._hasher = argon2.PasswordHasher(
+            time_cost=config.argon2_time_cost,
+            memory_cost=config.argon2_memory_kib,
+            parallelism=config.argon2_parallelism,
+            type=argon2.Type.ID,
+        )
+        # Verified against when the user does not exist, so that a login for an unknown name
+        # takes as long as one for a known name with a wrong password.
+        self._dummy = self._hasher.hash("no user has this password, it only takes time")
+
+    def check(self, password: str, field: str = "password") -> None:
+        """INVALID_ARGUMENT unless ``password`` is an acceptable new password."""
+        problem = None
+        if len(password) < self.min_length:
+            problem = f"at least {self.min_length} characters"
+        elif len(password) > MAX_LENGTH:
+            problem = f"at most {MAX_LENGTH} characters"
+        if problem:
+            raise VmsError(Kind.INVALID_ARGUMENT, f"{field}: {problem}", [Detail(field, problem)])
+
+    def hash(self, password: str) -> str:
+        self.check(password)
+        return self._hasher.hash(password)
+
+    def verify(self, stored: str | None, password: str) -> bool:
+        """Whether ``password`` matches ``stored`` (None: no such user; still takes the time)."""
+        if len(password) > MAX_LENGTH:
+            return False
+        try:
+            return self._hasher.verify(stored or self._dummy, password) and stored is not None
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    def needs_rehash(self, stored: str) -> bool:
+        try:
+            return self._hasher.check_needs_rehash(stored)
+        except InvalidHashError:
+            return True
+
+
+# --- tokens ------------------------------------------------------------------------------
 
 
 def random_token(nbytes: int = 32) -> str:
