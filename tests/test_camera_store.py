@@ -130,7 +130,7 @@ def test_a_0002_catalog_with_cameras_migrates_and_seeds(
     r = Rig(url, tmp_path / "data")
     try:
         with r.catalog.engine.connect() as c:
-            assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+            assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0005"
         row = r.row("door")
         assert (row.name, row.origin, row.seed, row.config, row.secret) == (
             "Door", FILE, None, None, None,
@@ -419,7 +419,7 @@ def test_the_key_file_is_private_and_made_once(tmp_path: Path) -> None:
 
     # Two processes making the key at once: the second links after the first, and uses its key.
     late = Secrets(tmp_path / "data")
-    assert late._create() == key.read_bytes()
+    assert late._file._create() == key.read_bytes()
     assert Secrets(tmp_path / "data").decrypt("door", sealed) == PASSWORD
 
     key.chmod(0o640)

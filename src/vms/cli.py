@@ -29,6 +29,7 @@ commands:
   status   show cameras (health, fps, bitrate, last frame) and storage of a running server
   check    verify that the catalog and the segment files agree (--repair to fix)
   audit    verify the audit trail (tamper-evident), list its entries
+  user     add a user (the first admin: vms user add NAME --admin)
   bench    run a benchmark: recording, crash
 
 examples:
@@ -109,6 +110,17 @@ def _parser() -> argparse.ArgumentParser:
     from vms.audit import cli as audit_cli  # argparse only; the catalog loads when it runs
 
     audit_cli.add_parser(sub)
+    user = sub.add_parser("user", help="manage users")
+    user_sub = user.add_subparsers(dest="user_command", metavar="USER_COMMAND", required=True)
+    add = user_sub.add_parser("add", help="add a user; the password is asked for")
+    add.add_argument("name")
+    add.add_argument("--config", type=Path, required=True)
+    role = add.add_mutually_exclusive_group()
+    role.add_argument("--admin", action="store_true", help="role admin")
+    role.add_argument("--role", default="viewer", help="role (default viewer)")
+    add.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
 
     # Listed here for the help; its arguments are vms.bench.cli's (see main).
     sub.add_parser("bench", help="run a benchmark (see bench/README.md)")
@@ -126,7 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = bench.run
     else:
         args = _parser().parse_args(argv)
-        commands = {"serve": _serve, "status": _status, "check": _check, "audit": _audit}
+        commands = {
+            "serve": _serve, "status": _status, "check": _check, "audit": _audit, "user": _user
+        }  # fmt: skip
         if args.command not in commands:
             _parser().print_help()
             return EXIT_USAGE
@@ -316,3 +330,27 @@ def _run_check(args: argparse.Namespace, cfg: config_mod.Config, server_running:
             else "PROBLEMS FOUND" + ("" if args.repair else " (run with --repair)")
         )
     return 0 if report.ok else 1
+
+
+def _user(args: argparse.Namespace) -> int:
+    import getpass
+
+    from vms.auth import Auth
+    from vms.catalog.store import Catalog
+
+    cfg = config_mod.load(args.config)
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            raise VmsError(Kind.INVALID_ARGUMENT, "the two passwords differ")
+    catalog = Catalog(cfg.catalog_url())
+    try:
+        user = Auth(catalog, cfg).add_user(
+            args.name, password, "admin" if args.admin else args.role
+        )
+    finally:
+        catalog.close()
+    print(f"user {user.name} added (id {user.id}, role {user.role})")
+    return 0

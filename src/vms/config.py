@@ -22,6 +22,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     ValidationError,
     field_validator,
@@ -214,6 +215,24 @@ class ServerConfig(_Model):
     port: int = Field(8080, ge=0, le=65535)
     log_format: LogFormat = Field(LogFormat.TEXT)
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$")
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        title="Reverse proxies whose X-Forwarded-For is believed (networks, e.g. 10.0.0.0/8)",
+    )
+
+
+class AuthConfig(_Model):
+    access_token_s: int = Field(600, ge=30, le=86_400, title="Access token lifetime")
+    refresh_token_days: float = Field(14, gt=0, le=365, title="Refresh token lifetime")
+    media_token_s: int = Field(60, ge=5, le=3600, title="Media token (URL) lifetime")
+    setup_token_s: int = Field(3600, ge=60, le=86_400, title="First-admin setup token lifetime")
+    password_min_length: int = Field(12, ge=8, le=128)
+    login_failures: int = Field(5, ge=1, le=1000, title="Failed logins allowed per window")
+    login_window_s: float = Field(60, gt=0, le=86_400, title="Window for failed logins")
+    # RFC 9106's second recommended setting; changing these rehashes passwords at next login.
+    argon2_time_cost: int = Field(3, ge=1, le=20)
+    argon2_memory_kib: int = Field(65_536, ge=8 * 1024, le=4 * 1024 * 1024)
+    argon2_parallelism: int = Field(4, ge=1, le=64)
 
 
 class CatalogConfig(_Model):
@@ -227,6 +246,7 @@ class Config(_Model):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
     cameras: list[CameraConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -4,8 +4,11 @@ Every failure the system reports on purpose is a :class:`VmsError` carrying a :c
 
     VmsError
       kind=INVALID_ARGUMENT   bad config, bad request parameter            -> HTTP 400, exit 2
+      kind=UNAUTHENTICATED    no credential, or one not valid (any more)  -> HTTP 401
+      kind=FORBIDDEN          valid credential, action not permitted      -> HTTP 403
       kind=NOT_FOUND          unknown camera, segment, root               -> HTTP 404
       kind=CONFLICT           an id already in use (adding a camera)      -> HTTP 409
+      kind=RATE_LIMITED       too many failed logins; retry later         -> HTTP 429
       kind=UNAVAILABLE        camera unreachable, stalled, refused        -> HTTP 503
       kind=STORAGE_FULL       no space left on any usable root             -> HTTP 507
       kind=STORAGE_MISSING    a root is missing, unmounted or swapped      -> HTTP 503
@@ -16,13 +19,15 @@ Messages are written for the operator and never contain secrets: camera URLs pas
 :func:`vms.config.redact` before they reach a message. A value someone sent goes into a message
 through :func:`capped`, so an error never echoes a hostile megabyte back. ``details`` says which
 input is wrong and how, one :class:`Detail` each, for a client to show next to the field.
+``headers`` are the HTTP headers its answer carries (``WWW-Authenticate`` on a 401,
+``Retry-After`` on a 429); :func:`unauthenticated` and :func:`rate_limited` set them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 # The most characters of a sent value that a message repeats. Camera ids (63) fit whole.
@@ -31,8 +36,11 @@ CAP = 64
 
 class Kind(enum.Enum):
     INVALID_ARGUMENT = "invalid_argument"
+    UNAUTHENTICATED = "unauthenticated"
+    FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"
+    RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
     STORAGE_FULL = "storage_full"
     STORAGE_MISSING = "storage_missing"
@@ -46,8 +54,11 @@ class Kind(enum.Enum):
 
 _HTTP = {
     Kind.INVALID_ARGUMENT: 400,
+    Kind.UNAUTHENTICATED: 401,
+    Kind.FORBIDDEN: 403,
     Kind.NOT_FOUND: 404,
     Kind.CONFLICT: 409,
+    Kind.RATE_LIMITED: 429,
     Kind.UNAVAILABLE: 503,
     Kind.STORAGE_FULL: 507,
     Kind.STORAGE_MISSING: 503,
@@ -59,11 +70,18 @@ _HTTP = {
 class VmsError(Exception):
     """An error with a kind; ``str()`` is the operator-facing message."""
 
-    def __init__(self, kind: Kind, message: str, details: Sequence[Detail] = ()) -> None:
+    def __init__(
+        self,
+        kind: Kind,
+        message: str,
+        details: Sequence[Detail] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.details = tuple(details)
+        self.headers = dict(headers or {})
 
     def __str__(self) -> str:
         return self.message
@@ -92,3 +110,13 @@ def shorten(text: str, limit: int = CAP) -> str:
 def capped(value: str, limit: int = CAP) -> str:
     """``value`` quoted for a message, at most ``limit`` of its characters."""
     return repr(shorten(value, limit))
+
+
+def unauthenticated(message: str) -> VmsError:
+    """A 401 that tells the client which scheme to authenticate with."""
+    return VmsError(Kind.UNAUTHENTICATED, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def rate_limited(message: str, retry_after_s: int) -> VmsError:
+    """A 429 saying when to try again (whole seconds, at least 1)."""
+    return VmsError(Kind.RATE_LIMITED, message, headers={"Retry-After": str(max(1, retry_after_s))})

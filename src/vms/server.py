@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from vms.audit.log import AuditLog
+from vms.auth.service import bootstrap
 from vms.cameras.pipeline import StreamPipeline
 from vms.cameras.relay import Relay
 from vms.cameras.secrets import Secrets
@@ -229,6 +230,7 @@ class Server:
         config = self.config
         self.catalog = Catalog(config.catalog_url())  # closed by start() if what follows fails
         self.audit = AuditLog(self.catalog, config.data_dir, self.clock)
+        self.auth = bootstrap(self.catalog, config, self.clock)  # a setup token when no user
         self.storage = Storage(config.storage.roots, self.catalog, self.clock)
         self.storage.verify()
         if not self.storage.usable():

@@ -237,7 +237,7 @@ def create_api(server: Server, lifespan: Lifespan | None = None) -> FastAPI:
 
     @app.exception_handler(VmsError)
     async def _vms_error(_: Request, exc: VmsError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=exc.kind.http_status)
+        return JSONResponse(exc.to_dict(), status_code=exc.kind.http_status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

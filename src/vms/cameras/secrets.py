@@ -19,14 +19,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import stat
-import threading
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from vms.errors import Kind, VmsError
+from vms.keyfile import KeyFile
 
 KEY_FILE = "camera-secrets.key"
 KEY_BYTES = 32
@@ -40,8 +39,7 @@ class Secrets:
 
     def __init__(self, data_dir: Path) -> None:
         self.path = Path(data_dir) / KEY_FILE
-        self._lock = threading.Lock()
-        self._key: bytes | None = None
+        self._file = KeyFile(self.path, KEY_BYTES, "camera password key file")
 
     def __repr__(self) -> str:
         return f"Secrets({str(self.path)!r})"
@@ -81,87 +79,15 @@ class Secrets:
     # --- the key file ---------------------------------------------------------------------
 
     def _load(self, *, create: bool) -> bytes:
-        with self._lock:
-            if self._key is None:
-                key = self._read()
-                if key is None and create:
-                    key = self._create()
-                if key is None:
-                    raise self._error(
-                        "it does not exist, so the passwords stored in the catalog cannot be "
-                        "decrypted: restore it (it is backed up with the catalog), or set the "
-                        "passwords again"
-                    )
-                self._key = key
-            return self._key
-
-    def _read(self) -> bytes | None:
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        except OSError as e:
-            raise self._error(f"cannot open it: {e.strerror}") from None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise self._error("it is not a regular file")
-            if st.st_mode & 0o077:
-                raise self._error(
-                    f"its mode is {stat.S_IMODE(st.st_mode):04o}: group and others must have no "
-                    f"access (chmod 600 {self.path})"
-                )
-            if st.st_uid != os.geteuid():
-                raise self._error(f"it belongs to uid {st.st_uid}, not to this user")
-            key = os.read(fd, KEY_BYTES + 1)
-        finally:
-            os.close(fd)
-        if len(key) != KEY_BYTES:
-            raise self._error(f"it holds {len(key)} bytes, not {KEY_BYTES}")
+        key = self._file.load(create=create)
+        if key is None:
+            raise self._file.error(
+                "it does not exist, so the passwords stored in the catalog cannot be "
+                "decrypted: restore it (it is backed up with the catalog), or set the "
+                "passwords again"
+            )
         return key
-
-    def _create(self) -> bytes:
-        """Write the key under a temporary name, then link it into place: the key file either
-        does not exist or is whole, and of two processes racing, both end up with the winner's.
-        """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{KEY_FILE}.{os.getpid()}.{os.urandom(4).hex()}")
-        key = os.urandom(KEY_BYTES)
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, key)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            try:
-                os.link(tmp, self.path)
-            except FileExistsError:
-                theirs = self._read()  # another process made it first: use theirs
-                if theirs is not None:
-                    return theirs
-                raise
-            _fsync_dir(self.path.parent)
-        except OSError as e:
-            raise self._error(f"cannot create it: {e.strerror}") from None
-        finally:
-            try:
-                tmp.unlink()
-            except FileNotFoundError:
-                pass
-        return key
-
-    def _error(self, problem: str) -> VmsError:
-        return VmsError(Kind.INVALID_ARGUMENT, f"camera password key file {self.path}: {problem}")
 
 
 def _aad(camera_id: str) -> bytes:
     return b"vms camera " + camera_id.encode("utf-8")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,0 +1,135 @@
+"""The FastAPI dependencies that guard the API: who is asking, and may they do this.
+
+- :data:`AuthService` (:func:`auth_service`): the server's :class:`~vms.auth.Auth`, read once
+  from ``request.app.state.server.auth``; 503 until the server has opened its catalog.
+- :data:`Authenticated` (:func:`authenticated`): the principal of ``Authorization: Bearer
+  <access token>`` or ``X-API-Key: <key>``, else 401 with ``WWW-Authenticate: Bearer``. Never
+  a cookie: no other site can make a browser send a credential to the API.
+- :func:`require` ``(action)``: for routes about no camera; 403 when the principal does not
+  hold the action.
+- :func:`camera_access` ``(action)``: reads the ``camera_id`` path parameter. A camera the
+  principal may not even view is **404**, like a camera that does not exist, so no one learns
+  which camera ids exist beyond theirs; one it may view but not act on is **403**.
+- :func:`media_access` ``(action)``: as ``camera_access``, also taking a media token in
+  ``?token=`` (players that send no header), valid for its camera and action only.
+
+Each answers the :class:`~vms.auth.Principal` and leaves it in ``request.state.principal``
+for whoever records what was done (the audit trail). Use::
+
+    @router.get("/api/v1/cameras/{camera_id}/recordings")
+    def recordings(camera_id: str, who: Annotated[Principal, Depends(camera_access(PLAYBACK))])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Path, Query, Request
+
+from vms.auth import Action, Auth, Principal
+from vms.errors import Detail, Kind, VmsError, capped, unauthenticated
+
+API_KEY_HEADER = "x-api-key"
+
+
+def auth_service(request: Request) -> Auth:
+    server = getattr(request.app.state, "server", None)
+    auth = getattr(server, "auth", None)
+    if not isinstance(auth, Auth):
+        raise VmsError(Kind.UNAVAILABLE, "the server is starting: try again in a moment")
+    return auth
+
+
+AuthService = Annotated[Auth, Depends(auth_service)]
+
+
+def authenticated(request: Request, auth: AuthService) -> Principal:
+    header = request.headers.get("authorization")
+    key = request.headers.get(API_KEY_HEADER)
+    if header is not None and key is not None:
+        raise unauthenticated("send one credential: Authorization or X-API-Key, not both")
+    if header is not None:
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise unauthenticated("the Authorization header must be 'Bearer <access token>'")
+        principal = auth.bearer(token.strip())
+    elif key is not None:
+        principal = auth.api_key(key.strip())
+    else:
+        raise unauthenticated("authentication required")
+    request.state.principal = principal
+    return principal
+
+
+Authenticated = Annotated[Principal, Depends(authenticated)]
+
+
+def forbidden(action: Action) -> VmsError:
+    return VmsError(Kind.FORBIDDEN, f"not permitted: {action.value}")
+
+
+def require(action: Action) -> Callable[[Principal], Principal]:
+    """A dependency: the principal, if it holds ``action`` at all; else 403."""
+
+    def guard(principal: Authenticated) -> Principal:
+        if not principal.holds(action):
+            raise forbidden(action)
+        return principal
+
+    guard.__name__ = f"require_{action.value}"
+    return guard
+
+
+def check_camera(principal: Principal, action: Action, camera_id: str) -> None:
+    """Nothing if ``principal`` may do ``action`` on the camera; 404 if it may not even view
+    it (as if the camera did not exist), 403 if it may view it but not do ``action``."""
+    if principal.permitted(action, camera_id):
+        return
+    if action is not Action.VIEW and principal.permitted(Action.VIEW, camera_id):
+        raise forbidden(action)
+    raise VmsError(
+        Kind.NOT_FOUND, f"no camera {capped(camera_id)}", [Detail("camera_id", "unknown camera")]
+    )
+
+
+CameraIdParam = Annotated[str, Path(max_length=64, description="a camera id")]
+
+
+def camera_access(action: Action) -> Callable[[str, Principal], Principal]:
+    """A dependency for routes with a ``{camera_id}`` path parameter (see the module)."""
+
+    def guard(camera_id: CameraIdParam, principal: Authenticated) -> Principal:
+        check_camera(principal, action, camera_id)
+        return principal
+
+    guard.__name__ = f"camera_{action.value}"
+    return guard
+
+
+def media_access(action: Action) -> Callable[[Request, str, Auth, str | None], Principal]:
+    """As :func:`camera_access`, also accepting a media token in ``?token=``. A request that
+    sends a header is judged by its header; the query's token is then ignored."""
+
+    def guard(
+        request: Request,
+        camera_id: CameraIdParam,
+        auth: AuthService,
+        token: Annotated[str | None, Query(max_length=4096, description="a media token")] = None,
+    ) -> Principal:
+        headers = request.headers
+        if token is not None and "authorization" not in headers and API_KEY_HEADER not in headers:
+            principal = auth.media(token, camera_id, action)
+            request.state.principal = principal
+        else:
+            principal = authenticated(request, auth)
+        check_camera(principal, action, camera_id)
+        return principal
+
+    guard.__name__ = f"media_{action.value}"
+    return guard
+
+
+# Ready-made guards for the commonest cases.
+Admin = Annotated[Principal, Depends(require(Action.ADMIN))]
+Manager = Annotated[Principal, Depends(require(Action.MANAGE))]
