@@ -429,7 +429,7 @@ def test_sigterm_closes_every_open_segment(tmp_path: Path, clips: dict[str, Path
         def both_recording() -> bool:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/cameras") as r:
-                    cams = json.loads(r.read())["cameras"]
+                    cams = json.loads(r.read())["items"]
             except OSError:
                 return False
             return all(c["recording"]["frames_written"] > 0 for c in cams)

@@ -51,7 +51,7 @@ def create_app(
             await asyncio.to_thread(server.stop)
             log.info("stopped cleanly")
 
-    app = create_api(server, lifespan)
+    app = create_api(lifespan, config=config.server)
     app.state.server = server
     return app
 

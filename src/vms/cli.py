@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -160,6 +161,18 @@ def _fetch(url: str) -> Any:
         raise VmsError(Kind.UNAVAILABLE, f"no server at {url}: {getattr(e, 'reason', e)}") from None
 
 
+def _cameras(base: str) -> list[Any]:
+    """Every camera, page after page."""
+    out: list[Any] = []
+    query = "limit=1000"
+    while True:
+        page = _fetch(f"{base}/api/v1/cameras?{query}")
+        out += page["items"]
+        if not page["next"]:
+            return out
+        query = "limit=1000&cursor=" + urllib.parse.quote(page["next"], safe="")
+
+
 def _ago(seconds: float | None) -> str:
     if seconds is None:
         return "never"
@@ -191,7 +204,7 @@ def _table(rows: list[list[str]]) -> str:
 
 def _status(args: argparse.Namespace) -> int:
     base = args.url.rstrip("/")
-    cams = _fetch(base + "/api/v1/cameras")["cameras"]
+    cams = _cameras(base)
     roots = _fetch(base + "/api/v1/storage")["roots"]
     if args.json:
         print(json.dumps({"cameras": cams, "roots": roots}, indent=2))

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,8 +161,14 @@ class VmsProcess:
         raise RuntimeError(f"vms serve did not answer in {timeout:g} s:\n{self.log_tail()}")
 
     def cameras(self) -> list[dict[str, Any]]:
-        cams: list[dict[str, Any]] = http_json(self.base + "/api/v1/cameras", timeout=10)["cameras"]
-        return cams
+        cams: list[dict[str, Any]] = []
+        query = "limit=1000"
+        while True:
+            page = http_json(f"{self.base}/api/v1/cameras?{query}", timeout=10)
+            cams += page["items"]
+            if not page["next"]:
+                return cams
+            query = "limit=1000&cursor=" + urllib.parse.quote(page["next"], safe="")
 
     def wait_online(
         self, count: int, timeout: float, progress: Progress | None = None, phase: str = ""
