@@ -184,7 +184,7 @@ def test_no_secret_in_logs_api_or_status(
                 return None
             if status != 200:
                 return None
-            cams = {c["id"]: c for c in json.loads(body)["cameras"]}
+            cams = {c["id"]: c for c in json.loads(body)["items"]}
             good, wrong, gone = cams["good"], cams["wrong"], cams["gone"]
             ok = (
                 good["health"]["state"] == "online"
