@@ -93,15 +93,17 @@ def check_camera_url(url: str, *, allow_file: bool = True) -> str:
         raise ValueError(f"URL longer than {URL_MAX_CHARS} characters")
     if url.startswith("-"):
         raise ValueError("a URL cannot start with '-'")
-    if not _URL_CHARS.fullmatch(url):
-        raise ValueError(
-            "URL holds whitespace, control or other characters a URL cannot hold "
-            "(percent-encode them)"
-        )
+    if any(c <= " " or c == "\x7f" for c in url):
+        raise ValueError("URL holds whitespace or control characters")
     scheme = url.split(":", 1)[0] if ":" in url else ""
     if scheme not in URL_SCHEMES:
         shown = scheme if re.fullmatch(r"[a-z0-9+.-]{1,16}", scheme.lower()) else "(none)"
         raise ValueError(f"unsupported scheme {shown!r}: use rtsp, rtsps or file")
+    if not _URL_CHARS.fullmatch(url):
+        raise ValueError(
+            "URL holds characters a URL cannot hold (quotes, backticks, braces, non-ASCII: "
+            "percent-encode them)"
+        )
     if scheme == "file" and not allow_file:
         raise ValueError("file:// cameras are not enabled (server.allow_file_cameras)")
     if not url.startswith(scheme + "://"):

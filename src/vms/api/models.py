@@ -200,7 +200,7 @@ class CameraPatch(_Request):
 class ProbeRequest(_Request):
     """A stream to try before adding it as a camera."""
 
-    url: str = Field(max_length=2048)
+    url: str
     transport: Transport = Transport.TCP
     username: Username | None = None
     password: Password | None = None
