@@ -5,6 +5,7 @@ returned as data, security headers on every answer, and the origin check."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,10 @@ from tests.support.app import running_app
 from tests.support.polling import wait_for
 from vms.api.routes import ROUTERS
 from vms.api.security import CSP
+from vms.clock import SystemClock
 from vms.config import from_dict
+from vms.errors import VmsError
+from vms.ingest.pyav_source import open_source
 from vms.server import Server
 
 CAMS = "/api/v1/cameras"
@@ -319,3 +323,14 @@ def test_recordings_come_in_pages(
     assert r.status_code == 400 and r.json()["details"][0]["field"] == "cursor"
     other = client.get(f"{CAMS}/clip/recordings", params={"cursor": "eyJhIjoxfQ"})
     assert other.status_code == 400
+
+
+@pytest.mark.parametrize("form", ["concat:{}", "subfile,,start,0,end,0,,:{}", "{}"])
+def test_the_demuxer_opens_no_other_protocol_beneath_a_camera(
+    form: str, clips: dict[str, Path]
+) -> None:
+    # A second fence behind the URL check: FFmpeg's protocol whitelist for camera sources. The
+    # clip is a playable file: without the whitelist each of these opens it.
+    url = form.format(clips["h264_small"])
+    with pytest.raises(VmsError):
+        open_source(url, open_timeout=2, stop=threading.Event(), clock=SystemClock())
