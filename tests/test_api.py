@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.app import running_app
-from vms.api.routes import parse_time
+from vms.api.times import iso, parse_time
 from vms.config import from_dict
 from vms.errors import VmsError
 from vms.server import Server
@@ -55,7 +55,7 @@ def test_health_cameras_and_recordings(app: tuple[TestClient, Server]) -> None:
     }
     (root,) = client.get("/api/v1/storage").json()["roots"]
     assert root["state"] == "ok" and root["warning"] is None and root["bytes_deleted_early"] == 0
-    cams = {c["id"]: c for c in client.get("/api/v1/cameras").json()["cameras"]}
+    cams = {c["id"]: c for c in client.get("/api/v1/cameras").json()["items"]}
     assert cams["clip"]["health"]["state"] == "online"
     assert cams["clip"]["health"]["fps"] == pytest.approx(25, abs=5)
     assert cams["clip"]["health"]["width"] == 320
@@ -82,11 +82,20 @@ def test_recordings_window_and_gaps(app: tuple[TestClient, Server]) -> None:
     end = first.start_us + 1_000_000
     body = client.get(f"/api/v1/cameras/clip/recordings?start={start}&end={end}").json()
     assert body["runs"][0]["start_us"] == first.start_us and body["runs"][0]["end_us"] == end
-    assert body["gaps"] == [{"start_us": start, "end_us": first.start_us, "duration_s": 5.0}]
-    iso = client.get(
+    assert body["gaps"] == [
+        {
+            "start_us": start,
+            "end_us": first.start_us,
+            "start": iso(start),
+            "end": iso(first.start_us),
+            "duration_s": 5.0,
+        }
+    ]
+    assert body["start"] == iso(start) and body["end"] == iso(end) and body["next"] is None
+    iso_day = client.get(
         "/api/v1/cameras/clip/recordings?start=2020-01-01T00:00:00Z&end=2020-01-02"
     ).json()
-    assert iso["runs"] == [] and iso["gaps"][0]["duration_s"] == 86400
+    assert iso_day["runs"] == [] and iso_day["gaps"][0]["duration_s"] == 86400
 
 
 def test_quarantined_segments_are_not_served_as_recordings(app: tuple[TestClient, Server]) -> None:
@@ -103,6 +112,8 @@ def test_quarantined_segments_are_not_served_as_recordings(app: tuple[TestClient
     assert body["runs"][0] == {
         "start_us": first.start_us,
         "end_us": first.end_us,
+        "start": iso(first.start_us),
+        "end": iso(first.end_us),
         "segments": 1,
         "bytes": first.bytes,
         "open": False,
@@ -151,6 +162,12 @@ def test_metrics(app: tuple[TestClient, Server]) -> None:
         if line.startswith('vms_camera_bytes_written_total{camera="clip"}')
     )
     assert written > 0
+
+
+def test_times_are_iso_8601_utc_with_microseconds() -> None:
+    assert iso(0) == "1970-01-01T00:00:00.000000Z"
+    assert iso(1_700_000_000_123_456) == "2023-11-14T22:13:20.123456Z"
+    assert parse_time(iso(1_700_000_000_123_456), 0) == 1_700_000_000_123_456
 
 
 def test_parse_time() -> None:

@@ -18,7 +18,8 @@ def test_demo_records_and_status_shows_it(tmp_path: Path) -> None:
         [sys.executable, "-m", "vms", "serve", "--demo", "--data-dir", str(data), "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    status = [sys.executable, "-m", "vms", "status", "--url", f"http://127.0.0.1:{port}"]
+    status = [sys.executable, "-m", "vms", "status", "--url", f"http://127.0.0.1:{port}",
+              "--data-dir", str(data)]  # fmt: skip
 
     def recording() -> dict[str, object] | None:
         r = subprocess.run([*status, "--json"], capture_output=True, text=True, timeout=30)

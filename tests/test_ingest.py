@@ -30,6 +30,7 @@ from tests.support.app import running_app
 from tests.support.bad_rtsp import Garbage, StallAfterPlay, StallBeforePlay
 from tests.support.polling import free_port, wait_for
 from vms import config as config_mod
+from vms.auth import local
 from vms.catalog.store import CLOSED, OPEN, Catalog, Segment
 from vms.health import CameraHealth, State
 from vms.server import Camera, Server
@@ -428,8 +429,10 @@ def test_sigterm_closes_every_open_segment(tmp_path: Path, clips: dict[str, Path
 
         def both_recording() -> bool:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/cameras") as r:
-                    cams = json.loads(r.read())["cameras"]
+                url = f"http://127.0.0.1:{port}/api/v1/cameras"
+                request = urllib.request.Request(url, headers=local.headers(tmp_path))
+                with urllib.request.urlopen(request) as r:
+                    cams = json.loads(r.read())["items"]
             except OSError:
                 return False
             return all(c["recording"]["frames_written"] > 0 for c in cams)

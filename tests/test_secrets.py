@@ -30,6 +30,7 @@ import yaml
 
 from tests.support.polling import free_port, wait_for
 from vms import config as config_mod
+from vms.auth import local
 from vms.clock import SystemClock
 from vms.errors import VmsError
 from vms.ingest.pyav_source import open_source
@@ -72,9 +73,11 @@ def vms(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProce
     )
 
 
-def get(url: str) -> tuple[int, str]:
+def get(url: str, data_dir: Path) -> tuple[int, str]:
+    """GET as a local tool does, with the data directory's local API key."""
+    request = urllib.request.Request(url, headers=local.headers(data_dir))
     try:
-        with urllib.request.urlopen(url, timeout=10) as r:
+        with urllib.request.urlopen(request, timeout=10) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -176,7 +179,7 @@ def test_no_secret_in_logs_api_or_status(
 
         def settled() -> dict[str, Any] | None:
             try:
-                status, body = get(base + "/api/v1/cameras")
+                status, body = get(base + "/api/v1/cameras", tmp_path)
             except OSError:
                 if proc.poll() is not None:
                     log = b"".join(chunks).decode(errors="replace")
@@ -184,7 +187,7 @@ def test_no_secret_in_logs_api_or_status(
                 return None
             if status != 200:
                 return None
-            cams = {c["id"]: c for c in json.loads(body)["cameras"]}
+            cams = {c["id"]: c for c in json.loads(body)["items"]}
             good, wrong, gone = cams["good"], cams["wrong"], cams["gone"]
             ok = (
                 good["health"]["state"] == "online"
@@ -201,7 +204,9 @@ def test_no_secret_in_logs_api_or_status(
         assert "Connection refused" in cams["gone"]["health"]["last_error"]
 
         wait_for(
-            lambda: get(base + "/api/v1/cameras/good/recordings")[1].count("start_us") > 1,
+            lambda: (
+                get(base + "/api/v1/cameras/good/recordings", tmp_path)[1].count("start_us") > 1
+            ),
             10,
             "a recorded run",
         )
@@ -209,18 +214,18 @@ def test_no_secret_in_logs_api_or_status(
         for cam in ("good", "wrong", "gone"):
             paths += [f"/api/v1/cameras/{cam}", f"/api/v1/cameras/{cam}/recordings"]
         for p in paths:
-            status, body = get(base + p)
+            status, body = get(base + p, tmp_path)
             assert status == 200, (p, body)
             outputs[p] = body
         for p in ("/api/v1/cameras/nope", "/api/v1/cameras/nope/recordings"):
-            status, body = get(base + p)
+            status, body = get(base + p, tmp_path)
             assert status == 404, (p, body)
             assert "nope" in body
             outputs[p] = body
         assert 'vms_camera_state{camera="wrong",state="offline"} 1.0' in outputs["/metrics"]
 
         for args in (["--url", base], ["--url", base, "--json"]):
-            st = vms("status", *args, cwd=tmp_path)
+            st = vms("status", *args, "--data-dir", str(tmp_path), cwd=tmp_path)
             assert st.returncode == 0, st.stderr
             outputs["vms status " + " ".join(args[2:])] = st.stdout + st.stderr
         assert "Unauthorized" in outputs["vms status "]

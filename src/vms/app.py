@@ -15,13 +15,9 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 
-from vms.api import audit as audit_routes
-from vms.api import auth as auth_routes
-from vms.api.guard import require
 from vms.api.routes import create_api
-from vms.auth.rbac import Action
 from vms.clock import Clock
 from vms.config import Config
 from vms.errors import VmsError
@@ -55,9 +51,7 @@ def create_app(
             await asyncio.to_thread(server.stop)
             log.info("stopped cleanly")
 
-    app = create_api(server, lifespan)
-    app.include_router(auth_routes.router)
-    app.include_router(audit_routes.router, dependencies=[Depends(require(Action.ADMIN))])
+    app = create_api(lifespan, config=config.server)
     app.state.server = server
     return app
 

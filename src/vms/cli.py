@@ -6,8 +6,10 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -80,6 +82,13 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="show a running server's cameras and storage")
     status.add_argument("--url", default="http://127.0.0.1:8080", help="server address")
+    status.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("data"),
+        help="the server's data directory, whose local API key authenticates this command "
+        "(default ./data); or set VMS_API_KEY",
+    )
     status.add_argument("--json", action="store_true", help="print the raw JSON")
 
     check = sub.add_parser(
@@ -178,12 +187,32 @@ def _audit(args: argparse.Namespace) -> int:
     return audit_cli.run(args)
 
 
-def _fetch(url: str) -> Any:
+def _fetch(url: str, headers: dict[str, str]) -> Any:
     try:
-        with urllib.request.urlopen(url, timeout=5) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as r:
             return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        if e.code == 401:
+            raise VmsError(
+                Kind.UNAUTHENTICATED,
+                f"{url} asks for credentials: run on the server's machine with --data-dir "
+                "pointing at its data directory, or set VMS_API_KEY",
+            ) from None
+        raise VmsError(Kind.UNAVAILABLE, f"{url} answered {e.code}") from None
     except (urllib.error.URLError, OSError) as e:
         raise VmsError(Kind.UNAVAILABLE, f"no server at {url}: {getattr(e, 'reason', e)}") from None
+
+
+def _cameras(base: str, headers: dict[str, str]) -> list[Any]:
+    """Every camera, page after page."""
+    out: list[Any] = []
+    query = "limit=1000"
+    while True:
+        page = _fetch(f"{base}/api/v1/cameras?{query}", headers)
+        out += page["items"]
+        if not page["next"]:
+            return out
+        query = "limit=1000&cursor=" + urllib.parse.quote(page["next"], safe="")
 
 
 def _ago(seconds: float | None) -> str:
@@ -216,9 +245,13 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from vms.auth import local
+
     base = args.url.rstrip("/")
-    cams = _fetch(base + "/api/v1/cameras")["cameras"]
-    roots = _fetch(base + "/api/v1/storage")["roots"]
+    key = os.environ.get("VMS_API_KEY")
+    headers = {local.HEADER: key} if key else local.headers(args.data_dir)
+    cams = _cameras(base, headers)
+    roots = _fetch(base + "/api/v1/storage", headers)["roots"]
     if args.json:
         print(json.dumps({"cameras": cams, "roots": roots}, indent=2))
         return 0

@@ -9,6 +9,7 @@ it is logged or shown.
 from __future__ import annotations
 
 import enum
+import ipaddress
 import os
 import re
 import tomllib
@@ -70,6 +71,72 @@ class StreamName(enum.StrEnum):
     SUB = "sub"
 
 
+# The schemes a camera URL may have, as written (FFmpeg matches protocol names exactly).
+# ``file`` is a clip played as a camera: the configuration file may name one; the API only when
+# ``server.allow_file_cameras`` is set (see :func:`check_camera_url`).
+URL_SCHEMES = ("rtsp", "rtsps", "file")
+URL_MAX_CHARS = 2048
+# RFC 3986 characters only: no whitespace, control characters, quotes, backticks, braces or
+# non-ASCII (percent-encode those). Nothing here reaches a shell, but FFmpeg reads a URL as
+# options and nested protocols (``concat:``, ``subfile,,start,...``), so only plain URLs pass.
+_URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
+# A DNS name or an IPv4 address; IPv6 literals are checked apart.
+_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+
+
+def check_camera_url(url: str, *, allow_file: bool = True) -> str:
+    """``url`` if it is a camera URL FFmpeg may open; raises ``ValueError`` saying what is wrong
+    (never quoting the URL, which may be long or hostile). The one check of camera URLs: the
+    configuration's :class:`StreamConfig` and the API's camera probe both use it."""
+    if not url:
+        raise ValueError("empty URL")
+    if len(url) > URL_MAX_CHARS:
+        raise ValueError(f"URL longer than {URL_MAX_CHARS} characters")
+    if url.startswith("-"):
+        raise ValueError("a URL cannot start with '-'")
+    if any(c <= " " or c == "\x7f" for c in url):
+        raise ValueError("URL holds whitespace or control characters")
+    scheme = url.split(":", 1)[0] if ":" in url else ""
+    if scheme not in URL_SCHEMES:
+        shown = scheme if re.fullmatch(r"[a-z0-9+.-]{1,16}", scheme.lower()) else "(none)"
+        raise ValueError(f"unsupported scheme {shown!r}: use rtsp, rtsps or file")
+    if not _URL_CHARS.fullmatch(url):
+        raise ValueError(
+            "URL holds characters a URL cannot hold (quotes, backticks, braces, non-ASCII: "
+            "percent-encode them)"
+        )
+    if scheme == "file" and not allow_file:
+        raise ValueError("file:// cameras are not enabled (server.allow_file_cameras)")
+    if not url.startswith(scheme + "://"):
+        raise ValueError(f"not a {scheme}:// URL")
+    parts = urllib.parse.urlsplit(url)
+    if "@" in parts.netloc:
+        raise ValueError(
+            "credentials in the URL: put them in the camera's username/password instead"
+        )
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError:
+        raise ValueError("URL has an invalid port") from None
+    host = parts.hostname or ""
+    if scheme == "file":
+        if host not in ("", "localhost"):
+            raise ValueError("a file:// URL names no host: file:///absolute/path")
+        if not parts.path.startswith("/"):
+            raise ValueError("a file:// URL needs an absolute path")
+        return url
+    if not host:
+        raise ValueError("URL has no host")
+    if parts.netloc.split(":")[0].startswith("["):
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError("URL has an invalid IPv6 host") from None
+    elif not _HOST.fullmatch(host):
+        raise ValueError("URL has an invalid host name")
+    return url
+
+
 class StreamConfig(_Model):
     url: str = Field(title="Stream URL", description="rtsp://, rtsps:// or file:// (looped clip)")
     transport: Transport = Field(Transport.TCP, title="RTSP transport")
@@ -77,20 +144,14 @@ class StreamConfig(_Model):
     @field_validator("url")
     @classmethod
     def _check_url(cls, url: str) -> str:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("rtsp", "rtsps", "file"):
-            raise ValueError(f"unsupported scheme {parts.scheme!r}: use rtsp, rtsps or file")
-        if parts.username is not None or parts.password is not None:
-            raise ValueError(
-                "credentials in the URL: put them in the camera's username/password instead"
-            )
-        if parts.scheme != "file" and not parts.hostname:
-            raise ValueError("URL has no host")
-        return url
+        return check_camera_url(url)
+
+
+CAMERA_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
 
 class CameraConfig(_Model):
-    id: str = Field(title="Camera id", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    id: str = Field(title="Camera id", pattern=CAMERA_ID_PATTERN)
     name: str = Field("", title="Display name")
     main: StreamConfig = Field(title="Main stream (recorded)")
     sub: StreamConfig | None = Field(None, title="Sub stream (live grid, detection)")
@@ -219,9 +280,36 @@ class ServerConfig(_Model):
         default_factory=list,
         title="Reverse proxies whose X-Forwarded-For is believed (networks, e.g. 10.0.0.0/8)",
     )
+    allow_file_cameras: bool = Field(
+        False,
+        title="Let the API add file:// cameras",
+        description="A file:// camera plays a file of this machine: off, the API refuses them "
+        "(the configuration file may always name one). The demo turns it on.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        title="Origins other web pages may call the API from (CORS); none by default",
+        description="Each as scheme://host[:port]. A state-changing request carrying any "
+        "other Origin than these or the server's own is refused (403).",
+    )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for o in origins:
+            parts = urllib.parse.urlsplit(o)
+            bare = parts.path in ("", "/") and not parts.query and not parts.fragment
+            if parts.scheme not in ("http", "https") or not parts.hostname or not bare:
+                raise ValueError(f"not an origin (scheme://host[:port]): {o[:64]!r}")
+        return [o.rstrip("/").lower() for o in origins]
 
 
 class AuthConfig(_Model):
+    local_key: bool = Field(
+        True,
+        title="Accept the local administration key (<data_dir>/local-api-key)",
+        description="For vms status, the benchmarks and scripts on this machine.",
+    )
     access_token_s: int = Field(600, ge=30, le=86_400, title="Access token lifetime")
     refresh_token_days: float = Field(14, gt=0, le=365, title="Refresh token lifetime")
     media_token_s: int = Field(60, ge=5, le=3600, title="Media token (URL) lifetime")

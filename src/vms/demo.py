@@ -57,7 +57,7 @@ def demo_config(data_dir: Path, port: int = 8080) -> Config:
         log.warning("real footage unavailable (%s); demo runs with generated clips only", e)
     raw: dict[str, Any] = {
         "data_dir": str(data_dir),
-        "server": {"port": port},
+        "server": {"port": port, "allow_file_cameras": True},
         "storage": {
             "roots": [
                 {

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from fastapi.testclient import TestClient
 
 from vms.app import create_app, server_of
+from vms.auth import local
 from vms.clock import Clock
 from vms.config import Config
 from vms.server import Server
@@ -21,7 +22,9 @@ def running_app(
     clock: Clock | None = None,
 ) -> Iterator[tuple[TestClient, Server]]:
     """Start the app (its lifespan starts the server on the client's event loop), yield a
-    client and the server, and stop it all on exit (every open segment closed)."""
+    client and the server, and stop it all on exit (every open segment closed). The client
+    authenticates as a local tool does, with the data directory's local API key."""
     app = create_app(config, clock=clock, prepare=prepare)
     with TestClient(app) as client:
+        client.headers.update(local.headers(config.data_dir))
         yield client, server_of(app)

@@ -166,6 +166,11 @@ class SetupIn(_In):
     password: Password
 
 
+# Ids in paths are bounded here: an unbounded int reaches SQL as a value SQLite refuses.
+UserId = Annotated[int, Path(ge=1, le=2**31 - 1, description="a user id")]
+KeyId = Annotated[int, Path(ge=1, le=2**31 - 1, description="an API key id")]
+RoleInPath = Annotated[str, Path(min_length=1, max_length=64, description="a role name")]
+
 router = APIRouter(prefix=PREFIX, tags=["auth"])
 
 
@@ -284,12 +289,12 @@ def add_user(body: UserIn, _: Admin, auth: AuthService) -> UserOut:
 
 
 @router.get("/users/{user_id}")
-def get_user(user_id: int, _: Admin, auth: AuthService) -> UserOut:
+def get_user(user_id: UserId, _: Admin, auth: AuthService) -> UserOut:
     return UserOut.of(auth.store.user(user_id))
 
 
 @router.patch("/users/{user_id}")
-def change_user(user_id: int, body: UserPatch, _: Admin, auth: AuthService) -> UserOut:
+def change_user(user_id: UserId, body: UserPatch, _: Admin, auth: AuthService) -> UserOut:
     new_hash = None if body.password is None else auth.passwords.hash(body.password)
     user = auth.store.update_user(user_id, auth.clock.wall_us(), role=body.role,
                                   disabled=body.disabled, password_hash=new_hash)  # fmt: skip
@@ -297,18 +302,18 @@ def change_user(user_id: int, body: UserPatch, _: Admin, auth: AuthService) -> U
 
 
 @router.delete("/users/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_user(user_id: int, _: Admin, auth: AuthService) -> None:
+def delete_user(user_id: UserId, _: Admin, auth: AuthService) -> None:
     auth.store.delete_user(user_id)
 
 
 @router.get("/users/{user_id}/grants")
-def get_grants(user_id: int, _: Admin, auth: AuthService) -> GrantsModel:
+def get_grants(user_id: UserId, _: Admin, auth: AuthService) -> GrantsModel:
     grants = auth.store.grants(user_id)
     return GrantsModel(grants=[_grant_out(g) for g in grants])
 
 
 @router.put("/users/{user_id}/grants")
-def set_grants(user_id: int, body: GrantsModel, _: Admin, auth: AuthService) -> GrantsModel:
+def set_grants(user_id: UserId, body: GrantsModel, _: Admin, auth: AuthService) -> GrantsModel:
     new = [Grant(g.camera_id, None if g.actions is None else frozenset(g.actions))
            for g in body.grants]  # fmt: skip
     auth.store.set_grants(user_id, new)
@@ -340,7 +345,7 @@ def put_role(
 
 
 @router.delete("/roles/{name}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_role(name: str, _: Admin, auth: AuthService) -> None:
+def delete_role(name: RoleInPath, _: Admin, auth: AuthService) -> None:
     auth.store.delete_role(name)
 
 
@@ -369,7 +374,7 @@ def list_api_keys(principal: Authenticated, auth: AuthService) -> list[ApiKeyOut
 
 
 @router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_api_key(key_id: int, principal: Authenticated, auth: AuthService) -> None:
+def revoke_api_key(key_id: KeyId, principal: Authenticated, auth: AuthService) -> None:
     key = auth.store.api_key(key_id)
     if key.user_id != principal.user_id and not principal.holds(Action.ADMIN):
         raise VmsError(Kind.NOT_FOUND, f"no API key {key_id}")  # others' keys are not shown

@@ -14,6 +14,7 @@ import secrets
 import threading
 from collections.abc import Sequence
 
+from vms.auth import local
 from vms.auth.credentials import (
     API_AUDIENCE,
     MEDIA_AUDIENCE,
@@ -70,6 +71,7 @@ class Auth:
                                     config.auth.login_window_s)  # fmt: skip
         self._setup_lock = threading.Lock()
         self._setup: tuple[str, int] | None = None  # SHA-256 of the setup token, expiry
+        self.local_key: str | None = None  # set by bootstrap when the config allows it
 
     def __repr__(self) -> str:
         return f"Auth({self.store.catalog.safe_url!r})"
@@ -147,6 +149,10 @@ class Auth:
         return self.store.principal(claims.user_id, claims.version)
 
     def api_key(self, key: str) -> Principal:
+        if local.is_local(key):
+            if not local.matches(self.local_key, key):
+                raise unauthenticated("the API key is not valid")
+            return local.PRINCIPAL
         prefix = api_key_prefix(key)
         found = self.store.api_key_by_prefix(prefix) if prefix else None
         if found is None or found[0].revoked or not same(found[1], digest(key)):
@@ -220,6 +226,8 @@ def bootstrap(catalog: Catalog, config: Config, clock: Clock | None = None) -> A
     catalog, logs a setup token (warning level, so it shows in any log setting)."""
     auth = Auth(catalog, config, clock)
     auth.signer.access(0, 0, "", 1)  # make the signing key now, not on the first login
+    if config.auth.local_key:
+        auth.local_key = local.ensure(config.data_dir)
     token = auth.new_setup_token()
     if token is not None:
         minutes = auth.config.setup_token_s // 60

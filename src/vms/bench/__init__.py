@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +30,9 @@ from typing import IO, Any
 import psutil
 import yaml
 
+from vms.auth import local
 from vms.bench.report import Progress
+from vms.config import load
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +48,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def http_json(url: str, timeout: float = 5.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
+def http_json(url: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> Any:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}),
+                                timeout=timeout) as r:  # fmt: skip
         return json.loads(r.read())
 
 
@@ -115,6 +119,7 @@ class VmsProcess:
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._headers: dict[str, str] | None = None
 
     def start(self) -> VmsProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
@@ -160,8 +165,14 @@ class VmsProcess:
         raise RuntimeError(f"vms serve did not answer in {timeout:g} s:\n{self.log_tail()}")
 
     def cameras(self) -> list[dict[str, Any]]:
-        cams: list[dict[str, Any]] = http_json(self.base + "/api/v1/cameras", timeout=10)["cameras"]
-        return cams
+        cams: list[dict[str, Any]] = []
+        query = "limit=1000"
+        while True:
+            page = http_json(f"{self.base}/api/v1/cameras?{query}", 10, self.headers())
+            cams += page["items"]
+            if not page["next"]:
+                return cams
+            query = "limit=1000&cursor=" + urllib.parse.quote(page["next"], safe="")
 
     def wait_online(
         self, count: int, timeout: float, progress: Progress | None = None, phase: str = ""
@@ -187,8 +198,18 @@ class VmsProcess:
         )
 
     def metrics(self, names: set[str]) -> dict[str, dict[str, float]]:
-        with urllib.request.urlopen(self.base + "/metrics", timeout=10) as r:
+        req = urllib.request.Request(self.base + "/metrics", headers=self.headers())
+        with urllib.request.urlopen(req, timeout=10) as r:
             return camera_metrics(r.read().decode(), names)
+
+    def headers(self) -> dict[str, str]:
+        """The server's local API key (``vms.auth.local``), once the server has made it."""
+        if self._headers is None:
+            key = local.read(load(self.config).data_dir)
+            if key is None:
+                raise RuntimeError(f"no local API key next to {self.config}")
+            self._headers = {local.HEADER: key}
+        return self._headers
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM (segments closed cleanly), then SIGKILL after ``timeout``."""

@@ -73,13 +73,15 @@ ROUTES = ("recordings", "cameras")
 ERROR_EXAMPLES = 5
 
 
-def request(base: str, route: str, day_start_us: int) -> tuple[str, dict[str, str]]:
-    """The URL and headers of one request: the only place that knows the routes (and where
-    an API key header goes once the API asks for one)."""
+def request(
+    base: str, route: str, day_start_us: int, auth: dict[str, str]
+) -> tuple[str, dict[str, str]]:
+    """The URL and headers of one request: the only place that knows the routes; ``auth``
+    is the server's local API key header."""
     if route == "recordings":
         query = f"start={day_start_us}&end={day_start_us + DAY_US}"
-        return f"{base}/api/v1/cameras/{ARCHIVE}/recordings?{query}", {}
-    return f"{base}/api/v1/cameras", {}
+        return f"{base}/api/v1/cameras/{ARCHIVE}/recordings?{query}", auth
+    return f"{base}/api/v1/cameras", auth
 
 
 def seed_archive(config: Path, day_start_us: int) -> float:
@@ -131,8 +133,9 @@ class Load:
     metrics_after: dict[str, dict[str, float]]
 
 
-def _scrape(base: str) -> dict[str, dict[str, float]]:
-    with urllib.request.urlopen(base + "/metrics", timeout=30) as r:
+def _scrape(base: str, auth: dict[str, str]) -> dict[str, dict[str, float]]:
+    with urllib.request.urlopen(urllib.request.Request(base + "/metrics", headers=auth),
+                                timeout=30) as r:  # fmt: skip
         return camera_metrics(r.read().decode(), METRICS)
 
 
@@ -144,6 +147,7 @@ async def generate(
     day_start_us: int,
     server: psutil.Process,
     progress: Progress,
+    auth: dict[str, str],
 ) -> Load:
     """``clients`` tasks, each with one request in flight, for ``warmup + seconds``."""
     me = psutil.Process()
@@ -158,7 +162,7 @@ async def generate(
         while time.monotonic() < window[1]:
             route = ROUTES[n % 2]
             n += 1
-            url, headers = request(base, route, day_start_us)
+            url, headers = request(base, route, day_start_us, auth)
             t0 = time.monotonic()
             failure = None
             try:
@@ -181,7 +185,7 @@ async def generate(
         while (now := time.monotonic()) < window[0]:
             progress.update(f"api: warm-up ({clients} clients)", now - t_start, warmup)
             await asyncio.sleep(min(0.25, window[0] - now))
-        m0 = await asyncio.to_thread(_scrape, base)
+        m0 = await asyncio.to_thread(_scrape, base, auth)
         # The window is what was measured: from here, whatever the loop's own delays were.
         w0, s0, c0 = time.monotonic(), cpu_seconds([server]), cpu_seconds([me])
         window[0] = w0
@@ -190,7 +194,7 @@ async def generate(
             progress.update(f"api: measuring ({clients} clients)", now - w0, seconds)
             await asyncio.sleep(min(0.25, window[1] - now))
         w1, s1, c1 = time.monotonic(), cpu_seconds([server]), cpu_seconds([me])
-        m1 = await asyncio.to_thread(_scrape, base)
+        m1 = await asyncio.to_thread(_scrape, base, auth)
         return w0, w1, s0, s1, c0, c1, m0, m1
 
     async with httpx.AsyncClient(limits=limits, timeout=60.0) as client:
@@ -234,10 +238,11 @@ def run(args: argparse.Namespace, progress: Progress) -> Result:
             vms.wait_http(60)
             vms.wait_online(n_live, 60, progress, "api: live cameras online")
             # The answer every client should get: checked once, before the load.
-            url, headers = request(vms.base, "recordings", day_start)
+            url, headers = request(vms.base, "recordings", day_start, vms.headers())
             day = httpx.get(url, headers=headers, timeout=30).json()
+            auth = vms.headers()
             load_ = asyncio.run(
-                generate(vms.base, clients, warmup, seconds, day_start, vms.ps(), progress)
+                generate(vms.base, clients, warmup, seconds, day_start, vms.ps(), progress, auth)
             )
             alive = vms.alive()
         finally:

@@ -48,6 +48,11 @@ from vms.media import (
 
 TIMED_OUT = "timed out (no data)"
 
+# What FFmpeg may open beneath a camera's URL. RTSP runs over tcp (interleaved) or rtp/udp, and
+# RTSPS over tls; nothing else: no file, pipe, concat, subfile, data or http. A clip is a file.
+RTSP_PROTOCOLS = "rtsp,rtsps,tcp,udp,rtp,tls"
+FILE_PROTOCOLS = "file"
+
 VIDEO_CODECS = {"h264": H264, "hevc": HEVC}
 AUDIO_CODECS = {"aac": AAC, "pcm_mulaw": PCMU, "pcm_alaw": PCMA}
 
@@ -228,7 +233,7 @@ def open_source(
             path = Path(unquote(urlsplit(url).path))
             if not path.is_file():
                 raise VmsError(Kind.UNAVAILABLE, f"clip {path} does not exist")
-            container = av.open(str(path), "r")
+            container = av.open(str(path), "r", options={"protocol_whitelist": FILE_PROTOCOLS})
             return Source(container, live=False, stop=stop, clock=clock)
         options = {
             "rtsp_transport": transport,
@@ -238,6 +243,7 @@ def open_source(
             # is NOT used: its interrupt callback takes the GIL on every poll inside FFmpeg's
             # reads, and with 200 ingest threads that contention cost more than the reading.
             "timeout": str(int(read_timeout * 1_000_000)),
+            "protocol_whitelist": RTSP_PROTOCOLS,
         }
         started = time.monotonic()
         try:

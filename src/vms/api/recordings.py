@@ -1,0 +1,157 @@
+"""What a camera has recorded: runs of video without a break, and the gaps between them.
+
+The window is ``[start, end)`` (default: the 24 hours before now). A run joins segments that
+follow one another; an open segment counts up to what its writer has written; a quarantined
+segment (its bytes failed their checksum) is not served and leaves a gap. A window with more
+runs than ``limit``, or more segments than :data:`SEGMENTS_PER_PAGE`, is answered a page at a
+time: the page ends where the first run left out starts, and ``next`` goes on from there.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from vms.api import models
+from vms.api.deps import CameraDep, ServerDep
+from vms.api.errors import ERRORS
+from vms.api.times import (
+    DAY_US,
+    MIN_TIME_US,
+    TIME_HELP,
+    TIME_MAX_CHARS,
+    TIME_RANGE,
+    invalid,
+    iso,
+    parse_time,
+)
+from vms.catalog.store import MAIN, OPEN, QUARANTINED
+from vms.server import Server
+
+# Segments closer than this are one run: rotation leaves no gap by construction, but a
+# re-anchored wall clock may leave a few milliseconds.
+RUN_GAP_US = 500_000
+RUNS_DEFAULT, RUNS_MAX = 1000, 10_000
+# The most catalog rows one request reads: a week of one-minute segments.
+SEGMENTS_PER_PAGE = 10_080
+
+router = APIRouter(prefix="/api/v1/cameras/{camera_id}", tags=["recordings"], responses=ERRORS)
+
+
+class RecordingsQuery(BaseModel):
+    """The window of ``/recordings``. Unknown parameters are refused: a typo such as ``strat``
+    would otherwise answer the default window as if it were the one asked for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: str | None = Field(
+        None,
+        max_length=TIME_MAX_CHARS,
+        description=f"{TIME_HELP}, {TIME_RANGE}; default 24 h before end",
+    )
+    end: str | None = Field(
+        None, max_length=TIME_MAX_CHARS, description=f"{TIME_HELP}, {TIME_RANGE}; default now"
+    )
+    limit: int = Field(
+        RUNS_DEFAULT, ge=1, le=RUNS_MAX, description=f"runs per page, at most {RUNS_MAX}"
+    )
+    cursor: str | None = Field(
+        None,
+        max_length=models.CURSOR_MAX_CHARS,
+        description="`next` of the previous page (instead of start and end)",
+    )
+
+
+def recordings(
+    server: Server, camera_id: str, start_us: int, end_us: int, limit: int = RUNS_DEFAULT
+) -> models.Recordings:
+    if end_us <= start_us:
+        raise invalid("end", "must be after start")
+    runs: list[dict[str, Any]] = []
+    now = server.clock.wall_us()
+    quarantined = 0
+    window_end = end_us  # where this page stops
+    # The main stream's: the runs are what playback serves.
+    segments = server.catalog.overlapping(
+        camera_id, MAIN, start_us, end_us, limit=SEGMENTS_PER_PAGE
+    )
+    if len(segments) == SEGMENTS_PER_PAGE and segments[-1].start_us > start_us:
+        window_end = segments[-1].start_us  # the last one read starts the next page
+        segments = segments[:-1]
+    for seg in segments:
+        if seg.state == QUARANTINED:
+            quarantined += 1  # its bytes failed their checksum: not served, a gap instead
+            continue
+        seg_end = seg.end_us
+        if seg.state == OPEN:
+            live = server.writers.open_segment(camera_id, MAIN, seg_id=seg.id)
+            seg_end = max(seg_end, live.end_us if live else seg_end)
+        if seg_end <= start_us or seg.start_us >= window_end:
+            continue
+        s, e = max(seg.start_us, start_us), min(seg_end, window_end, max(now, seg_end))
+        if runs and s - runs[-1]["end_us"] <= RUN_GAP_US:
+            run = runs[-1]
+            run["end_us"] = max(run["end_us"], e)
+            run["segments"] += 1
+            run["bytes"] += seg.bytes
+            run["open"] = run["open"] or seg.state == OPEN
+        else:
+            runs.append(
+                {"start_us": s, "end_us": e, "segments": 1, "bytes": seg.bytes,
+                 "open": seg.state == OPEN}
+            )  # fmt: skip
+    if len(runs) > limit:
+        window_end = runs[limit]["start_us"]
+        runs = runs[:limit]
+    gaps = []
+    cursor = start_us
+    for run in runs:
+        if run["start_us"] > cursor:
+            gaps.append(models.Gap(**models.Gap.times(cursor, run["start_us"])))
+        cursor = max(cursor, run["end_us"])
+    if cursor < min(window_end, now):
+        gaps.append(models.Gap(**models.Gap.times(cursor, min(window_end, now))))
+    nxt = None
+    if window_end < end_us:
+        nxt = models.encode_cursor({"camera": camera_id, "start": window_end, "end": end_us})
+    return models.Recordings(
+        camera=camera_id,
+        start_us=start_us,
+        end_us=window_end,
+        start=iso(start_us),
+        end=iso(window_end),
+        runs=[
+            models.Run(
+                **models.Gap.times(r["start_us"], r["end_us"]),
+                segments=r["segments"],
+                bytes=r["bytes"],
+                open=r["open"],
+            )
+            for r in runs
+        ],
+        gaps=gaps,
+        quarantined_segments=quarantined,
+        next=nxt,
+    )
+
+
+@router.get("/recordings", response_model=models.Recordings)
+def camera_recordings(
+    cam: CameraDep, server: ServerDep, window: Annotated[RecordingsQuery, Query()]
+) -> models.Recordings:
+    """Runs and gaps of the camera's main stream in a window."""
+    camera_id = cam.config.id
+    if window.cursor is not None:
+        if window.start is not None or window.end is not None:
+            raise invalid("cursor", "a cursor replaces start and end; send it alone")
+        pos = models.decode_cursor(window.cursor, {"camera": str, "start": int, "end": int})
+        if pos["camera"] != camera_id or not MIN_TIME_US <= pos["start"] < pos["end"]:
+            raise invalid("cursor", "not a cursor of this camera's recordings")
+        start_us, end_us = pos["start"], pos["end"]
+        parse_time(str(end_us), 0, "cursor")  # in range, as any time sent
+    else:
+        end_us = parse_time(window.end, server.clock.wall_us(), "end")
+        start_us = parse_time(window.start, max(end_us - DAY_US, MIN_TIME_US), "start")
+    return recordings(server, camera_id, start_us, end_us, window.limit)

@@ -1,0 +1,122 @@
+"""The one guard, on the whole route table (found from the app, so a new route is covered):
+without credentials every route answers 401 but health, login and the first-admin setup; a user
+granted one camera gets 404 or 403 on every route of another, and lists show it only its own."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+
+from tests.support.app import running_app
+from vms.api.routes import ROUTERS
+from vms.auth.rbac import Action
+from vms.auth.store import Grant
+from vms.config import from_dict
+from vms.server import Server
+
+OPEN = {
+    ("GET", "/healthz"),
+    ("POST", "/api/v1/auth/login"),
+    ("POST", "/api/v1/auth/refresh"),  # a refresh token is its credential
+    ("POST", "/api/v1/auth/logout"),  # revokes the refresh token it is given, if any
+    ("POST", "/api/v1/auth/setup"),  # the one-time setup token is its credential
+}
+PARAMS = {"camera_id": "b", "user_id": "1", "key_id": "1", "name": "custom"}
+PASSWORD = "a long enough password"
+FAST = {"argon2_time_cost": 1, "argon2_memory_kib": 8192, "argon2_parallelism": 1}
+
+
+def routes() -> list[tuple[str, str]]:
+    out = []
+    for router in ROUTERS:
+        for r in router.routes:
+            if isinstance(r, APIRoute):
+                out += [(m, r.path) for m in sorted(r.methods)]
+    return out
+
+
+def fill(path: str, camera: str) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: camera if m[1] == "camera_id" else PARAMS[m[1]], path)
+
+
+@pytest.fixture(scope="module")
+def app(
+    tmp_path_factory: pytest.TempPathFactory, clips: dict[str, Path]
+) -> Iterator[tuple[TestClient, Server]]:
+    tmp = tmp_path_factory.mktemp("api-guard")
+    (tmp / "r1").mkdir()
+    cams = [{"id": c, "main": {"url": clips["h264"].as_uri()}} for c in ("a", "b")]
+    cfg = from_dict(
+        {
+            "data_dir": str(tmp),
+            "storage": {"roots": [{"name": "r1", "path": str(tmp / "r1"), "min_free_bytes": 0}]},
+            "auth": FAST,
+            "cameras": cams,
+        }
+    )
+    with running_app(cfg) as running:
+        yield running
+
+
+def test_the_route_table_is_all_guarded(app: tuple[TestClient, Server]) -> None:
+    client, _ = app
+    table = routes()
+    assert len(table) >= 30 and set(table) >= OPEN
+    bare = TestClient(client.app)  # the same app, no credentials
+    for method, path in table:
+        if (method, path) in OPEN:
+            continue
+        r = bare.request(method, fill(path, "a"), json={})
+        assert r.status_code == 401, (method, path, r.status_code, r.text[:200])
+        assert r.headers.get("www-authenticate") == "Bearer", (method, path)
+        assert r.json()["error"] == "unauthenticated"
+        # A wrong credential is no credential either.
+        bad = bare.request(method, fill(path, "a"), json={}, headers={"X-API-Key": "vms_local_x"})
+        assert bad.status_code == 401, (method, path)
+    assert bare.get("/healthz").status_code == 200
+
+
+def test_a_user_granted_one_camera_sees_nothing_of_another(
+    app: tuple[TestClient, Server],
+) -> None:
+    client, server = app
+    user = server.auth.add_user("alice", PASSWORD, "operator")
+    server.auth.store.set_grants(user.id, [Grant("a", None)])
+    r = client.post("/api/v1/auth/login", json={"name": "alice", "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    alice = TestClient(client.app, headers={"Authorization": f"Bearer {r.json()['access_token']}"})
+
+    listed = alice.get("/api/v1/cameras").json()["items"]
+    assert [c["id"] for c in listed] == ["a"], "the list shows only what she may view"
+    camera_routes = [(m, p) for m, p in routes() if "{camera_id}" in p]
+    assert len(camera_routes) >= 7
+    for method, path in camera_routes:
+        r = alice.request(method, fill(path, "b"), json={})
+        assert r.status_code == 404, (method, path, r.status_code)  # as if b did not exist
+        assert "b" not in {c["id"] for c in listed}
+    # On her own camera: what an operator does, yes; managing it, no (403, it exists for her).
+    assert alice.get("/api/v1/cameras/a").status_code == 200
+    assert alice.get("/api/v1/cameras/a/recordings").status_code == 200
+    assert alice.delete("/api/v1/cameras/a").status_code == 403
+    assert alice.post("/api/v1/cameras/a/disable").status_code == 403
+    # Nothing of the administration.
+    for method, path in [("GET", "/api/v1/auth/users"), ("GET", "/api/v1/audit"),
+                         ("GET", "/metrics"), ("POST", "/api/v1/cameras")]:  # fmt: skip
+        assert alice.request(method, path, json={}).status_code == 403, path
+    # Her token is no media token, and a media token for a is refused for b and as a bearer.
+    media = alice.post(
+        "/api/v1/auth/media-token", json={"camera_id": "a", "action": Action.PLAYBACK.value}
+    )
+    assert media.status_code == 200, media.text
+    token = media.json()["token"]
+    as_bearer = TestClient(client.app, headers={"Authorization": f"Bearer {token}"})
+    assert as_bearer.get("/api/v1/cameras").status_code == 401
+    refused = alice.post(
+        "/api/v1/auth/media-token", json={"camera_id": "b", "action": Action.PLAYBACK.value}
+    )
+    assert refused.status_code == 404
