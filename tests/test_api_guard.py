@@ -120,3 +120,31 @@ def test_a_user_granted_one_camera_sees_nothing_of_another(
         "/api/v1/auth/media-token", json={"camera_id": "b", "action": Action.PLAYBACK.value}
     )
     assert refused.status_code == 404
+
+
+def test_logins_and_changes_are_in_the_audit_trail(app: tuple[TestClient, Server]) -> None:
+    client, server = app
+    server.auth.add_user("bob", PASSWORD, "viewer")
+    assert (
+        client.post("/api/v1/auth/login", json={"name": "bob", "password": "x" * 12}).status_code
+        == 401
+    )
+    assert (
+        client.post("/api/v1/auth/login", json={"name": "bob", "password": PASSWORD}).status_code
+        == 200
+    )
+    r = client.post(
+        "/api/v1/auth/users", json={"name": "carol", "password": PASSWORD, "role": "viewer"}
+    )
+    assert r.status_code == 201, r.text
+    assert client.post("/api/v1/cameras/b/disable").status_code == 200
+    assert client.post("/api/v1/cameras/b/enable").status_code == 200
+    entries = client.get("/api/v1/audit", params={"limit": 1000}).json()["entries"]
+    seen = [(e["actor"], e["action"], e["target"]) for e in entries]
+    assert ("bob", "login.failed", "bob") in seen
+    assert ("bob", "login.ok", "bob") in seen
+    assert ("local", "user.create", "carol") in seen
+    assert ("local", "camera.disable", "b") in seen and ("local", "camera.enable", "b") in seen
+    assert all(PASSWORD not in str(e) for e in entries)
+    verdict = client.get("/api/v1/audit/verify").json()
+    assert verdict["ok"] and not verdict["findings"], verdict

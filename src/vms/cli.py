@@ -78,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--demo", action="store_true", help="record built-in demo cameras")
     serve.add_argument("--data-dir", type=Path, default=Path("data"), help="state for --demo")
     serve.add_argument("--port", type=int, help="override the configured HTTP port")
+    serve.add_argument(
+        "--host",
+        help="override the listen address (0.0.0.0: every interface; the API asks "
+        "for credentials on every route but health and login)",
+    )
     serve.add_argument("--log-format", choices=["text", "json"], help="override log format")
 
     status = sub.add_parser("status", help="show a running server's cameras and storage")
@@ -178,7 +183,9 @@ def _serve(args: argparse.Namespace) -> int:
         cfg = demo_config(args.data_dir.resolve())
     else:
         cfg = config_mod.load(args.config)
-    return serve.run(serve.override(cfg, port=args.port, log_format=args.log_format))
+    return serve.run(
+        serve.override(cfg, port=args.port, log_format=args.log_format, host=args.host)
+    )
 
 
 def _audit(args: argparse.Namespace) -> int:

@@ -272,7 +272,7 @@ class LogFormat(enum.StrEnum):
 
 
 class ServerConfig(_Model):
-    host: str = Field("127.0.0.1", title="Listen address (localhost until auth exists)")
+    host: str = Field("127.0.0.1", title="Listen address (0.0.0.0 or :: for every interface)")
     port: int = Field(8080, ge=0, le=65535)
     log_format: LogFormat = Field(LogFormat.TEXT)
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$")

@@ -25,9 +25,14 @@ from vms.server import Server
 log = logging.getLogger("vms")
 
 
-def override(cfg: Config, port: int | None = None, log_format: str | None = None) -> Config:
-    """``cfg`` with the server's port and log format replaced where given."""
-    overrides = {"port": port, "log_format": log_format}
+def override(
+    cfg: Config,
+    port: int | None = None,
+    log_format: str | None = None,
+    host: str | None = None,
+) -> Config:
+    """``cfg`` with the server's port, log format and listen address replaced where given."""
+    overrides = {"port": port, "log_format": log_format, "host": host}
     if all(v is None for v in overrides.values()):
         return cfg
     # Re-validate: model_copy(update=...) would keep plain strings where enums belong.

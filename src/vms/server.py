@@ -230,7 +230,8 @@ class Server:
         config = self.config
         self.catalog = Catalog(config.catalog_url())  # closed by start() if what follows fails
         self.audit = AuditLog(self.catalog, config.data_dir, self.clock)
-        self.auth = bootstrap(self.catalog, config, self.clock)  # a setup token when no user
+        # A setup token is logged when no user exists.
+        self.auth = bootstrap(self.catalog, config, self.clock, audit=self.audit)
         self.storage = Storage(config.storage.roots, self.catalog, self.clock)
         self.storage.verify()
         if not self.storage.usable():

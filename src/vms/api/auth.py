@@ -284,8 +284,10 @@ def list_users(_: Admin, auth: AuthService) -> list[UserOut]:
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED)
-def add_user(body: UserIn, _: Admin, auth: AuthService) -> UserOut:
-    return UserOut.of(auth.add_user(body.name, body.password, body.role))
+def add_user(body: UserIn, who: Admin, auth: AuthService) -> UserOut:
+    user = auth.add_user(body.name, body.password, body.role)
+    auth.record(who.name, "user.create", user.name, {"role": user.role})
+    return UserOut.of(user)
 
 
 @router.get("/users/{user_id}")
@@ -294,16 +296,21 @@ def get_user(user_id: UserId, _: Admin, auth: AuthService) -> UserOut:
 
 
 @router.patch("/users/{user_id}")
-def change_user(user_id: UserId, body: UserPatch, _: Admin, auth: AuthService) -> UserOut:
+def change_user(user_id: UserId, body: UserPatch, who: Admin, auth: AuthService) -> UserOut:
     new_hash = None if body.password is None else auth.passwords.hash(body.password)
     user = auth.store.update_user(user_id, auth.clock.wall_us(), role=body.role,
                                   disabled=body.disabled, password_hash=new_hash)  # fmt: skip
+    changed = sorted(body.model_fields_set - {"password"})
+    auth.record(who.name, "user.update", user.name,
+                {"changed": changed, "password_changed": body.password is not None})  # fmt: skip
     return UserOut.of(user)
 
 
 @router.delete("/users/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_user(user_id: UserId, _: Admin, auth: AuthService) -> None:
+def delete_user(user_id: UserId, who: Admin, auth: AuthService) -> None:
+    name = auth.store.user(user_id).name
     auth.store.delete_user(user_id)
+    auth.record(who.name, "user.delete", name)
 
 
 @router.get("/users/{user_id}/grants")
@@ -313,10 +320,12 @@ def get_grants(user_id: UserId, _: Admin, auth: AuthService) -> GrantsModel:
 
 
 @router.put("/users/{user_id}/grants")
-def set_grants(user_id: UserId, body: GrantsModel, _: Admin, auth: AuthService) -> GrantsModel:
+def set_grants(user_id: UserId, body: GrantsModel, who: Admin, auth: AuthService) -> GrantsModel:
     new = [Grant(g.camera_id, None if g.actions is None else frozenset(g.actions))
            for g in body.grants]  # fmt: skip
     auth.store.set_grants(user_id, new)
+    auth.record(who.name, "user.grants", auth.store.user(user_id).name,
+                {"grants": [g.model_dump(mode="json") for g in body.grants]})  # fmt: skip
     return GrantsModel(grants=[_grant_out(g) for g in auth.store.grants(user_id)])
 
 
@@ -335,18 +344,21 @@ def put_role(
     name: Annotated[str, Path(min_length=1, max_length=64, pattern=ROLE_PATTERN)],
     body: RoleIn,
     response: Response,
-    _: Admin,
+    who: Admin,
     auth: AuthService,
 ) -> RoleOut:
     role, created = auth.store.put_role(name, frozenset(body.actions))
+    auth.record(who.name, "role.create" if created else "role.update", name,
+                {"actions": sorted(role.actions)})  # fmt: skip
     if created:
         response.status_code = status.HTTP_201_CREATED
     return RoleOut.of(role)
 
 
 @router.delete("/roles/{name}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_role(name: RoleInPath, _: Admin, auth: AuthService) -> None:
+def delete_role(name: RoleInPath, who: Admin, auth: AuthService) -> None:
     auth.store.delete_role(name)
+    auth.record(who.name, "role.delete", name)
 
 
 # --- API keys ------------------------------------------------------------------------------
@@ -363,6 +375,8 @@ def create_api_key(
         raise forbidden(Action.ADMIN)
     cams = ALL if EVERY_CAMERA in body.cameras else frozenset(body.cameras)
     key, row = auth.new_api_key(owner, body.name, Scope(frozenset(body.actions), cams))
+    scope = {"owner": owner, "actions": sorted(body.actions), "cameras": body.cameras}
+    auth.record(principal.name, "api_key.create", row.prefix, scope)
     response.headers["Cache-Control"] = "no-store"
     return NewApiKeyOut(key=key, api_key=ApiKeyOut.of(row))
 
@@ -379,3 +393,4 @@ def revoke_api_key(key_id: KeyId, principal: Authenticated, auth: AuthService) -
     if key.user_id != principal.user_id and not principal.holds(Action.ADMIN):
         raise VmsError(Kind.NOT_FOUND, f"no API key {key_id}")  # others' keys are not shown
     auth.store.revoke_api_key(key_id)
+    auth.record(principal.name, "api_key.revoke", key.prefix, {"owner": key.user_id})

@@ -13,7 +13,9 @@ import logging
 import secrets
 import threading
 from collections.abc import Sequence
+from typing import Any
 
+from vms.audit.log import AuditLog
 from vms.auth import local
 from vms.auth.credentials import (
     API_AUDIENCE,
@@ -72,6 +74,7 @@ class Auth:
         self._setup_lock = threading.Lock()
         self._setup: tuple[str, int] | None = None  # SHA-256 of the setup token, expiry
         self.local_key: str | None = None  # set by bootstrap when the config allows it
+        self.audit: AuditLog | None = None  # set by bootstrap: logins and changes go there
 
     def __repr__(self) -> str:
         return f"Auth({self.store.catalog.safe_url!r})"
@@ -93,12 +96,14 @@ class Auth:
             self.limiter.failed(address, name)
             why = "no such user" if found is None else "disabled" if ok else "wrong password"
             log.warning("login refused for %s from %s: %s", capped(name), address, why)
+            self.record(shorten(name), "login.failed", shorten(name), {"reason": why}, address)
             raise unauthenticated(_BAD_LOGIN)
         user, stored_hash = found
         if self.passwords.needs_rehash(stored_hash):
             self.store.rehash(user.id, stored_hash, self.passwords.hash(password))
         self.limiter.succeeded(name)
         log.info("user %s logged in from %s", user.name, address)
+        self.record(user.name, "login.ok", user.name, {"method": "password"}, address)
         return self._session(user, family=secrets.token_hex(16))
 
     def _session(self, user: User, family: str | None, refresh: str | None = None) -> Session:
@@ -139,6 +144,7 @@ class Auth:
         user = self.store.update_user(principal.user_id, self.clock.wall_us(),
                                       password_hash=self.passwords.hash(new))  # fmt: skip
         log.info("user %s changed its password", user.name)
+        self.record(user.name, "user.password", user.name, {"password_changed": True})
         return user
 
     # --- credentials ---------------------------------------------------------------------
@@ -218,13 +224,29 @@ class Auth:
                                        self.clock.wall_us(), first=True)  # fmt: skip
             self._setup = None
         log.info("first admin %s created with the setup token", user.name)
+        self.record(user.name, "user.create", user.name, {"role": ADMIN, "via": "setup token"})
         return user
 
+    def record(
+        self,
+        actor: str,
+        action: str,
+        target: str,
+        details: dict[str, Any] | None = None,
+        ip: str | None = None,
+    ) -> None:
+        """An entry of the audit trail (docs/design/audit.md), when there is one."""
+        if self.audit is not None:
+            self.audit.append(actor, action, target, details, ip=ip)
 
-def bootstrap(catalog: Catalog, config: Config, clock: Clock | None = None) -> Auth:
+
+def bootstrap(
+    catalog: Catalog, config: Config, clock: Clock | None = None, audit: AuditLog | None = None
+) -> Auth:
     """The auth service of a server whose catalog is open (migrated). With no user in the
     catalog, logs a setup token (warning level, so it shows in any log setting)."""
     auth = Auth(catalog, config, clock)
+    auth.audit = audit
     auth.signer.access(0, 0, "", 1)  # make the signing key now, not on the first login
     if config.auth.local_key:
         auth.local_key = local.ensure(config.data_dir)
