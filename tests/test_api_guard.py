@@ -4,9 +4,13 @@ granted one camera gets 404 or 403 on every route of another, and lists show it 
 
 from __future__ import annotations
 
+import builtins
+import os
 import re
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.routing import APIRoute
@@ -148,3 +152,73 @@ def test_logins_and_changes_are_in_the_audit_trail(app: tuple[TestClient, Server
     assert all(PASSWORD not in str(e) for e in entries)
     verdict = client.get("/api/v1/audit/verify").json()
     assert verdict["ok"] and not verdict["findings"], verdict
+
+
+def test_oversized_bodies_are_refused_before_they_are_read(app: tuple[TestClient, Server]) -> None:
+    client, _ = app
+    big = b'{"name": "' + b"x" * (2 << 20) + b'"}'
+    r = client.post("/api/v1/cameras", content=big, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"] == "too_large"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        for _ in range(40):
+            yield b"x" * 65536
+
+    r = client.post(
+        "/api/v1/cameras", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code == 413, r.text
+    assert (
+        client.post("/api/v1/auth/login", json={"name": "n" * 100_000, "password": "p"}).status_code
+        == 400
+    )
+
+
+TRAVERSAL = [
+    "../../../../etc/passwd", "..\\..\\..\\windows\\win.ini", "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "%252e%252e%252fetc%252fpasswd", "..%c0%af..%c0%afetc%c0%afpasswd", "/etc/passwd",
+    "a\x00b", "." * 5000,
+]  # fmt: skip
+
+
+def test_path_traversal_on_every_parameter_reads_nothing(
+    app: tuple[TestClient, Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, server = app
+    opened: list[str] = []
+    real_open, real_os_open = builtins.open, os.open
+
+    def spy_open(file: Any, *a: Any, **kw: Any) -> Any:
+        opened.append(str(file))
+        return real_open(file, *a, **kw)
+
+    def spy_os_open(path: Any, *a: Any, **kw: Any) -> Any:
+        opened.append(str(path))
+        return real_os_open(path, *a, **kw)
+
+    monkeypatch.setattr(builtins, "open", spy_open)
+    monkeypatch.setattr(os, "open", spy_os_open)
+    schema = client.get("/api/openapi.json").json()
+    asked = 0
+    for path, ops in schema["paths"].items():
+        for method, op in ops.items():
+            params = [p for p in op.get("parameters", []) if p["in"] in ("path", "query")]
+            for param in params:
+                for value in TRAVERSAL:
+                    quoted = urllib.parse.quote(value, safe="")
+                    url = fill(path, "a")
+                    query = {}
+                    if param["in"] == "path":
+                        url = path.replace("{" + param["name"] + "}", quoted)
+                        url = fill(url, "a")
+                    else:
+                        query[param["name"]] = value
+                    r = client.request(method.upper(), url, params=query, json={})
+                    asked += 1
+                    assert r.status_code < 500, (method, path, param["name"], value, r.text[:200])
+    assert asked > 100
+    data_dir = str(server.config.data_dir)
+    outside = [
+        p for p in opened if (not p.startswith(data_dir) and "passwd" in p) or "win.ini" in p
+    ]
+    assert not outside, outside

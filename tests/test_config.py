@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,16 @@ def test_missing_config_file_exits_2(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "cannot read config" in result.stderr
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, 9):
+        refs = ", ".join([f"*a{i - 1}"] * 9)
+        lines.append(f"a{i}: &a{i} [{refs}]")
+    lines.append("cameras: [*a8]")
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    t0 = time.monotonic()
+    with pytest.raises(VmsError):
+        config.load(path)
+    assert time.monotonic() - t0 < 5, "the config expanded the aliases"

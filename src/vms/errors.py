@@ -40,6 +40,7 @@ class Kind(enum.Enum):
     FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"
+    TOO_LARGE = "too_large"
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
     STORAGE_FULL = "storage_full"
@@ -58,6 +59,7 @@ _HTTP = {
     Kind.FORBIDDEN: 403,
     Kind.NOT_FOUND: 404,
     Kind.CONFLICT: 409,
+    Kind.TOO_LARGE: 413,
     Kind.RATE_LIMITED: 429,
     Kind.UNAVAILABLE: 503,
     Kind.STORAGE_FULL: 507,

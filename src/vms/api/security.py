@@ -42,6 +42,9 @@ HEADERS = {
     "X-Frame-Options": "DENY",
 }
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# No request of this API carries more (a camera with its streams is a few kB); a larger body is
+# refused before it is read: by its Content-Length, or once that much has arrived chunked.
+MAX_BODY = 1 << 20
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 CDN = "https://cdn.jsdelivr.net"
 FAVICON = "https://fastapi.tiangolo.com"
@@ -110,8 +113,12 @@ class SecurityMiddleware:
                     headers[name] = value
             await send(message)
 
+        request_headers = Headers(scope=scope)
+        length = request_headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            await _refuse(_too_large(), scope, receive, send_with_headers)
+            return
         if scope["method"] in UNSAFE_METHODS:
-            request_headers = Headers(scope=scope)
             origin = request_headers.get("origin")
             if origin is not None and not origin_allowed(
                 origin, request_headers.get("host"), self.allowed
@@ -121,10 +128,50 @@ class SecurityMiddleware:
                     "cross-origin request refused: this origin may not change anything here "
                     "(server.cors_origins)",
                 )
-                refusal = JSONResponse(refused.to_dict(), status_code=refused.kind.http_status)
-                await refusal(scope, receive, send_with_headers)
+                await _refuse(refused, scope, receive, send_with_headers)
                 return
+        if length is None and scope["method"] in UNSAFE_METHODS:
+            # Chunked: read it here, up to the bound, and hand the app what was read.
+            body = await _bounded_body(receive)
+            if body is None:
+                await _refuse(_too_large(), scope, receive, send_with_headers)
+                return
+            receive = _replay(body, receive)
         await self.app(scope, receive, send_with_headers)
+
+
+async def _bounded_body(receive: Receive) -> list[Message] | None:
+    """The request's messages, or None once they carry more than :data:`MAX_BODY`."""
+    messages: list[Message] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return messages
+        size += len(message.get("body", b""))
+        if size > MAX_BODY:
+            return None
+        if not message.get("more_body", False):
+            return messages
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = list(messages)
+
+    async def replayed() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replayed
+
+
+def _too_large() -> VmsError:
+    return VmsError(Kind.TOO_LARGE, f"the request body is over {MAX_BODY // 1024} KiB")
+
+
+async def _refuse(error: VmsError, scope: Scope, receive: Receive, send: Send) -> None:
+    answer = JSONResponse(error.to_dict(), status_code=error.kind.http_status)
+    await answer(scope, receive, send)
 
 
 def install(app: FastAPI, cors_origins: Sequence[str]) -> None:
