@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import Rig
 from tests.support.app import running_app
 from tests.support.polling import wait_for
+from vms.audit.log import AuditLog
 from vms.catalog.store import CLOSED, Catalog
 from vms.config import from_dict
 from vms.errors import Kind, VmsError
@@ -46,7 +47,8 @@ def retention_for(rig: Rig, **root: object) -> Retention:
         }
     )
     rig.storage.roots[0].config = cfg.storage.roots[0]
-    return Retention(cfg, rig.catalog, rig.storage, rig.clock)
+    audit = AuditLog(rig.catalog, rig.root.parent / "data", rig.clock)
+    return Retention(cfg, rig.catalog, rig.storage, rig.clock, audit=audit)
 
 
 def test_retention_by_days_deletes_rows_then_files(rig: Rig, clips: dict[str, Path]) -> None:
@@ -58,6 +60,10 @@ def test_retention_by_days_deletes_rows_then_files(rig: Rig, clips: dict[str, Pa
     assert retention.run_once() == len(segs) == 2
     assert rig.catalog.segments() == [] and rig.catalog.garbage() == []
     assert not any((rig.root / s.path).exists() for s in segs)
+    assert retention.audit is not None
+    (entry,) = retention.audit.query(action="retention.")
+    assert entry.actor == "system" and entry.details["segments"] == 2
+    assert entry.details["cameras"] == ["cam1"] and "older than 1 days" in entry.details["reason"]
 
 
 def test_retention_by_bytes_deletes_oldest_first(rig: Rig, clips: dict[str, Path]) -> None:

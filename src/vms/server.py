@@ -250,7 +250,7 @@ class Server:
         )
         self.retention = Retention(
             config, self.catalog, self.storage, self.clock,
-            cameras=lambda: [c.config for c in self.cameras],
+            cameras=lambda: [c.config for c in self.cameras], audit=self.audit,
         )  # fmt: skip
         self.writers = Writers(self.catalog, self.clock)
         self.reactor = Reactor(self.clock, self.stop_event)

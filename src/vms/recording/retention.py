@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
+from vms.audit.log import AuditLog
 from vms.catalog.store import Catalog, Segment
 from vms.clock import Clock
 from vms.config import CameraConfig, Config
@@ -46,11 +47,13 @@ class Retention:
         storage: Storage,
         clock: Clock,
         cameras: Callable[[], list[CameraConfig]] | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         """``cameras`` gives the cameras as they are now (they change at run time); by default,
         the configuration's."""
         self.config = config
         self.cameras = cameras or (lambda: config.cameras)
+        self.audit = audit  # one entry per batch deleted (docs/design/audit.md)
         self.catalog = catalog
         self.storage = storage
         self.clock = clock
@@ -184,6 +187,11 @@ class Retention:
             len(done), sum(s.bytes for s in segs),
             f" on root {root_name}" if root_name else "", reason,
         )  # fmt: skip
+        if self.audit is not None and done:
+            cameras = sorted({s.camera_id for s in segs})
+            self.audit.append("system", "retention.delete", root_name or "",
+                              {"segments": len(done), "bytes": gone, "reason": reason,
+                               "cameras": cameras})  # fmt: skip
         return gone
 
     def loop(self, stop: threading.Event) -> None:
