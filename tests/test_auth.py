@@ -11,6 +11,8 @@ import json
 import logging
 import re
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -419,25 +421,26 @@ def test_the_principal_answers() -> None:
     assert nobody.cameras_for(Action.VIEW) == set() and not nobody.holds(Action.VIEW)
 
 
-def test_vms_user_add_makes_the_first_admin(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import io
-
-    from vms import cli
-
+def test_vms_user_add_makes_the_first_admin(tmp_path: Path) -> None:
+    # A process of its own, as an operator runs it: the command sets up logging globally.
     cfg_file = tmp_path / "vms.yaml"
     cfg_file.write_text(
         "data_dir: data\nauth: {argon2_time_cost: 1, argon2_memory_kib: 8192, "
         "argon2_parallelism: 1}\n"
     )
     args = ["user", "add", "root", "--admin", "--config", str(cfg_file), "--password-stdin"]
-    monkeypatch.setattr("sys.stdin", io.StringIO("too short\n"))
-    assert cli.main(args) == 2
-    assert "at least 12 characters" in capsys.readouterr().err
-    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
-    assert cli.main(args) == 0
-    assert "user root added (id 1, role admin)" in capsys.readouterr().out
+
+    def vms_user_add(password: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "vms", *args], input=password + "\n",
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    short = vms_user_add("too short")
+    assert short.returncode == 2 and "at least 12 characters" in short.stderr
+    ok = vms_user_add(PASSWORD)
+    assert ok.returncode == 0, ok.stderr
+    assert "user root added (id 1, role admin)" in ok.stdout
     cat = Catalog(f"sqlite:///{tmp_path / 'data' / 'catalog.db'}")
     try:
         auth = Auth(cat, config(tmp_path / "data"))
@@ -445,6 +448,5 @@ def test_vms_user_add_makes_the_first_admin(
         assert auth.new_setup_token() is None
     finally:
         cat.close()
-    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
-    assert cli.main(args) == 1  # the name is taken: CONFLICT
-    assert "already in use" in capsys.readouterr().err
+    taken = vms_user_add(PASSWORD)
+    assert taken.returncode == 1 and "already in use" in taken.stderr  # CONFLICT
