@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from vms.api.errors import responses
 from vms.audit.entry import Entry, iso, parse_time
 from vms.audit.log import MAX_LIMIT, AuditLog
 from vms.audit.verify import VerifyReport
@@ -112,7 +113,7 @@ def _time(value: str | None, field: str) -> int | None:
                        [Detail(field, e.details[0].problem)]) from None  # fmt: skip
 
 
-router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/api/v1/audit", tags=["audit"], responses=responses(400, 401, 403))
 
 
 @router.get("", response_model=AuditPage)

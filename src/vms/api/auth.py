@@ -17,8 +17,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Cookie, Path, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from vms.api.errors import responses
 from vms.api.guard import Admin, Authenticated, AuthService, check_camera, forbidden
-from vms.auth import ALL, Action, Auth, Session
+from vms.auth import ALL, Action, Auth, Session, local
 from vms.auth.ratelimit import client_address
 from vms.auth.rbac import EVERY_CAMERA, Scope
 from vms.auth.store import ApiKey, Grant, Role, User
@@ -26,6 +27,7 @@ from vms.errors import Kind, VmsError
 
 PREFIX = "/api/v1/auth"
 REFRESH_COOKIE = "vms_refresh"
+LOCAL = local.PRINCIPAL.via  # the local administration key: no user behind it
 
 UserName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
 ROLE_PATTERN = r"^[a-z][a-z0-9_-]*$"
@@ -73,7 +75,7 @@ class RefreshIn(_In):
 
 
 class MeOut(BaseModel):
-    user: UserOut
+    user: UserOut | None = Field(description="null for the local administration key: no user")
     via: str
     actions: list[Action]
     cameras: dict[Action, list[str]] = Field(description="per action, camera ids or ['*']")
@@ -171,7 +173,11 @@ UserId = Annotated[int, Path(ge=1, le=2**31 - 1, description="a user id")]
 KeyId = Annotated[int, Path(ge=1, le=2**31 - 1, description="an API key id")]
 RoleInPath = Annotated[str, Path(min_length=1, max_length=64, description="a role name")]
 
-router = APIRouter(prefix=PREFIX, tags=["auth"])
+# Every route refuses a malformed request (400) and a missing or wrong credential (401), its
+# own or the one the route checks (a password, a refresh or setup token); the rest per route.
+router = APIRouter(prefix=PREFIX, tags=["auth"], responses=responses(400, 401))
+# Any admin route: 403 for a caller who is no admin.
+ADMIN = responses(403)
 
 
 def _address(request: Request, auth: Auth) -> str:
@@ -211,7 +217,7 @@ RefreshCookie = Annotated[str | None, Cookie(alias=REFRESH_COOKIE, max_length=40
 # --- sessions ------------------------------------------------------------------------------
 
 
-@router.post("/login")
+@router.post("/login", responses=responses(429))
 def login(body: LoginIn, request: Request, response: Response, auth: AuthService) -> TokensOut:
     session = auth.login(body.name, body.password, _address(request, auth))
     return _tokens(request, response, auth, session)
@@ -249,11 +255,11 @@ def me(principal: Authenticated, auth: AuthService) -> MeOut:
     for a in held:
         cams = principal.cameras_for(a)
         cameras[a] = [EVERY_CAMERA] if cams is ALL else sorted(cams)
-    user = UserOut.of(auth.store.user(principal.user_id))
+    user = None if principal.via == LOCAL else UserOut.of(auth.store.user(principal.user_id))
     return MeOut(user=user, via=principal.via, actions=held, cameras=cameras)
 
 
-@router.post("/password", status_code=status.HTTP_204_NO_CONTENT)
+@router.post("/password", status_code=status.HTTP_204_NO_CONTENT, responses=responses(403))
 def change_password(
     body: PasswordIn, response: Response, principal: Authenticated, auth: AuthService
 ) -> None:
@@ -263,13 +269,15 @@ def change_password(
     _forget_cookie(response)
 
 
-@router.post("/setup", status_code=status.HTTP_201_CREATED)
+@router.post("/setup", status_code=status.HTTP_201_CREATED, responses=responses(409))
 def setup(body: SetupIn, auth: AuthService) -> UserOut:
     return UserOut.of(auth.setup(body.token, body.name, body.password))
 
 
-@router.post("/media-token")
+@router.post("/media-token", responses=responses(403, 404))
 def media_token(body: MediaTokenIn, principal: Authenticated, auth: AuthService) -> MediaTokenOut:
+    if principal.via == LOCAL:  # a media token names a user, checked again at each use
+        raise VmsError(Kind.FORBIDDEN, "media tokens are for users, not the local key")
     check_camera(principal, body.action, body.camera_id)
     token = auth.media_token(principal, body.camera_id, body.action)
     return MediaTokenOut(token=token, expires_in=auth.config.media_token_s)
@@ -278,24 +286,24 @@ def media_token(body: MediaTokenIn, principal: Authenticated, auth: AuthService)
 # --- users, roles, grants (admin) ----------------------------------------------------------
 
 
-@router.get("/users")
+@router.get("/users", responses=ADMIN)
 def list_users(_: Admin, auth: AuthService) -> list[UserOut]:
     return [UserOut.of(u) for u in auth.store.users()]
 
 
-@router.post("/users", status_code=status.HTTP_201_CREATED)
+@router.post("/users", status_code=status.HTTP_201_CREATED, responses=responses(403, 409))
 def add_user(body: UserIn, who: Admin, auth: AuthService) -> UserOut:
     user = auth.add_user(body.name, body.password, body.role)
     auth.record(who.name, "user.create", user.name, {"role": user.role})
     return UserOut.of(user)
 
 
-@router.get("/users/{user_id}")
+@router.get("/users/{user_id}", responses=responses(403, 404))
 def get_user(user_id: UserId, _: Admin, auth: AuthService) -> UserOut:
     return UserOut.of(auth.store.user(user_id))
 
 
-@router.patch("/users/{user_id}")
+@router.patch("/users/{user_id}", responses=responses(403, 404, 409))
 def change_user(user_id: UserId, body: UserPatch, who: Admin, auth: AuthService) -> UserOut:
     new_hash = None if body.password is None else auth.passwords.hash(body.password)
     user = auth.store.update_user(user_id, auth.clock.wall_us(), role=body.role,
@@ -306,20 +314,22 @@ def change_user(user_id: UserId, body: UserPatch, who: Admin, auth: AuthService)
     return UserOut.of(user)
 
 
-@router.delete("/users/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/users/{user_id}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(403, 404, 409)
+)
 def delete_user(user_id: UserId, who: Admin, auth: AuthService) -> None:
     name = auth.store.user(user_id).name
     auth.store.delete_user(user_id)
     auth.record(who.name, "user.delete", name)
 
 
-@router.get("/users/{user_id}/grants")
+@router.get("/users/{user_id}/grants", responses=responses(403, 404))
 def get_grants(user_id: UserId, _: Admin, auth: AuthService) -> GrantsModel:
     grants = auth.store.grants(user_id)
     return GrantsModel(grants=[_grant_out(g) for g in grants])
 
 
-@router.put("/users/{user_id}/grants")
+@router.put("/users/{user_id}/grants", responses=responses(403, 404))
 def set_grants(user_id: UserId, body: GrantsModel, who: Admin, auth: AuthService) -> GrantsModel:
     new = [Grant(g.camera_id, None if g.actions is None else frozenset(g.actions))
            for g in body.grants]  # fmt: skip
@@ -334,12 +344,15 @@ def _grant_out(g: Grant) -> GrantModel:
                       actions=None if g.actions is None else sorted(g.actions))  # fmt: skip
 
 
-@router.get("/roles")
+@router.get("/roles", responses=ADMIN)
 def list_roles(_: Admin, auth: AuthService) -> list[RoleOut]:
     return [RoleOut.of(r) for r in auth.store.roles()]
 
 
-@router.put("/roles/{name}")
+@router.put(
+    "/roles/{name}",
+    responses={201: {"model": RoleOut, "description": "Created"}, **responses(403, 409)},
+)
 def put_role(
     name: Annotated[str, Path(min_length=1, max_length=64, pattern=ROLE_PATTERN)],
     body: RoleIn,
@@ -355,7 +368,9 @@ def put_role(
     return RoleOut.of(role)
 
 
-@router.delete("/roles/{name}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/roles/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(403, 404, 409)
+)
 def delete_role(name: RoleInPath, who: Admin, auth: AuthService) -> None:
     auth.store.delete_role(name)
     auth.record(who.name, "role.delete", name)
@@ -364,7 +379,7 @@ def delete_role(name: RoleInPath, who: Admin, auth: AuthService) -> None:
 # --- API keys ------------------------------------------------------------------------------
 
 
-@router.post("/api-keys", status_code=status.HTTP_201_CREATED)
+@router.post("/api-keys", status_code=status.HTTP_201_CREATED, responses=responses(403, 404))
 def create_api_key(
     body: ApiKeyIn, response: Response, principal: Authenticated, auth: AuthService
 ) -> NewApiKeyOut:
@@ -387,7 +402,9 @@ def list_api_keys(principal: Authenticated, auth: AuthService) -> list[ApiKeyOut
     return [ApiKeyOut.of(k) for k in auth.store.api_keys(mine)]
 
 
-@router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(404)
+)
 def revoke_api_key(key_id: KeyId, principal: Authenticated, auth: AuthService) -> None:
     key = auth.store.api_key(key_id)
     if key.user_id != principal.user_id and not principal.holds(Action.ADMIN):

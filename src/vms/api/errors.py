@@ -42,11 +42,24 @@ class ErrorBody(BaseModel):
     details: list[ErrorDetail]
 
 
-# For the routes' ``responses=``: the schema of the error answers a route documents.
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "Invalid request"},
-    404: {"model": ErrorBody, "description": "Not found"},
+_DESCRIPTIONS = {
+    400: "Invalid request",
+    401: "No valid credentials",
+    403: "Not permitted",
+    404: "Not found",
+    409: "Conflicts with the current state",
+    429: "Too many failed attempts: wait for Retry-After",
 }
+
+
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """For the routes' ``responses=``: the error answers a route documents, each in the one
+    error body (tests/test_api_fuzz.py holds every answer to what its route declares)."""
+    return {code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]} for code in codes}
+
+
+# A route behind a guard: 401 without credentials, 403 without the permission.
+ERRORS = responses(400, 401, 403, 404)
 
 
 def body(error: str, message: str, details: list[Detail] | None = None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from fastapi.responses import Response
 from vms import metrics
 from vms.api import models
 from vms.api.deps import ServerDep
+from vms.api.errors import responses
 from vms.api.guard import Admin, Authenticated
 from vms.recording.storage import Root
 
@@ -29,7 +30,7 @@ def healthz(server: ServerDep) -> models.Health:
     return models.Health(status=status, recording=server.started, roots=roots)
 
 
-@router.get("/api/v1/storage", response_model=models.Storage)
+@router.get("/api/v1/storage", response_model=models.Storage, responses=responses(401))
 def storage(server: ServerDep, _: Authenticated) -> models.Storage:
     out = []
     for r in server.storage.roots:
@@ -59,7 +60,8 @@ def storage(server: ServerDep, _: Authenticated) -> models.Storage:
         200: {
             "description": "Prometheus text exposition format",
             "content": {"text/plain": {"schema": {"type": "string"}}},
-        }
+        },
+        **responses(401, 403),
     },
 )
 def prometheus(server: ServerDep, _: Admin) -> Response:
