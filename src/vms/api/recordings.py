@@ -27,14 +27,12 @@ from vms.api.times import (
     iso,
     parse_time,
 )
-from vms.catalog.store import MAIN, OPEN, QUARANTINED
+from vms.catalog.store import MAIN
+from vms.recording.timeline import RUN_GAP_US
 from vms.server import Server
 
-# Segments closer than this are one run: rotation leaves no gap by construction, but a
-# re-anchored wall clock may leave a few milliseconds.
-RUN_GAP_US = 500_000
 RUNS_DEFAULT, RUNS_MAX = 1000, 10_000
-# The most catalog rows one request reads: a week of one-minute segments.
+# The most segments one page covers: a week of one-minute segments.
 SEGMENTS_PER_PAGE = 10_080
 
 router = APIRouter(prefix="/api/v1/cameras/{camera_id}", tags=["recordings"], responses=ERRORS)
@@ -71,36 +69,28 @@ def recordings(
         raise invalid("end", "must be after start")
     runs: list[dict[str, Any]] = []
     now = server.clock.wall_us()
-    quarantined = 0
-    window_end = end_us  # where this page stops
-    # The main stream's: the runs are what playback serves.
-    segments = server.catalog.overlapping(
-        camera_id, MAIN, start_us, end_us, limit=SEGMENTS_PER_PAGE
-    )
-    if len(segments) == SEGMENTS_PER_PAGE and segments[-1].start_us > start_us:
-        window_end = segments[-1].start_us  # the last one read starts the next page
-        segments = segments[:-1]
-    for seg in segments:
-        if seg.state == QUARANTINED:
-            quarantined += 1  # its bytes failed their checksum: not served, a gap instead
-            continue
-        seg_end = seg.end_us
-        if seg.state == OPEN:
-            live = server.writers.open_segment(camera_id, MAIN, seg_id=seg.id)
+    # The main stream's: the runs are what playback serves. The timeline hands the closed
+    # segments over in blocks that follow one another, and each open row on its own.
+    found = server.timelines.window(camera_id, MAIN, start_us, end_us, SEGMENTS_PER_PAGE)
+    window_end = found.end_us  # where this page stops
+    for item in found.items:
+        seg_end = item.end_us
+        if item.open:
+            live = server.writers.open_segment(camera_id, MAIN, seg_id=item.id)
             seg_end = max(seg_end, live.end_us if live else seg_end)
-        if seg_end <= start_us or seg.start_us >= window_end:
+        if seg_end <= start_us or item.start_us >= window_end:
             continue
-        s, e = max(seg.start_us, start_us), min(seg_end, window_end, max(now, seg_end))
+        s, e = max(item.start_us, start_us), min(seg_end, window_end, max(now, seg_end))
         if runs and s - runs[-1]["end_us"] <= RUN_GAP_US:
             run = runs[-1]
             run["end_us"] = max(run["end_us"], e)
-            run["segments"] += 1
-            run["bytes"] += seg.bytes
-            run["open"] = run["open"] or seg.state == OPEN
+            run["segments"] += item.segments
+            run["bytes"] += item.bytes
+            run["open"] = run["open"] or item.open
         else:
             runs.append(
-                {"start_us": s, "end_us": e, "segments": 1, "bytes": seg.bytes,
-                 "open": seg.state == OPEN}
+                {"start_us": s, "end_us": e, "segments": item.segments, "bytes": item.bytes,
+                 "open": item.open}
             )  # fmt: skip
     if len(runs) > limit:
         window_end = runs[limit]["start_us"]
@@ -132,7 +122,7 @@ def recordings(
             for r in runs
         ],
         gaps=gaps,
-        quarantined_segments=quarantined,
+        quarantined_segments=found.quarantined,
         next=nxt,
     )
 
