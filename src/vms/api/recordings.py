@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from vms.api import models
 from vms.api.deps import CameraDep, ServerDep
@@ -128,7 +129,7 @@ def recordings(
 
 
 @router.get("/recordings", response_model=models.Recordings)
-def camera_recordings(
+async def camera_recordings(
     cam: CameraDep, server: ServerDep, window: Annotated[RecordingsQuery, Query()]
 ) -> models.Recordings:
     """Runs and gaps of the camera's main stream in a window."""
@@ -144,4 +145,8 @@ def camera_recordings(
     else:
         end_us = parse_time(window.end, server.clock.wall_us(), "end")
         start_us = parse_time(window.start, max(end_us - DAY_US, MIN_TIME_US), "start")
+    # On the event loop: a window is a few bisects in memory. Only the first request of a camera
+    # stream reads its rows from the catalog, and that is done in a worker thread.
+    if not server.timelines.loaded(camera_id, MAIN):
+        await run_in_threadpool(server.timelines.load, camera_id, MAIN)
     return recordings(server, camera_id, start_us, end_us, window.limit)

@@ -252,12 +252,28 @@ class Timelines:
         self._timelines: dict[tuple[str, int], Timeline] = {}
         catalog.listen(self.changed)
 
-    def window(self, camera_id: str, stream: int, start_us: int, end_us: int, limit: int) -> Window:
+    def _get(self, camera_id: str, stream: int) -> Timeline:
         key = (camera_id, stream)
         t = self._timelines.get(key)
         if t is None:
             with self._lock:
                 t = self._timelines.setdefault(key, Timeline(camera_id, stream))
+        return t
+
+    def loaded(self, camera_id: str, stream: int) -> bool:
+        t = self._timelines.get((camera_id, stream))
+        return t is not None and t.loaded
+
+    def load(self, camera_id: str, stream: int) -> None:
+        """Read the camera stream's rows now unless they are (a catalog query: the caller may
+        want it off its event loop; :meth:`window` loads too)."""
+        t = self._get(camera_id, stream)
+        with t.lock:
+            if not t.loaded:
+                t.load(self.catalog)  # under the lock: see the module's notes
+
+    def window(self, camera_id: str, stream: int, start_us: int, end_us: int, limit: int) -> Window:
+        t = self._get(camera_id, stream)
         with t.lock:
             if not t.loaded:
                 t.load(self.catalog)  # under the lock: see the module's notes
