@@ -39,6 +39,7 @@ from vms.recording.recorder import Recorder
 from vms.recording.recovery import recover
 from vms.recording.retention import Retention
 from vms.recording.storage import Storage
+from vms.recording.timeline import Timelines
 from vms.recording.writer import Writers
 
 log = logging.getLogger(__name__)
@@ -229,6 +230,8 @@ class Server:
     def _build(self) -> None:
         config = self.config
         self.catalog = Catalog(config.catalog_url())  # closed by start() if what follows fails
+        # Before anything changes a segment row: it listens to the catalog's changes.
+        self.timelines = Timelines(self.catalog)
         self.audit = AuditLog(self.catalog, config.data_dir, self.clock)
         # A setup token is logged when no user exists.
         self.auth = bootstrap(self.catalog, config, self.clock, audit=self.audit)

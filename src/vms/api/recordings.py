@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from vms.api import models
 from vms.api.deps import CameraDep, ServerDep
@@ -27,14 +28,12 @@ from vms.api.times import (
     iso,
     parse_time,
 )
-from vms.catalog.store import MAIN, OPEN, QUARANTINED
+from vms.catalog.store import MAIN
+from vms.recording.timeline import RUN_GAP_US
 from vms.server import Server
 
-# Segments closer than this are one run: rotation leaves no gap by construction, but a
-# re-anchored wall clock may leave a few milliseconds.
-RUN_GAP_US = 500_000
 RUNS_DEFAULT, RUNS_MAX = 1000, 10_000
-# The most catalog rows one request reads: a week of one-minute segments.
+# The most segments one page covers: a week of one-minute segments.
 SEGMENTS_PER_PAGE = 10_080
 
 router = APIRouter(prefix="/api/v1/cameras/{camera_id}", tags=["recordings"], responses=ERRORS)
@@ -71,36 +70,28 @@ def recordings(
         raise invalid("end", "must be after start")
     runs: list[dict[str, Any]] = []
     now = server.clock.wall_us()
-    quarantined = 0
-    window_end = end_us  # where this page stops
-    # The main stream's: the runs are what playback serves.
-    segments = server.catalog.overlapping(
-        camera_id, MAIN, start_us, end_us, limit=SEGMENTS_PER_PAGE
-    )
-    if len(segments) == SEGMENTS_PER_PAGE and segments[-1].start_us > start_us:
-        window_end = segments[-1].start_us  # the last one read starts the next page
-        segments = segments[:-1]
-    for seg in segments:
-        if seg.state == QUARANTINED:
-            quarantined += 1  # its bytes failed their checksum: not served, a gap instead
-            continue
-        seg_end = seg.end_us
-        if seg.state == OPEN:
-            live = server.writers.open_segment(camera_id, MAIN, seg_id=seg.id)
+    # The main stream's: the runs are what playback serves. The timeline hands the closed
+    # segments over in blocks that follow one another, and each open row on its own.
+    found = server.timelines.window(camera_id, MAIN, start_us, end_us, SEGMENTS_PER_PAGE)
+    window_end = found.end_us  # where this page stops
+    for item in found.items:
+        seg_end = item.end_us
+        if item.open:
+            live = server.writers.open_segment(camera_id, MAIN, seg_id=item.id)
             seg_end = max(seg_end, live.end_us if live else seg_end)
-        if seg_end <= start_us or seg.start_us >= window_end:
+        if seg_end <= start_us or item.start_us >= window_end:
             continue
-        s, e = max(seg.start_us, start_us), min(seg_end, window_end, max(now, seg_end))
+        s, e = max(item.start_us, start_us), min(seg_end, window_end, max(now, seg_end))
         if runs and s - runs[-1]["end_us"] <= RUN_GAP_US:
             run = runs[-1]
             run["end_us"] = max(run["end_us"], e)
-            run["segments"] += 1
-            run["bytes"] += seg.bytes
-            run["open"] = run["open"] or seg.state == OPEN
+            run["segments"] += item.segments
+            run["bytes"] += item.bytes
+            run["open"] = run["open"] or item.open
         else:
             runs.append(
-                {"start_us": s, "end_us": e, "segments": 1, "bytes": seg.bytes,
-                 "open": seg.state == OPEN}
+                {"start_us": s, "end_us": e, "segments": item.segments, "bytes": item.bytes,
+                 "open": item.open}
             )  # fmt: skip
     if len(runs) > limit:
         window_end = runs[limit]["start_us"]
@@ -132,13 +123,13 @@ def recordings(
             for r in runs
         ],
         gaps=gaps,
-        quarantined_segments=quarantined,
+        quarantined_segments=found.quarantined,
         next=nxt,
     )
 
 
 @router.get("/recordings", response_model=models.Recordings)
-def camera_recordings(
+async def camera_recordings(
     cam: CameraDep, server: ServerDep, window: Annotated[RecordingsQuery, Query()]
 ) -> models.Recordings:
     """Runs and gaps of the camera's main stream in a window."""
@@ -154,4 +145,8 @@ def camera_recordings(
     else:
         end_us = parse_time(window.end, server.clock.wall_us(), "end")
         start_us = parse_time(window.start, max(end_us - DAY_US, MIN_TIME_US), "start")
+    # On the event loop: a window is a few bisects in memory. Only the first request of a camera
+    # stream reads its rows from the catalog, and that is done in a worker thread.
+    if not server.timelines.loaded(camera_id, MAIN):
+        await run_in_threadpool(server.timelines.load, camera_id, MAIN)
     return recordings(server, camera_id, start_us, end_us, window.limit)

@@ -10,15 +10,18 @@ from __future__ import annotations
 import builtins
 import contextlib
 import dataclasses
+import logging
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from vms.errors import Kind, VmsError
+
+log = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
 
@@ -134,6 +137,22 @@ class Overlap:
     earlier_end_us: int
 
 
+class SegmentChange(NamedTuple):
+    """A segment row this process changed, as :meth:`Catalog.listen` reports it: ``kind`` is
+    ``open``, ``close``, ``forget`` (an open row dropped), ``quarantine`` or ``delete``;
+    ``end_us`` and ``bytes`` are the row's after a close (0 otherwise)."""
+
+    kind: str
+    id: int
+    camera_id: str
+    stream: int
+    start_us: int
+    end_us: int = 0
+    bytes: int = 0
+
+
+SegmentListener = Callable[[list[SegmentChange]], None]
+
 _SEGMENT_FIELDS = tuple(Segment.__dataclass_fields__)
 
 
@@ -212,6 +231,20 @@ class Catalog:
             raise VmsError(Kind.UNAVAILABLE, f"catalog {self.safe_url}: {e}") from e
         # SQLite serialises writers anyway; a process-wide lock avoids busy retries.
         self._write_lock = threading.Lock() if url.startswith("sqlite") else None
+        self._listeners: list[SegmentListener] = []
+
+    def listen(self, listener: SegmentListener) -> None:
+        """Call ``listener`` with every change this object makes to segment rows, on the
+        changing thread, after the transaction has committed (so a reader it prompts finds
+        the change), never under the write lock. Other processes' changes are not seen."""
+        self._listeners.append(listener)
+
+    def _tell(self, changes: list[SegmentChange]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(changes)
+            except Exception:  # the row is written: a listener's bug must not fail the writer
+                log.exception("segment change listener failed")
 
     @property
     def safe_url(self) -> str:
@@ -292,7 +325,10 @@ class Catalog:
                     init_bytes=0, bytes=0, fragments=0,
                 )
             )  # fmt: skip
-            return int(result.inserted_primary_key[0])
+            seg_id = int(result.inserted_primary_key[0])
+        if self._listeners:
+            self._tell([SegmentChange("open", seg_id, camera_id, stream, start_us)])
+        return seg_id
 
     def close_segment(
         self,
@@ -305,22 +341,32 @@ class Catalog:
         frag_index: bytes,
         crc32: int,
     ) -> None:
+        s = segments.c
         with self._write() as c:
-            c.execute(
+            rows = c.execute(
                 segments.update()
-                .where(segments.c.id == seg_id)
+                .where(s.id == seg_id)
                 .values(
                     state=CLOSED, end_us=end_us, init_bytes=init_bytes, bytes=size,
                     fragments=fragments, frag_index=frag_index, crc32=crc32,
                 )
-            )  # fmt: skip
+                .returning(s.camera_id, s.stream, s.start_us)
+            ).all()  # fmt: skip
+        if self._listeners and rows:
+            (r,) = rows
+            self._tell([SegmentChange("close", seg_id, r[0], r[1], r[2], end_us, size)])
 
     def forget_segment(self, seg_id: int) -> None:
         """Remove an open row that never got a fragment (its file is gone or was never made)."""
+        s = segments.c
         with self._write() as c:
-            c.execute(
-                segments.delete().where(segments.c.id == seg_id).where(segments.c.state == OPEN)
-            )
+            rows = c.execute(
+                segments.delete()
+                .where(s.id == seg_id, s.state == OPEN)
+                .returning(s.camera_id, s.stream, s.start_us)
+            ).all()
+        if self._listeners and rows:
+            self._tell([SegmentChange("forget", seg_id, r[0], r[1], r[2]) for r in rows])
 
     def segment(self, seg_id: int) -> Segment:
         with self._read() as c:
@@ -437,13 +483,17 @@ class Catalog:
     def quarantine(self, seg_id: int) -> bool:
         """Mark a closed segment whose bytes fail their checksum; its row (checksum included)
         is kept as it was. False when the row is gone or not closed (retention won a race)."""
+        s = segments.c
         with self._write() as c:
-            result = c.execute(
+            rows = c.execute(
                 segments.update()
-                .where(segments.c.id == seg_id, segments.c.state == CLOSED)
+                .where(s.id == seg_id, s.state == CLOSED)
                 .values(state=QUARANTINED)
-            )
-            return bool(result.rowcount == 1)
+                .returning(s.camera_id, s.stream, s.start_us)
+            ).all()
+        if self._listeners and rows:
+            self._tell([SegmentChange("quarantine", seg_id, r[0], r[1], r[2]) for r in rows])
+        return len(rows) == 1
 
     def oldest(self, root_id: int, limit: int) -> list[Segment]:
         """The root's oldest segments that retention may delete: closed or quarantined."""
@@ -514,7 +564,24 @@ class Catalog:
                 res = c.execute(garbage.insert().values(root_id=s.root_id, path=s.path))
                 out.append((int(res.inserted_primary_key[0]), s.root_id, s.path))
             c.execute(segments.delete().where(segments.c.id.in_([s.id for s in segs])))
+        if self._listeners and segs:
+            self._tell(
+                [SegmentChange("delete", s.id, s.camera_id, s.stream, s.start_us) for s in segs]
+            )
         return out
+
+    def intervals(self, camera_id: str, stream: int) -> list[tuple[int, int, int, int, int]]:
+        """Every segment of one camera stream as ``(start_us, id, state, end_us, bytes)``,
+        oldest first, no blobs: what :mod:`vms.recording.timeline` loads. An open row's
+        ``end_us`` is :data:`OPEN_END_US`."""
+        s = segments.c
+        q = (
+            sa.select(s.start_us, s.id, s.state, s.end_us, s.bytes)
+            .where(s.camera_id == camera_id, s.stream == stream)
+            .order_by(s.start_us, s.id)
+        )
+        with self._read() as c:
+            return [(r[0], r[1], r[2], r[3], r[4]) for r in c.execute(q)]
 
     def garbage(self, root_id: int | None = None) -> list[tuple[int, int, str]]:
         q = sa.select(garbage.c.id, garbage.c.root_id, garbage.c.path)
