@@ -14,11 +14,11 @@ import hashlib
 import hmac
 import os
 import re
-import stat
 import threading
 from pathlib import Path
 
 from vms.errors import Kind, VmsError
+from vms.keyfile import KeyFile
 
 KEY_FILE = "audit.key"
 CHECKPOINT_FILE = "audit-checkpoints.log"
@@ -57,8 +57,8 @@ class Checkpoints:
     def __init__(self, data_dir: Path) -> None:
         self.key_path = Path(data_dir) / KEY_FILE
         self.path = Path(data_dir) / CHECKPOINT_FILE
-        self._lock = threading.Lock()
-        self._key: bytes | None = None
+        self._key_file = KeyFile(self.key_path, KEY_BYTES, "audit key file")
+        self._lock = threading.Lock()  # one append at a time from this process
 
     def __repr__(self) -> str:
         return f"Checkpoints({str(self.path)!r})"
@@ -128,72 +128,7 @@ class Checkpoints:
     # --- the key file ---------------------------------------------------------------------
 
     def _load(self, *, create: bool) -> bytes:
-        with self._lock:
-            if self._key is None:
-                key = self._read_key()
-                if key is None and create:
-                    key = self._create_key()
-                if key is None:
-                    raise self._error("it does not exist")
-                self._key = key
-            return self._key
-
-    def _read_key(self) -> bytes | None:
-        try:
-            fd = os.open(self.key_path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        except OSError as e:
-            raise self._error(f"cannot open it: {e.strerror}") from None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise self._error("it is not a regular file")
-            if st.st_mode & 0o077:
-                raise self._error(
-                    f"its mode is {stat.S_IMODE(st.st_mode):04o}: group and others must have no "
-                    f"access (chmod 600 {self.key_path})"
-                )
-            key = os.read(fd, KEY_BYTES + 1)
-        finally:
-            os.close(fd)
-        if len(key) != KEY_BYTES:
-            raise self._error(f"it holds {len(key)} bytes, not {KEY_BYTES}")
+        key = self._key_file.load(create=create)
+        if key is None:
+            raise self._key_file.error("it does not exist")
         return key
-
-    def _create_key(self) -> bytes:
-        """Written under a temporary name and linked into place: the key file is either absent
-        or whole, and of two processes racing, both end up with the winner's key."""
-        self.key_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.key_path.with_name(f".{KEY_FILE}.{os.getpid()}.{os.urandom(4).hex()}")
-        key = os.urandom(KEY_BYTES)
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, key)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            try:
-                os.link(tmp, self.key_path)
-            except FileExistsError:
-                theirs = self._read_key()
-                if theirs is not None:
-                    return theirs
-                raise
-            dfd = os.open(self.key_path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError as e:
-            raise self._error(f"cannot create it: {e.strerror}") from None
-        finally:
-            try:
-                tmp.unlink()
-            except FileNotFoundError:
-                pass
-        return key
-
-    def _error(self, problem: str) -> VmsError:
-        return VmsError(Kind.INVALID_ARGUMENT, f"audit key file {self.key_path}: {problem}")
