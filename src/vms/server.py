@@ -2,12 +2,14 @@
 set of cameras while running. ``vms.app.create_app`` runs it inside the web app's lifespan.
 
 Nothing is done at construction. :meth:`Server.start`: data-directory lock → catalog (migrated)
-→ storage roots identified → crash recovery → writers (one thread per storage root, one for
-catalog rows) → per enabled camera, one pipeline per stream (health, recorder when recorded,
-relay) and its reader (the RTSP reactor's session, or a PyAV thread) → retention thread.
-:meth:`Server.stop` is the reverse: readers stop (each camera has its own stop event, so one
-camera can be removed alone), pipelines close their open segments, the writers finish them
-(fdatasync, row), retention stops, the lock is released.
+→ recorded-interval timelines, audit trail, auth (a setup token when no user exists) → storage
+roots identified → crash recovery → camera store → writers (one thread per storage root, one
+for catalog rows) → the cameras, seeded from the config into the store, each with one pipeline
+per stream (health, recorder when recorded, relay) → retention and audit-checkpoint threads →
+every reader (the RTSP reactor's sessions, PyAV threads). :meth:`Server.stop` is the reverse:
+readers stop (each camera has its own stop event, so one camera can be removed alone),
+pipelines close their open segments, the writers finish them (fdatasync, row), retention and
+the audit thread stop (a last checkpoint), the lock is released.
 """
 
 from __future__ import annotations
