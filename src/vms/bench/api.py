@@ -9,7 +9,7 @@ route answers from the catalog alone). A few VMS cameras record one stand-in cam
 (320x240) meanwhile, so that "recording undisturbed" is measured, not assumed.
 
 The server is ``python -m vms serve`` in its own process; this process is the load generator:
-``clients`` asyncio tasks over one :class:`httpx.AsyncClient`, each keeping exactly one
+``clients`` asyncio tasks, each with its own keep-alive HTTP/1.1 connection and exactly one
 request in flight, alternating the day's recordings and the camera list. Latency is measured
 here, from send to the whole body read; a request counts when it completes inside the window
 (after the warm-up). An error is a non-2xx answer or an exception (timeout, reset).
@@ -31,6 +31,7 @@ import asyncio
 import dataclasses
 import datetime
 import time
+import urllib.parse
 import urllib.request
 import zlib
 from pathlib import Path
@@ -139,6 +140,41 @@ def _scrape(base: str, auth: dict[str, str]) -> dict[str, dict[str, float]]:
         return camera_metrics(r.read().decode(), METRICS)
 
 
+class _Connection:
+    """One keep-alive HTTP/1.1 connection with one request in flight: a client of a few tens
+    of µs a request. httpx spent ~4 ms of CPU on each, so with both on 2 cores the load
+    generator, not the server, set the pace (bench/README.md)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, target: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        if self.writer is None or self.reader is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        lines = [f"GET {target} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status_line, *fields = head.decode("latin-1").split("\r\n")
+        status = int(status_line.split(" ", 2)[1])
+        found = dict(
+            (k.strip().lower(), v.strip()) for k, _, v in (f.partition(":") for f in fields if f)
+        )
+        if "content-length" not in found:
+            raise ValueError(f"no Content-Length in the answer ({status_line})")
+        body = await self.reader.readexactly(int(found["content-length"]))
+        if found.get("connection", "").lower() == "close":
+            self.close()
+        return status, body
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
 async def generate(
     base: str,
     clients: int,
@@ -156,30 +192,37 @@ async def generate(
     examples: list[str] = []
     t_start = time.monotonic()
     window = [t_start + warmup, t_start + warmup + seconds]
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    parts = urllib.parse.urlsplit(base)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
 
-    async def worker(client: httpx.AsyncClient, n: int) -> None:
-        while time.monotonic() < window[1]:
-            route = ROUTES[n % 2]
-            n += 1
-            url, headers = request(base, route, day_start_us, auth)
-            t0 = time.monotonic()
-            failure = None
-            try:
-                r = await client.get(url, headers=headers)
-                if not r.is_success:
-                    failure = f"HTTP {r.status_code} on {route}: {r.text[:200]}"
-            except httpx.HTTPError as e:
-                failure = f"{type(e).__name__} on {route}: {e}"
-            t1 = time.monotonic()
-            if not window[0] <= t1 <= window[1]:
-                continue
-            if failure is None:
-                latencies[route].append(t1 - t0)
-            else:
-                errors[0] += 1
-                if len(examples) < ERROR_EXAMPLES and failure not in examples:
-                    examples.append(failure)
+    async def worker(n: int) -> None:
+        conn = _Connection(host, port)
+        try:
+            while time.monotonic() < window[1]:
+                route = ROUTES[n % 2]
+                n += 1
+                url, headers = request(base, route, day_start_us, auth)
+                t0 = time.monotonic()
+                failure = None
+                try:
+                    status, body = await conn.get(url[len(base) :], headers)
+                    if not 200 <= status < 300:
+                        text = body[:200].decode(errors="replace")
+                        failure = f"HTTP {status} on {route}: {text}"
+                except (OSError, asyncio.IncompleteReadError, ValueError) as e:
+                    conn.close()
+                    failure = f"{type(e).__name__} on {route}: {e}"
+                t1 = time.monotonic()
+                if not window[0] <= t1 <= window[1]:
+                    continue
+                if failure is None:
+                    latencies[route].append(t1 - t0)
+                else:
+                    errors[0] += 1
+                    if len(examples) < ERROR_EXAMPLES and failure not in examples:
+                        examples.append(failure)
+        finally:
+            conn.close()
 
     async def clock() -> tuple[float, float, float, float, float, float, Any, Any]:
         while (now := time.monotonic()) < window[0]:
@@ -197,10 +240,9 @@ async def generate(
         m1 = await asyncio.to_thread(_scrape, base, auth)
         return w0, w1, s0, s1, c0, c1, m0, m1
 
-    async with httpx.AsyncClient(limits=limits, timeout=60.0) as client:
-        tasks = [asyncio.create_task(worker(client, i)) for i in range(clients)]
-        w0, w1, s0, s1, c0, c1, m0, m1 = await clock()
-        await asyncio.gather(*tasks)
+    tasks = [asyncio.create_task(worker(i)) for i in range(clients)]
+    w0, w1, s0, s1, c0, c1, m0, m1 = await clock()
+    await asyncio.gather(*tasks)
     return Load(latencies, errors[0], examples, w1 - w0, s1 - s0, c1 - c0, m0, m1)
 
 
