@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.app import running_app
-from vms.api.times import iso, parse_time
 from vms.config import from_dict
 from vms.errors import VmsError
 from vms.server import Server
+from vms.times import iso, parse_time
 
 
 @pytest.fixture

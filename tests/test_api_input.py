@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 from tests.support.app import running_app
 from tests.support.polling import wait_for
 from vms.api.routes import create_api
-from vms.api.times import MAX_TIME_US, parse_time
 from vms.config import from_dict
 from vms.errors import Kind, VmsError, capped
 from vms.server import Server
+from vms.times import MAX_TIME_US, parse_time
 
 REC = "/api/v1/cameras/clip/recordings"
 

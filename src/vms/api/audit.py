@@ -13,13 +13,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from vms.api.errors import responses
-from vms.audit.entry import Entry, iso, parse_time
+from vms.audit.entry import Entry
 from vms.audit.log import MAX_LIMIT, AuditLog
 from vms.audit.verify import VerifyReport
-from vms.errors import Detail, Kind, VmsError
-
-_TIME_HELP = "µs since the epoch or ISO 8601 (naive means UTC)"
-_TIME_CHARS = 64
+from vms.errors import Kind, VmsError
+from vms.times import TIME_HELP, TIME_MAX_CHARS, iso, parse_time
 
 
 def audit_log(request: Request) -> AuditLog:
@@ -97,20 +95,12 @@ class AuditQuery(BaseModel):
     actor: str | None = Field(None, max_length=200)
     action: str | None = Field(None, max_length=64, description="an action or its prefix")
     target: str | None = Field(None, max_length=255)
-    since: str | None = Field(None, max_length=_TIME_CHARS, description=_TIME_HELP)
-    until: str | None = Field(None, max_length=_TIME_CHARS, description=f"{_TIME_HELP}; exclusive")
+    since: str | None = Field(None, max_length=TIME_MAX_CHARS, description=TIME_HELP)
+    until: str | None = Field(
+        None, max_length=TIME_MAX_CHARS, description=f"{TIME_HELP}; exclusive"
+    )
     after_seq: int | None = Field(None, ge=0, le=2**62)
     limit: int = Field(100, ge=1, le=MAX_LIMIT)
-
-
-def _time(value: str | None, field: str) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        return parse_time(value)
-    except VmsError as e:
-        raise VmsError(Kind.INVALID_ARGUMENT, f"{field}: {e.details[0].problem}",
-                       [Detail(field, e.details[0].problem)]) from None  # fmt: skip
 
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"], responses=responses(400, 401, 403))
@@ -119,9 +109,10 @@ router = APIRouter(prefix="/api/v1/audit", tags=["audit"], responses=responses(4
 @router.get("", response_model=AuditPage)
 def list_entries(audit: Audit, q: Annotated[AuditQuery, Query()]) -> AuditPage:
     """Entries oldest first, filtered; one page of at most ``limit``."""
+    since, until = parse_time(q.since, None, "since"), parse_time(q.until, None, "until")
     entries = audit.query(
-        actor=q.actor, action=q.action, target=q.target, since_us=_time(q.since, "since"),
-        until_us=_time(q.until, "until"), after_seq=q.after_seq, limit=q.limit + 1,
+        actor=q.actor, action=q.action, target=q.target, since_us=since, until_us=until,
+        after_seq=q.after_seq, limit=q.limit + 1,
     )  # fmt: skip
     page = entries[: q.limit]
     cursor = page[-1].seq if len(entries) > q.limit else None

@@ -34,12 +34,12 @@ from vms.api import models
 from vms.api.deps import CameraDep, ServerDep
 from vms.api.errors import ERRORS, model_error
 from vms.api.guard import Authenticated, Manager, check_camera
-from vms.api.times import invalid
 from vms.auth.rbac import Action, Principal
 from vms.config import CameraConfig, StreamConfig, StreamName
 from vms.errors import Kind, VmsError
 from vms.ingest.pyav_source import open_source
 from vms.server import Camera, Server
+from vms.times import invalid
 
 PREFIX = "/api/v1/cameras"
 PAGE_DEFAULT, PAGE_MAX = 100, 1000

@@ -1,6 +1,6 @@
 """The API's request and response bodies, and its one page shape.
 
-Times follow :mod:`vms.api.times`: each instant twice, ``<name>_us`` (integer µs since the
+Times follow :mod:`vms.times`: each instant twice, ``<name>_us`` (integer µs since the
 epoch) and ``<name>`` (ISO 8601 UTC). Lists come as a :class:`Page`: ``items`` and ``next``,
 an opaque cursor to pass back as ``cursor`` for the following page (``null`` on the last).
 
@@ -19,7 +19,6 @@ from typing import Annotated, Any, Generic, TypeVar
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from vms.api.times import invalid, iso, iso_or_none
 from vms.config import (
     CAMERA_ID_PATTERN,
     RecordMode,
@@ -29,6 +28,7 @@ from vms.config import (
     check_camera_url,
 )
 from vms.health import State
+from vms.times import invalid, iso, iso_or_none
 
 T = TypeVar("T")
 

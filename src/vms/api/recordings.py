@@ -18,7 +18,10 @@ from starlette.concurrency import run_in_threadpool
 from vms.api import models
 from vms.api.deps import CameraDep, ServerDep
 from vms.api.errors import ERRORS
-from vms.api.times import (
+from vms.catalog.store import MAIN
+from vms.recording.timeline import RUN_GAP_US
+from vms.server import Server
+from vms.times import (
     DAY_US,
     MIN_TIME_US,
     TIME_HELP,
@@ -28,9 +31,6 @@ from vms.api.times import (
     iso,
     parse_time,
 )
-from vms.catalog.store import MAIN
-from vms.recording.timeline import RUN_GAP_US
-from vms.server import Server
 
 RUNS_DEFAULT, RUNS_MAX = 1000, 10_000
 # The most segments one page covers: a week of one-minute segments.

@@ -15,7 +15,7 @@ Handlers take what they use as dependencies (:mod:`vms.api.deps`); the app holds
 router is included here (``include_router(router, dependencies=[...])``): a camera guard on the
 two camera-scoped routers receives ``camera_id`` on every one of their routes.
 
-Times: see :mod:`vms.api.times` (``<name>_us`` and ``<name>`` in ISO 8601 UTC). Lists: see
+Times: see :mod:`vms.times` (``<name>_us`` and ``<name>`` in ISO 8601 UTC). Lists: see
 :class:`vms.api.models.Page`. Errors: see :mod:`vms.api.errors`. Headers and the origin check:
 see :mod:`vms.api.security`. Camera passwords are never part of a response.
 """

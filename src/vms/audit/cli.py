@@ -97,10 +97,11 @@ def _verify(args: argparse.Namespace, audit: Any) -> int:
 
 
 def _list(args: argparse.Namespace, audit: Any) -> int:
-    from vms.audit.entry import iso, parse_time, to_dict
+    from vms.audit.entry import to_dict
+    from vms.times import iso, parse_time
 
-    since = parse_time(args.since) if args.since else None
-    until = parse_time(args.until) if args.until else None
+    since = parse_time(args.since, None, "--since")
+    until = parse_time(args.until, None, "--until")
     entries = audit.query(
         actor=args.actor, action=args.action, target=args.target, since_us=since,
         until_us=until, limit=args.limit, newest=since is None,

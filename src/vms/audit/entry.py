@@ -4,7 +4,6 @@ carry (docs/design/audit.md, "The entry")."""
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import hashlib
 import json
 import re
@@ -14,12 +13,12 @@ from typing import Any
 from vms.audit.schema import ACTION_CHARS, ACTOR_CHARS, IP_CHARS, TARGET_CHARS
 from vms.config import redact
 from vms.errors import Detail, Kind, VmsError, capped
+from vms.times import iso
 
 FORMAT = 1
 GENESIS = "0" * 64  # prev_hash of entry 1
 MAX_DETAILS_BYTES = 8192
 SYSTEM = "system"  # the actor of what the server does by itself
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 _ACTION = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*")
 # A key named like one of these holds a secret; ``password_changed: true`` says one changed.
@@ -114,25 +113,6 @@ def _invalid(field: str, problem: str) -> VmsError:
     return VmsError(
         Kind.INVALID_ARGUMENT, f"audit entry {field}: {problem}", [Detail(field, problem)]
     )
-
-
-def iso(at_us: int) -> str:
-    """``at_us`` as ISO 8601 UTC with microseconds: ``2026-11-26T10:05:30.123456Z``."""
-    t = _EPOCH + datetime.timedelta(microseconds=at_us)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_time(value: str) -> int:
-    """Microseconds since the epoch, or ISO 8601 (naive means UTC)."""
-    if re.fullmatch(r"-?[0-9]{1,19}", value):
-        return int(value)
-    try:
-        t = datetime.datetime.fromisoformat(value)
-    except ValueError:
-        raise _invalid("time", f"not a time: {capped(value)} (µs or ISO 8601)") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=datetime.UTC)
-    return (t - _EPOCH) // datetime.timedelta(microseconds=1)
 
 
 def to_dict(e: Entry) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Instants at the API's edge.
+"""Instants as the API, the command line and the audit trail read and write them.
 
 **The scheme.** Every instant in a response is given twice, under two names: ``<name>_us``, an
 integer of microseconds since 1970-01-01T00:00:00Z (exact: what the catalog stores, what a
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from typing import TypeVar
 
 from vms.errors import CAP, Detail, Kind, VmsError, capped
 
@@ -27,6 +28,8 @@ TIME_RANGE = "1970-01-01T00:00:00Z to 2200-01-01T00:00:00Z (0 to 725811840000000
 TIME_MAX_CHARS = CAP
 TIME_HELP = "µs since the epoch or ISO 8601 (naive means UTC)"
 DAY_US = 86_400_000_000
+
+D = TypeVar("D", int, None)  # what a missing instant means: a default, or none
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _ONE_US = datetime.timedelta(microseconds=1)
@@ -41,7 +44,7 @@ def invalid(field: str, problem: str) -> VmsError:
     return VmsError(Kind.INVALID_ARGUMENT, f"{field}: {problem}", [Detail(field, problem)])
 
 
-def parse_time(value: str | None, default: int, field: str = "time") -> int:
+def parse_time(value: str | None, default: D, field: str = "time") -> int | D:
     """Microseconds since the epoch, or an ISO 8601 instant (naive means UTC), in the range
     the API accepts; ``field`` names the parameter in the error."""
     if value is None or value == "":
