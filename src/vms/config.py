@@ -323,6 +323,17 @@ class AuthConfig(_Model):
     argon2_parallelism: int = Field(4, ge=1, le=64)
 
 
+class PlaybackConfig(_Model):
+    max_range_days: float = Field(7, gt=0, le=366, title="Longest range one playback request may ask")
+    thumbnail_cache: int = Field(512, ge=0, le=100_000, title="Thumbnails kept in memory")
+
+
+class ExportConfig(_Model):
+    concurrent: int = Field(2, ge=1, le=16, title="Export jobs running at once")
+    max_range_hours: float = Field(24, gt=0, le=24 * 31, title="Longest range one export may ask")
+    keep_days: float = Field(7, gt=0, le=365, title="Delete finished exports after this long")
+
+
 class CatalogConfig(_Model):
     url: str | None = Field(None, title="SQLAlchemy URL; default SQLite in data_dir")
 
@@ -335,6 +346,8 @@ class Config(_Model):
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    playback: PlaybackConfig = Field(default_factory=PlaybackConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
     cameras: list[CameraConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -2,8 +2,9 @@
 
 Every append is one transaction that reads the last entry and inserts the next, serialized so
 that two appends never chain onto the same entry: on PostgreSQL by a transaction-scoped
-advisory lock (across processes and hosts), on SQLite by the catalog's writer lock, with a
-retry if another process took the same ``seq`` first. See docs/design/audit.md.
+advisory lock (across processes and hosts), on SQLite by taking the database's write lock
+before the read (``BEGIN IMMEDIATE``), which another process's append then waits for. See
+docs/design/audit.md.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 MAX_LIMIT = 1000
 # pg_advisory_xact_lock's key for appends: b"vmsaudit" read as a big-endian int64.
 _PG_LOCK_KEY = int.from_bytes(b"vmsaudit", "big")
-_APPEND_TRIES = 5
 
 
 def _entry(row: Any) -> Entry:
@@ -94,26 +94,25 @@ class AuditLog:
         """Record one act. Refuses (``INVALID_ARGUMENT``) details that name a secret."""
         check_fields(actor, action, target, ip)
         text = details_text(details)
-        for attempt in range(_APPEND_TRIES):
-            try:
-                with self.catalog.write() as c:
-                    entry = self._insert(c, actor, action, target, text, ip)
-                break
-            except VmsError as e:
-                # Another process inserted the same seq first (SQLite only): chain onto it.
-                if (
-                    not isinstance(e.__cause__, sa.exc.IntegrityError)
-                    or attempt == _APPEND_TRIES - 1
-                ):
-                    raise
+        with self.catalog.write() as c:
+            self._serialize(c)
+            entry = self._insert(c, actor, action, target, text, ip)
         self._appended(entry.seq, entry.hash)
         return entry
+
+    def _serialize(self, c: Connection) -> None:
+        """Make this transaction the only appender until it ends; its first statement."""
+        if self._postgres:
+            c.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+        else:
+            # The trap: pysqlite begins a transaction only at the first INSERT, so the read of
+            # the last entry would run unlocked and two processes would chain onto the same
+            # entry. BEGIN IMMEDIATE takes the write lock now; busy_timeout waits for it.
+            c.exec_driver_sql("BEGIN IMMEDIATE")
 
     def _insert(
         self, c: Connection, actor: str, action: str, target: str, text: str, ip: str | None
     ) -> Entry:
-        if self._postgres:
-            c.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
         last = c.execute(
             sa.select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
         ).first()
@@ -246,8 +245,7 @@ class AuditLog:
         that the prune is covered (verify trusts no prune entry newer than every checkpoint).
         Returns how many entries were deleted."""
         with self.catalog.write() as c:
-            if self._postgres:
-                c.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+            self._serialize(c)
             head = c.execute(sa.select(sa.func.max(audit_log.c.seq))).scalar()
             through = c.execute(
                 sa.select(audit_log.c.seq, audit_log.c.hash)
