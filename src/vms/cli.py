@@ -32,7 +32,7 @@ commands:
   check    verify that the catalog and the segment files agree (--repair to fix)
   audit    verify the audit trail (tamper-evident), list its entries
   user     add a user (the first admin: vms user add NAME --admin)
-  bench    run a benchmark: recording, crash
+  bench    run a benchmark: recording, crash, api, seek
 
 examples:
   vms serve --demo                     demo cameras, no network needed, http://127.0.0.1:8080

@@ -14,7 +14,7 @@ from vms.bench.report import Progress, emit
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vms bench")
-    p.add_argument("name", choices=["recording", "crash", "api"])
+    p.add_argument("name", choices=["recording", "crash", "api", "seek"])
     p.add_argument("--quick", action="store_true", help="small run, under 50 s")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
     p.add_argument("--cameras", type=int, help="override the number of cameras")
@@ -28,6 +28,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--clients", type=int, help="api: concurrent clients (50 quick, 200 full)")
     p.add_argument("--kills", type=int, help="crash: number of kill -9 (50 quick, 500 full)")
+    p.add_argument("--hours", type=float, help="seek: archive length per camera (1 quick, 24 full)")
+    p.add_argument("--instants", type=int, help="seek: random instants played (40 quick, 200 full)")
+    p.add_argument(
+        "--data-dir",
+        help="seek: write the archive here and keep it; a later run with the same cameras and "
+        "hours reuses it",
+    )
     return p
 
 
@@ -46,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
         from vms.bench import api
 
         result = api.run(args, progress)
+    elif args.name == "seek":
+        from vms.bench import seek
+
+        result = seek.run(args, progress)
     else:
         print(f"vms: no benchmark {args.name!r}", file=sys.stderr)
         return 2

@@ -75,11 +75,13 @@ def synthetic_clip(
     seconds: float = 4,
     codec: str = "libx264",
     gop: int = 25,
+    bit_rate: int | None = None,
 ) -> Path:
     """Encode diagonal moving stripes with a bouncing white square to ``path``.
 
     The container comes from the suffix (``.mp4``, ``.mkv``, ...); ``codec`` is a PyAV
     encoder name such as ``libx264`` or ``libx265``. Width and height must be even.
+    ``bit_rate`` (bits a second) asks the encoder for that average; by default it picks.
     """
     if width % 2 or height % 2 or width < 16 or height < 16:
         raise ValueError("width and height must be even and at least 16")
@@ -94,7 +96,9 @@ def synthetic_clip(
     temp = _temp_path_next_to(path)
     try:
         with av.open(str(temp), "w") as container:
-            stream = _add_video_stream(container, codec, width, height, Fraction(fps), gop)
+            stream = _add_video_stream(
+                container, codec, width, height, Fraction(fps), gop, bit_rate
+            )
             frame = av.VideoFrame(width, height, "yuv420p")
             luma, chroma_u, chroma_v = frame.planes
             luma_pad = b"\x00" * (luma.line_size - width)
