@@ -120,6 +120,9 @@ def test_vms_bench_is_reached_by_name(capsys: pytest.CaptureFixture[str]) -> Non
         "--slow-root",
         "--kills",
         "--clients",
+        "--hours",
+        "--instants",
+        "--data-dir",
     ):
         assert option in out
-    assert "{recording,crash,api}" in out
+    assert "{recording,crash,api,seek}" in out
