@@ -1,0 +1,1 @@
+"""Playback: what was recorded, read back from the segment files for viewers."""
