@@ -291,15 +291,16 @@ def test_a_damaged_fragment_is_a_clear_404_not_a_500(
     original = file.read_bytes()
     at = url(START_US + 4 * S + S // 4, width=64)  # a width no other test asks: not cached
     moof = next(mp4.iter_boxes(original, frag.offset))
-    damages = {
-        "not one moof and one mdat": original[: frag.offset] + bytes(frag.size)
-        + original[frag.offset + frag.size :],
-        "does not decode": original[: frag.offset + moof.size + 8]
-        + bytes(frag.size - moof.size - 8) + original[frag.offset + frag.size :],
-        "the file is shorter than its index": original[: frag.offset + frag.size // 2],
-    }  # fmt: skip
+    head, tail = original[: frag.offset], original[frag.offset + frag.size :]
+    damages = [
+        ("not one moof and one mdat", head + bytes(frag.size) + tail),  # a torn fragment
+        ("does not decode",  # zeros for video
+         original[: frag.offset + moof.size + 8] + bytes(frag.size - moof.size - 8) + tail),
+        ("the file is shorter than its index", original[: frag.offset + frag.size // 2]),
+        ("does not decode", bytes(seg.init_bytes) + original[seg.init_bytes :]),  # no init
+    ]  # fmt: skip
     try:
-        for why, data in damages.items():  # a torn fragment, zeros for video, a torn file
+        for why, data in damages:
             file.write_bytes(data)
             caplog.clear()
             r = client.get(at)

@@ -139,8 +139,8 @@ async def thumbnail(
 
     def work() -> Response:
         key, picture = server.thumbnails.at(
-            server.catalog, server.storage, server.writers, camera_id, STREAMS[q.stream], at_us,
-            q.width,
+            server.catalog, server.storage, server.writers.catalog_thread.open_files, camera_id,
+            STREAMS[q.stream], at_us, q.width,
         )  # fmt: skip
         now = server.clock.wall_us()
         if _audited.due(server, who.name, camera_id, now):

@@ -3,10 +3,11 @@
 The picture is the first frame of the **keyframe fragment at or before the instant**: segments
 start at keyframes and the fragment index flags which fragments start with one, so the frame
 is found from the index alone and decoded from two reads, the file's init segment and that
-fragment (``moof mdat``), with no reference frame before it. A closed segment's index is its
-catalog row's; an open one's is its writer's snapshot (:mod:`vms.recording.live`).
+fragment (``moof mdat``), with no reference frame before it. Which fragment is where a
+playback from the instant would start: the first fragment of its plan (:mod:`.plan`, from a
+closed segment's catalog row or an open one's writer snapshot).
 
-Decoding (PyAV, a few milliseconds for a 1080p frame) and encoding (PyAV's ``mjpeg``) are
+Decoding (PyAV, milliseconds a frame) and encoding (PyAV's ``mjpeg``) are
 blocking: callers run :meth:`Thumbnails.get` in a worker thread. :class:`Thumbnails` keeps the
 encoded pictures in a bounded LRU keyed by (file, fragment, width): a fragment never changes
 once written, and a strip scrubbed back and forth asks the same ones again. Requests for a
@@ -31,13 +32,12 @@ from pathlib import Path
 
 import av
 
-from vms.catalog.store import OPEN, QUARANTINED, Catalog
+from vms.catalog.store import Catalog
 from vms.errors import Kind, VmsError
 from vms.media import STREAM_NAMES
+from vms.playback.plan import OpenSegments, plan
 from vms.recording import mp4
-from vms.recording.segment import FragmentIndex
 from vms.recording.storage import Storage
-from vms.recording.writer import Writers
 from vms.times import iso
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class Keyframe:
     """The keyframe fragment at or before an instant, and where its bytes are."""
 
     file: Path
-    segment_id: int | None  # None: an open segment whose row is not written yet
+    segment_id: int
     fragment: int  # its number in the segment
     init_bytes: int
     offset: int
@@ -69,78 +69,36 @@ class Thumbnail:
     height: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Segment:
-    """What the search needs of a closed row or an open snapshot."""
-
-    id: int | None
-    file: Path
-    start_us: int
-    end_us: int
-    timescale: int
-    init_bytes: int
-    index: FragmentIndex
-    closed: bool
-
-
-def _nothing(camera_id: str, stream: int, at_us: int, why: str = "") -> VmsError:
-    return VmsError(
-        Kind.NOT_FOUND,
-        f"no recording of camera {camera_id} ({STREAM_NAMES[stream]}) at {iso(at_us)}{why}",
-    )
-
-
 def find_keyframe(
-    catalog: Catalog, storage: Storage, writers: Writers, camera_id: str, stream: int, at_us: int
+    catalog: Catalog,
+    storage: Storage,
+    open_files: OpenSegments,
+    camera_id: str,
+    stream: int,
+    at_us: int,
 ) -> Keyframe:
     """The keyframe fragment at or before ``at_us`` in the segment that holds ``at_us`` (a
-    catalog query: a worker thread). ``NOT_FOUND`` when nothing is recorded then."""
-    seg = _segment_at(catalog, storage, writers, camera_id, stream, at_us)
-    best = None
-    for number, f in enumerate(seg.index.fragments(seg.init_bytes)):
-        start = seg.start_us + f.start * 1_000_000 // seg.timescale
-        if start > at_us:
-            break
-        if f.keyframe:
-            best = Keyframe(
-                seg.file, seg.id, number, seg.init_bytes, f.offset, f.size, start, seg.closed
-            )
-    if best is None:  # segments start with a keyframe; a file that does not is damaged
-        raise _nothing(camera_id, stream, at_us, ": no keyframe before it in its segment")
-    return best
+    catalog query: a worker thread). ``NOT_FOUND`` when nothing is recorded then.
 
-
-def _segment_at(
-    catalog: Catalog, storage: Storage, writers: Writers, camera_id: str, stream: int, at_us: int
-) -> _Segment:
-    for _ in range(2):
-        rows = catalog.overlapping(camera_id, stream, at_us, at_us + 1, with_index=True)
-        for row in reversed(rows):  # the newest first: an open row starts after any closed one
-            if row.state == QUARANTINED:
-                raise _nothing(camera_id, stream, at_us, ": its segment failed its checksum")
-            if row.state == OPEN:
-                snap = writers.open_segment(camera_id, stream, seg_id=row.id)
-                if snap is None:
-                    break  # closed since the query: ask again
-                if snap.end_us <= at_us:
-                    continue
-                return _Segment(snap.id, snap.file, snap.start_us, snap.end_us, snap.timescale,
-                                snap.init_bytes, snap.index(), False)  # fmt: skip
-            elif row.end_us > at_us:
-                root = storage.by_id(row.root_id)
-                if not root.usable:
-                    raise VmsError(Kind.STORAGE_MISSING, f"storage root {root.name}: {root.error}")
-                index = FragmentIndex.decode(row.frag_index or b"")
-                return _Segment(row.id, root.file(row.path), row.start_us, row.end_us,
-                                row.timescale, row.init_bytes, index, True)  # fmt: skip
-        else:
-            break
-    # A segment just opened whose row the catalog thread has not written yet.
-    snap = writers.open_segment(camera_id, stream)
-    if snap is not None and snap.id is None and snap.start_us <= at_us < snap.end_us:
-        return _Segment(None, snap.file, snap.start_us, snap.end_us, snap.timescale,
-                        snap.init_bytes, snap.index(), False)  # fmt: skip
-    raise _nothing(camera_id, stream, at_us)
+    It is where a playback from ``at_us`` starts: the first fragment of the plan of the
+    microsecond at ``at_us``."""
+    try:
+        found = plan(catalog, open_files, camera_id, stream, at_us, at_us + 1,
+                     max_range_us=1, storage=storage)  # fmt: skip
+    except VmsError as e:
+        if e.kind is not Kind.NOT_FOUND:
+            raise
+        raise VmsError(
+            Kind.NOT_FOUND,
+            f"no recording of camera {camera_id} ({STREAM_NAMES[stream]}) at {iso(at_us)}",
+        ) from None
+    piece = found.pieces[0]
+    first = piece.fragments()[0]
+    k = Keyframe(piece.file, piece.segment_id, first.index, piece.init_size, first.offset,
+                 first.size, first.start_us, not piece.open)  # fmt: skip
+    if not first.keyframe:  # segments start with a keyframe: a file that does not is damaged
+        raise damaged(k, "no keyframe before it in its segment")
+    return k
 
 
 def read_keyframe(k: Keyframe) -> tuple[bytes, bytes]:
@@ -172,9 +130,8 @@ def damaged(k: Keyframe, why: str) -> VmsError:
 def render(k: Keyframe, init: bytes, fragment: bytes, width: int) -> Thumbnail:
     """The fragment's first frame, ``width`` wide (even, aspect kept), as a JPEG."""
     boxes = list(mp4.iter_boxes(fragment))
-    if [b.kind for b in boxes] != [b"moof", b"mdat"] or boxes[-1].offset + boxes[-1].size != len(
-        fragment
-    ):
+    whole = bool(boxes) and boxes[-1].offset + boxes[-1].size == len(fragment)
+    if [b.kind for b in boxes] != [b"moof", b"mdat"] or not whole:
         raise damaged(k, "not one moof and one mdat")
     try:
         if not mp4.parse_moof(fragment[: boxes[0].size]).keyframe:
@@ -201,6 +158,8 @@ def render(k: Keyframe, init: bytes, fragment: bytes, width: int) -> Thumbnail:
 
 def _first_frame(data: bytes) -> tuple[av.VideoFrame | None, Fraction]:
     with av.open(io.BytesIO(data), "r", format="mp4") as container:
+        if not container.streams.video:  # an init segment that lost its video track
+            return None, Fraction(1)
         stream = container.streams.video[0]
         ctx = stream.codec_context
         # The first frame is the keyframe; a decoder with frame delay may hold it until later
@@ -269,14 +228,15 @@ class Thumbnails:
         self,
         catalog: Catalog,
         storage: Storage,
-        writers: Writers,
+        open_files: OpenSegments,
         camera_id: str,
         stream: int,
         at_us: int,
         width: int,
     ) -> tuple[Keyframe, Thumbnail]:
         """The picture at ``at_us`` (blocking: a worker thread)."""
-        k = find_keyframe(catalog, storage, writers, camera_id, stream, at_us)
+        k = find_keyframe(catalog, storage, open_files, camera_id, stream, at_us)
+        width = max(WIDTH_MIN, min(WIDTH_MAX, width)) // 2 * 2
 
         def make() -> Thumbnail:
             init, fragment = read_keyframe(k)
