@@ -52,6 +52,7 @@ def test_seek_smoke(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert f["archive_write_x_realtime"] > 1 and f["archive_reused"] is False
     _sane(f, 4)
     _sane(peer, 4)
+    assert 0 < f["api_floor_s_p50"] <= f["api_floor_s_p95"] < 30
     # The stream starts at the keyframe at or before T: at most one GOP (4 s) earlier.
     offset = f["playback_offset_s"]
     assert offset["p50"] is not None and 0 <= offset["p50"] <= offset["max"] <= 4.0

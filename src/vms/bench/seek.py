@@ -20,6 +20,9 @@ fragments at every keyframe and at least every second, every packet flushed. A r
 ordinary MP4 with its ``moov`` first, as an export writes it, has no byte to send before the
 whole range is remuxed: the peer's ``whole_s``.
 
+At each instant the same connection also asks ``GET /api/v1/cameras/{id}`` (``api_floor``):
+the first byte of a small guarded answer, what the HTTP stack and the guard cost any request.
+
 CPU: the server process's user + system time around each of our requests (from the
 operating system), and the remux thread's own CPU time for the peer. Decoding in the client
 is counted in neither. The two ways alternate which goes first at each instant, so neither
@@ -224,6 +227,23 @@ def play_ours(conn: Connection, auth: dict[str, str], at: Instant, server: Any) 
     )  # fmt: skip
 
 
+def api_floor(conn: Connection, auth: dict[str, str], at: Instant) -> float:
+    """Time to the first byte of ``GET /api/v1/cameras/{id}`` on the same connection: what
+    the HTTP stack and the guard cost any request, for comparison."""
+    t0 = time.perf_counter()
+    try:
+        status, _ = conn.request(f"/api/v1/cameras/{urllib.parse.quote(at.camera)}", auth)
+        head = conn.read(READ_SIZE)
+        t_first = time.perf_counter()
+        Body(head, conn.read).drain()
+    except BaseException:
+        conn.close()
+        raise
+    if status != 200:
+        raise PlaybackFailed(f"HTTP {status} on the camera: {head[:200].decode(errors='replace')}")
+    return t_first - t0
+
+
 class _PipeWriter:
     """The write end of a pipe as PyAV's output file (no ``seek``: a stream)."""
 
@@ -324,6 +344,7 @@ def instants(arch: archive_mod.Archive, n: int, seed: int) -> list[Instant]:
 @dataclasses.dataclass
 class Measured:
     timings: list[Timing] = dataclasses.field(default_factory=list)
+    floor: list[float] = dataclasses.field(default_factory=list)  # ours only: api_floor
     errors: int = 0
     examples: list[str] = dataclasses.field(default_factory=list)
 
@@ -342,6 +363,9 @@ class Measured:
         out["bytes_per_request"] = round(sum(t.bytes for t in self.timings) / n) if n else None
         cpu_ms = sum(t.cpu_s for t in self.timings) / n * 1000 if n else None
         out["cpu_ms_per_request"] = None if cpu_ms is None else round(cpu_ms, 2)
+        if self.floor:
+            s = spread(self.floor, 4)
+            out.update({"api_floor_s_p50": s["p50"], "api_floor_s_p95": s["p95"]})
         out["errors"] = self.errors
         out["error_examples"] = self.examples
         return out
@@ -373,6 +397,10 @@ def measure(
                     result.timings.append(play(at))
                 except (OSError, ValueError, PlaybackFailed, av.error.FFmpegError) as e:
                     result.failed(e)
+            try:
+                ours.floor.append(api_floor(conn, auth, at))
+            except (OSError, ValueError, PlaybackFailed) as e:
+                ours.failed(e)
             progress.update(f"seek: {len(points)} instants", i + 1, len(points))
     finally:
         conn.close()
