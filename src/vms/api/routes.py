@@ -13,7 +13,9 @@ Routers (each a module of this package):
   ``/thumbnails`` (a media token in ``?token=`` is accepted);
 - :data:`vms.api.timeline.router`: ``/api/v1/timeline`` (several cameras);
 - :data:`vms.api.playback.router`: ``/api/v1/cameras/{camera_id}/playback``, ``playback.mp4``
-  and ``segments/{segment_id}.mp4`` (a media token will do).
+  and ``segments/{segment_id}.mp4`` (a media token will do);
+- :data:`vms.api.hls.router`: ``/api/v1/cameras/{camera_id}/playback.m3u8`` (HLS, byte ranges
+  of the stored files).
 
 Handlers take what they use as dependencies (:mod:`vms.api.deps`); the app holds one thing,
 ``app.state.server``, which ``vms.app.create_app`` sets. A guard is a dependency added where a
@@ -40,6 +42,7 @@ from vms.api import (
     auth,
     cameras,
     errors,
+    hls,
     playback,
     recordings,
     security,
@@ -68,6 +71,7 @@ GUARDED: tuple[tuple[APIRouter, list[Any]], ...] = (
     (thumbnails.router, [Depends(media_access(Action.PLAYBACK))]),
     (timeline.router, []),  # several cameras a request: each checked by the handler
     (playback.router, [Depends(media_access(Action.PLAYBACK))]),
+    (hls.router, [Depends(media_access(Action.PLAYBACK))]),
     (auth.router, []),
     (audit.router, [Depends(require(Action.ADMIN))]),
 )
