@@ -42,7 +42,9 @@ class PlaylistResponse(Response):
     media_type = M3U8
 
 
-@router.get("/playback.m3u8", response_class=PlaylistResponse, responses=_PLAYLIST)
+# response_class=Response: FastAPI documents every error answer in the response class's media
+# type, and the errors are JSON.
+@router.get("/playback.m3u8", response_class=Response, responses=_PLAYLIST)
 async def playback_m3u8(
     request: Request,
     camera_id: CameraIdParam,
