@@ -348,3 +348,21 @@ def test_plan_is_a_frozen_value(cam: Rig, counted: dict[str, Path]) -> None:
     assert frags[0].offset == p.pieces[0].init_size and frags[0].media_start == 0
     assert all(b.offset == a.offset + a.size for a, b in itertools.pairwise(frags))
     assert p.pieces[1].fragments()[0].start_us == START_US + 8_000_000
+
+
+def test_media_lost_inside_a_segment_is_a_gap(cam: Rig, counted: dict[str, Path]) -> None:
+    info, packets = clip(counted["a"])
+    cam.recorder.stream_started(info)
+    for pk in packets[:50]:
+        cam.recorder.packet(pk)
+    cam.recorder.gap()  # RTP loss: frames 50 to 99 never arrive
+    for pk in packets[100:300]:
+        cam.recorder.packet(pk)
+    cam.stop()
+    p = plan_of(cam, 0, 12)
+    assert len(p.runs) == 1 and p.pieces[0].segment_start_us == START_US
+    assert [(g.start_us - START_US, g.end_us - START_US, g.reason) for g in p.gaps] == [
+        (2_000_000, 4_000_000, GapReason.LOST)]  # fmt: skip
+    frames = decode(body(p))
+    assert [n for _, n, _, _ in frames] == [*range(50), *range(100, 300)]
+    assert frames[50][0] == pytest.approx(4.0, abs=1e-6), "the hole stays in the time line"
