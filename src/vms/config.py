@@ -324,7 +324,7 @@ class AuthConfig(_Model):
 
 
 class PlaybackConfig(_Model):
-    max_range_days: float = Field(7, gt=0, le=366, title="Longest range one playback request may ask")
+    max_range_days: float = Field(7, gt=0, le=366, title="Longest playback range")
     thumbnail_cache: int = Field(512, ge=0, le=100_000, title="Thumbnails kept in memory")
 
 

@@ -1,0 +1,420 @@
+"""The plan of a playback range: which stored fragments cover ``[start, end)``, where their
+bytes are, and where each lands on the one output time line.
+
+:func:`plan` asks the catalog for the camera stream's segments (``Catalog.overlapping`` with
+their fragment index) and, for a segment still being written, the writer's snapshot of it
+(:class:`vms.recording.live.OpenSegment`). It reads no segment file. What it answers:
+
+- **pieces**, one per segment served: the file, its init segment's byte range, and the
+  fragments to serve (:meth:`Piece.fragments`: per fragment its file offset and size, keyframe
+  flag, decode time on the run and wall time). The first piece starts at the last keyframe
+  fragment at or before ``start``, so ``first_us`` is at or before ``start`` and
+  ``offset_us = start − first_us`` is where the player seeks to.
+- **runs**: consecutive pieces whose decode time continues one another's with the same codec,
+  size, timescale, audio and init size. A run shares one init segment; each new run needs its
+  own. Each run is placed on the output time line (``output_start``, in its timescale) at its
+  wall-clock distance from ``first_us``, never before the end of the run before it.
+- **gaps** ``[start, end)`` in wall time: nothing recorded, a quarantined segment, a storage
+  root that is missing, or media lost inside a segment (a fragment's gap bit).
+
+Fragments are computed from the index blob when asked (:meth:`Piece.fragments`), never kept per
+fragment: a week of one camera is ~10,000 pieces and ~7 MB of index, not 600,000 objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import itertools
+from pathlib import Path
+from typing import Protocol
+
+from vms.catalog.store import CLOSED, OPEN, QUARANTINED, Catalog, Segment
+from vms.errors import Kind, VmsError
+from vms.recording.live import OpenSegment
+from vms.recording.segment import GAP, KEYFRAME, FragmentIndex
+from vms.recording.storage import Storage
+from vms.times import DAY_US, invalid, iso
+
+_SAMPLES_SHIFT = 2  # FragmentIndex's flags: samples << 2
+
+
+class OpenSegments(Protocol):
+    """Where the open segments are (:class:`vms.recording.live.OpenFiles`)."""
+
+    def find(
+        self, camera_id: str, stream: int, seg_id: int | None = None
+    ) -> OpenSegment | None: ...
+
+
+class GapReason(enum.StrEnum):
+    NOT_RECORDED = "not recorded"
+    QUARANTINED = "quarantined"  # its bytes failed their checksum: never served
+    STORAGE_MISSING = "storage missing"  # its root is missing, refused or not configured
+    LOST = "lost"  # media lost inside a segment (RTP loss): a fragment's gap bit
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Gap:
+    start_us: int
+    end_us: int
+    reason: GapReason
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Frag:
+    """One fragment to serve: a ``moof`` + ``mdat`` at ``offset`` in its piece's file."""
+
+    index: int  # its position in the segment's fragment index
+    offset: int
+    size: int
+    keyframe: bool  # its first video sample is a sync sample
+    samples: int  # video samples
+    media_start: int  # its video ``tfdt``: decode time on the run (the track's timescale)
+    duration: int  # to the next fragment's start, a hole after it included (``gap_after``)
+    start_us: int  # wall time of its first sample
+    end_us: int  # wall time of its end
+    gap_after: bool
+
+    @property
+    def media_end(self) -> int:
+        return self.media_start + self.duration
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Piece:
+    """The fragments ``[first, first + count)`` of one segment, and what a reader needs of it."""
+
+    segment_id: int
+    file: Path  # absolute
+    init_size: int  # the init segment (``ftyp`` + ``moov``) is bytes [0, init_size)
+    open: bool  # still being written: only the fragments of the writer's snapshot
+    codec: str
+    width: int
+    height: int
+    timescale: int  # the video track's
+    has_audio: bool
+    media_start: int  # the segment's own first decode time on its run (its row's media_start)
+    segment_start_us: int
+    first: int
+    count: int
+    run: int  # index in Plan.runs
+    offset: int  # file offset of the first fragment served
+    size: int  # bytes of the fragments served
+    start_us: int  # wall time of the first fragment served
+    end_us: int  # wall time at the end of the last one
+    media_first: int  # decode time of the first fragment served
+    media_end: int  # decode time at the end of the last one
+    frag_index: bytes = dataclasses.field(repr=False)
+
+    @property
+    def init_range(self) -> tuple[int, int]:
+        """``(offset, size)`` of the init segment in the file."""
+        return 0, self.init_size
+
+    def fragments(self) -> list[Frag]:
+        """The fragments served, in file order (computed from the index)."""
+        return _fragments(self.frag_index, self.init_size, self.segment_start_us,
+                          self.media_start, self.timescale, self.first, self.count)  # fmt: skip
+
+    def wall_us(self, media: int) -> int:
+        """Wall time of a decode time of this segment."""
+        return self.segment_start_us + (media - self.media_start) * 1_000_000 // self.timescale
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Run:
+    """Pieces that share one decode time line and one init segment."""
+
+    index: int
+    first_piece: int
+    pieces: int
+    codec: str
+    width: int
+    height: int
+    timescale: int
+    has_audio: bool
+    init_size: int
+    media_start: int  # decode time of its first fragment served
+    media_end: int
+    output_start: int  # where that fragment lands on the output time line (timescale units)
+    start_us: int
+    end_us: int
+
+    def output(self, media: int) -> int:
+        """Output time of a decode time of this run (timescale units)."""
+        return media - self.media_start + self.output_start
+
+    @property
+    def output_end(self) -> int:
+        return self.output(self.media_end)
+
+    @property
+    def shift(self) -> int:
+        """What is added to a video ``tfdt`` of this run to put it on the output time line."""
+        return self.output_start - self.media_start
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Plan:
+    camera_id: str
+    stream: int
+    start_us: int  # as asked
+    end_us: int
+    first_us: int  # wall time of output time 0: the first fragment served
+    pieces: tuple[Piece, ...]
+    runs: tuple[Run, ...]
+    gaps: tuple[Gap, ...]
+
+    @property
+    def offset_us(self) -> int:
+        """From output time 0 to the instant asked for: where a player seeks to."""
+        return max(0, self.start_us - self.first_us)
+
+    def pieces_of(self, run: Run) -> tuple[Piece, ...]:
+        return self.pieces[run.first_piece : run.first_piece + run.pieces]
+
+    def output_us(self, piece: Piece, media: int) -> int:
+        """Output time in microseconds of a decode time of ``piece``."""
+        run = self.runs[piece.run]
+        return run.output(media) * 1_000_000 // run.timescale
+
+
+def plan(
+    catalog: Catalog,
+    open_files: OpenSegments,
+    camera_id: str,
+    stream: int,
+    start_us: int,
+    end_us: int,
+    *,
+    max_range_us: int,
+    storage: Storage,
+    now_us: int | None = None,
+) -> Plan:
+    """What covers ``[start_us, end_us)`` of one camera stream (see the module).
+
+    ``storage`` resolves a row's root to a path; ``now_us`` (the live edge) bounds the gap
+    reported after the last piece. Raises ``INVALID_ARGUMENT`` for an empty or too long range,
+    ``NOT_FOUND`` when nothing in it can be served."""
+    if end_us <= start_us:
+        raise invalid("end", "must be after start")
+    if end_us - start_us > max_range_us:
+        raise invalid("end", f"the range is longer than {max_range_us / DAY_US:g} days, "
+                             "the most one playback may ask (playback.max_range_days)")  # fmt: skip
+    sources: list[_Source] = []
+    holes: list[Gap] = []
+    for row in catalog.overlapping(camera_id, stream, start_us, end_us, with_index=True):
+        src = _resolve(row, catalog, open_files, storage, holes)
+        if src is not None:
+            sources.append(src)
+    pieces: list[Piece] = []
+    lost: list[Gap] = []
+    for src in sources:
+        piece = _select(src, start_us, end_us, lost)
+        if piece is None:
+            continue
+        prev = pieces[-1] if pieces else None
+        run = prev.run if prev is not None and _continues(prev, piece) else len(pieces)
+        pieces.append(dataclasses.replace(piece, run=run))
+    if not pieces:
+        raise VmsError(Kind.NOT_FOUND, f"no recordings of camera {camera_id} between "
+                                       f"{iso(start_us)} and {iso(end_us)}")  # fmt: skip
+    pieces, runs = _runs(pieces)
+    edge = end_us if now_us is None else min(end_us, max(now_us, pieces[-1].end_us))
+    gaps = _gaps(pieces, holes, lost, start_us, edge)
+    return Plan(camera_id, stream, start_us, end_us, pieces[0].start_us, tuple(pieces),
+                tuple(runs), tuple(gaps))  # fmt: skip
+
+
+# --- segments to pieces ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Source:
+    row: Segment
+    file: Path
+    init_size: int
+    open: bool
+    frag_index: bytes
+    media_start: int
+    timescale: int
+
+
+def _resolve(
+    row: Segment, catalog: Catalog, open_files: OpenSegments, storage: Storage, holes: list[Gap]
+) -> _Source | None:
+    if row.state == QUARANTINED:
+        holes.append(Gap(row.start_us, row.end_us, GapReason.QUARANTINED))
+        return None
+    if row.state == OPEN:
+        snap = open_files.find(row.camera_id, row.stream, row.id)
+        if snap is not None:
+            return _Source(row, snap.file, snap.init_bytes, True, snap.frag_index,
+                           snap.media_start, snap.timescale)  # fmt: skip
+        # Closed since the query, or its file not created yet: the row says which.
+        try:
+            row = catalog.segment(row.id)
+        except VmsError:
+            return None
+        if row.state != CLOSED:
+            return None
+    try:
+        root = storage.by_id(row.root_id)
+    except VmsError:
+        root = None
+    if root is None or not root.usable:
+        holes.append(Gap(row.start_us, row.end_us, GapReason.STORAGE_MISSING))
+        return None
+    return _Source(row, root.file(row.path), row.init_bytes, False, row.frag_index or b"",
+                   row.media_start, row.timescale)  # fmt: skip
+
+
+def _fragments(
+    blob: bytes, init_size: int, seg_start_us: int, media_start: int, timescale: int,
+    first: int = 0, count: int | None = None,
+) -> list[Frag]:  # fmt: skip
+    out = []
+    offset, start = init_size, 0
+    stop = None if count is None else first + count
+    for i, f in enumerate(FragmentIndex.decode(blob).entries):
+        if stop is not None and i >= stop:
+            break
+        duration, size, flags = f
+        if i >= first:
+            out.append(Frag(
+                i, offset, size, bool(flags & KEYFRAME), flags >> _SAMPLES_SHIFT,
+                media_start + start, duration,
+                seg_start_us + start * 1_000_000 // timescale,
+                seg_start_us + (start + duration) * 1_000_000 // timescale,
+                bool(flags & GAP),
+            ))  # fmt: skip
+        offset += size
+        start += duration
+    return out
+
+
+def _select(src: _Source, start_us: int, end_us: int, lost: list[Gap]) -> Piece | None:
+    row = src.row
+    frags = _fragments(src.frag_index, src.init_size, row.start_us, src.media_start, src.timescale)
+    kept = [i for i, f in enumerate(frags) if f.end_us > start_us and f.start_us < end_us]
+    if not kept:
+        return None
+    lo, hi = kept[0], kept[-1] + 1
+    while lo > 0 and not frags[lo].keyframe:  # a player can start only at a keyframe
+        lo -= 1
+    served = frags[lo:hi]
+    _lost(frags, served, src.timescale, row.start_us, src.media_start, lost)
+    return Piece(
+        segment_id=row.id, file=src.file, init_size=src.init_size, open=src.open,
+        codec=row.codec, width=row.width, height=row.height, timescale=src.timescale,
+        has_audio=row.has_audio, media_start=src.media_start, segment_start_us=row.start_us,
+        first=lo, count=hi - lo, run=0, offset=served[0].offset,
+        size=sum(f.size for f in served), start_us=served[0].start_us,
+        end_us=served[-1].end_us, media_first=served[0].media_start,
+        media_end=served[-1].media_end, frag_index=src.frag_index,
+    )  # fmt: skip
+
+
+def _lost(
+    frags: list[Frag], served: list[Frag], timescale: int, seg_start_us: int, media_start: int,
+    lost: list[Gap],
+) -> None:  # fmt: skip
+    """Gaps inside a segment. A fragment's duration runs on to the next one's start when media
+    was lost between them (its gap bit); where its own samples end is not in the index, so it
+    is estimated from the segment's frame interval."""
+    marked = [f for f in served[:-1] if f.gap_after]
+    if not marked:
+        return
+    whole = [f for f in frags if not f.gap_after and f.samples]
+    if whole:
+        frame = sum(f.duration for f in whole) // sum(f.samples for f in whole)
+    else:
+        frame = timescale // 25
+    for f in marked:
+        end = f.media_start + min(f.duration, f.samples * frame)
+        wall = seg_start_us + (end - media_start) * 1_000_000 // timescale
+        if wall < f.end_us:
+            lost.append(Gap(wall, f.end_us, GapReason.LOST))
+
+
+def _continues(prev: Piece, piece: Piece) -> bool:
+    """Whether ``piece`` goes on on ``prev``'s decode time line with the same init segment."""
+    prev_segment_end = prev.media_start + sum(
+        e[0] for e in FragmentIndex.decode(prev.frag_index).entries
+    )
+    return (
+        piece.first == 0
+        and prev.first + prev.count == len(prev.frag_index) // 12
+        and piece.media_start != 0
+        and piece.media_start == prev_segment_end
+        and (piece.codec, piece.width, piece.height, piece.timescale, piece.has_audio,
+             piece.init_size)
+        == (prev.codec, prev.width, prev.height, prev.timescale, prev.has_audio, prev.init_size)
+    )  # fmt: skip
+
+
+def _runs(pieces: list[Piece]) -> tuple[list[Piece], list[Run]]:
+    """Number the runs and place each on the output time line."""
+    runs: list[Run] = []
+    out: list[Piece] = []
+    first_us = pieces[0].start_us
+    i = 0
+    while i < len(pieces):
+        j = i + 1
+        while j < len(pieces) and pieces[j].run == pieces[i].run:
+            j += 1
+        head, tail = pieces[i], pieces[j - 1]
+        ts = head.timescale
+        at_us = head.start_us - first_us
+        if runs:
+            prev = runs[-1]
+            prev_end_us = -(-prev.output_end * 1_000_000 // prev.timescale)
+            at_us = max(at_us, prev_end_us)
+        run = Run(
+            index=len(runs), first_piece=i, pieces=j - i, codec=head.codec, width=head.width,
+            height=head.height, timescale=ts, has_audio=head.has_audio,
+            init_size=head.init_size, media_start=head.media_first, media_end=tail.media_end,
+            output_start=-(-at_us * ts // 1_000_000), start_us=head.start_us,
+            end_us=tail.end_us,
+        )  # fmt: skip
+        runs.append(run)
+        out += [dataclasses.replace(p, run=run.index) for p in pieces[i:j]]
+        i = j
+    return out, runs
+
+
+def _gaps(
+    pieces: list[Piece], holes: list[Gap], lost: list[Gap], start_us: int, edge_us: int
+) -> list[Gap]:
+    """Holes in wall time of more than one frame between pieces of different runs, at either
+    end of the range, and the media lost inside pieces. Within a run nothing is missing even
+    where the wall clock was re-anchored: the decode time goes on."""
+    found = list(lost)
+
+    def between(a: int, b: int) -> None:
+        if b <= a:
+            return
+        # Named for a segment left out in it, if any: a quarantined one, or a missing root's.
+        reasons = [h.reason for h in holes if h.start_us < b and h.end_us > a]
+        found.append(Gap(a, b, reasons[0] if reasons else GapReason.NOT_RECORDED))
+
+    if pieces[0].start_us > start_us:
+        between(start_us, pieces[0].start_us)
+    for prev, piece in itertools.pairwise(pieces):
+        if piece.run == prev.run:
+            continue
+        frame_us = (prev.end_us - prev.start_us) // max(1, _samples(prev))
+        if piece.start_us - prev.end_us > frame_us:
+            between(prev.end_us, piece.start_us)
+    last = pieces[-1]
+    frame_us = (last.end_us - last.start_us) // max(1, _samples(last))
+    if edge_us - last.end_us > frame_us:
+        between(last.end_us, edge_us)
+    return sorted(found, key=lambda g: g.start_us)
+
+
+def _samples(piece: Piece) -> int:
+    entries = FragmentIndex.decode(piece.frag_index).entries
+    entries = entries[piece.first : piece.first + piece.count]
+    return sum(e[2] >> _SAMPLES_SHIFT for e in entries)

@@ -1,0 +1,83 @@
+"""A real browser for the tests: Debian's Chromium driven by Playwright, and the app served by
+uvicorn on a loopback port (a browser cannot talk to a TestClient).
+
+Chromium is never downloaded (``playwright install``): ``./dev setup`` installs Debian's. Pages
+under test are served by the browser itself (``Page.route``) from the app's own origin, so
+they reach the API without CORS, exactly as a page served by ``vms serve`` would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from tests.support.polling import free_port, wait_for
+from vms.app import create_app, server_of
+from vms.config import Config
+from vms.server import Server
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]  # fmt: skip
+VENDOR = Path(__file__).resolve().parents[2] / ".cache" / "vendor"
+
+
+def hls_js() -> bytes:
+    """hls.js as ``./dev setup`` fetched it."""
+    found = sorted(VENDOR.glob("hls.js-*/hls.min.js"))
+    if not found:
+        raise FileNotFoundError(f"no hls.js under {VENDOR}: run ./dev setup")
+    return found[-1].read_bytes()
+
+
+@contextlib.contextmanager
+def served_app(config: Config) -> Iterator[tuple[str, Server]]:
+    """The app under uvicorn on 127.0.0.1 in a thread of its own; yields its base URL and the
+    server, and stops both (every open segment closed) on exit."""
+    port = free_port()
+    app = create_app(config)
+    uv = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
+                       lifespan="on")
+    )  # fmt: skip
+    uv.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    errors: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            asyncio.run(uv.serve())
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    thread = threading.Thread(target=serve, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: uv.started or errors or not thread.is_alive(), 60, "uvicorn started")
+        if errors or not uv.started:
+            raise RuntimeError(f"the app did not start: {errors}")
+        yield f"http://127.0.0.1:{port}", server_of(app)
+    finally:
+        uv.should_exit = True
+        thread.join(60)
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """A headless Chromium (Playwright's sync API), closed on exit."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
