@@ -176,12 +176,16 @@ class Auth:
         principal = self.store.principal(claims.user_id, claims.version)
         return principal.narrowed(Scope(frozenset({action}), frozenset({camera_id})), "media")
 
-    def media_token(self, principal: Principal, camera_id: str, action: Action) -> str:
+    def media_token(
+        self, principal: Principal, camera_id: str, action: Action, ttl_s: int | None = None
+    ) -> str:
         """A short-lived token for one camera and one action, for players that send no
-        header. The caller has checked that the principal may do it."""
+        header. The caller has checked that the principal may do it. ``ttl_s`` (default
+        ``auth.media_token_s``) is longer for a playlist, whose media a player fetches for as
+        long as it plays; a password change or logout still revokes it (its user version)."""
         user = self.store.user(principal.user_id)
         return self.signer.media(user.id, user.token_version, user.role, camera_id,
-                                 action.value, self.config.media_token_s)  # fmt: skip
+                                 action.value, ttl_s or self.config.media_token_s)  # fmt: skip
 
     def new_api_key(self, user_id: int, name: str, scope: Scope) -> tuple[str, ApiKey]:
         """A new key for ``user_id``: the key (shown once) and its row."""
