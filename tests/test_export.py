@@ -22,6 +22,7 @@ import av
 import pytest
 
 from tests.conftest import START_US, make_rig
+from tests.support.counter_clip import counter_clip, frame_number
 from tests.support.polling import wait_for
 from vms.catalog.store import Catalog
 from vms.clock import SimulatedClock
@@ -31,6 +32,7 @@ from vms.export import signing
 from vms.export.jobs import FINISHED, JOB_FILE, Exports, Files, Job, RangeStream, State
 from vms.export.manifest import MANIFEST, SIGNATURE, ZIP_NAME
 from vms.export.remux import BoxReader
+from vms.export.source import playback_source
 from vms.ingest.pyav_source import read_clip
 from vms.recording import mp4
 
@@ -390,9 +392,7 @@ def test_a_full_disk_fails_the_job_and_removes_its_files(
     tmp_path: Path, recorded: dict[str, Recording]
 ) -> None:
     source = SegmentSource({"cam1": recorded["h264"]})
-    ex = Exports(
-        ExportConfig(), tmp_path, source, SimulatedClock(START_US), files=FullDisk(60_000)
-    )
+    ex = Exports(ExportConfig(), tmp_path, source, SimulatedClock(START_US), files=FullDisk(60_000))
     ex.start()
     try:
         start = recorded["h264"].start_us
@@ -457,3 +457,75 @@ def test_a_restart_lists_past_exports_and_fails_the_interrupted_and_old_ones_exp
         assert list(again.root.iterdir()) == []
     finally:
         again.stop()
+
+
+# --- over the real range stream ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def counted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("counted")
+    return {
+        "a": counter_clip(d / "a.mp4", frames=300),  # 12 s, a keyframe every 4 s
+        "b": counter_clip(d / "b.mp4", frames=150, first=1000, width=176, height=144),
+    }
+
+
+def test_over_the_range_stream_the_first_frame_is_the_one_asked_for_and_a_new_size_a_new_file(
+    tmp_path: Path, catalog: Catalog, counted: dict[str, Path]
+) -> None:
+    """The playback plan and range stream of segments the recorder cut every 8 s, a camera
+    whose resolution changed at 12 s: frame n was shown at START_US + n × 40 ms."""
+    rig = make_rig(tmp_path, catalog, segment_seconds=6)
+    try:
+        info, packets = read_clip(counted["a"])
+        info_b, packets_b = read_clip(counted["b"])
+        step = packets[1].dts - packets[0].dts
+        for p in packets_b:
+            p.dts += len(packets) * step
+            p.pts += len(packets) * step
+        assert info_b.video.params is not None
+        packets_b[0].params = info_b.video.params  # the camera's new parameter sets
+        rig.recorder.stream_started(info)
+        for p in [*packets, *packets_b]:
+            p.arrival = p.dts / info.video.timescale
+            rig.recorder.packet(p)
+        rig.stop()
+        source = playback_source(
+            catalog, rig.writers.catalog_thread.open_files, rig.storage, rig.clock, 3600 * SECOND
+        )
+        ex = Exports(ExportConfig(), tmp_path / "data", source, rig.clock)
+        ex.start()
+        try:
+            at = START_US + 5_500_000  # in the second GOP of the first segment, 1.5 s past it
+            one = finished(ex, ex.create(["cam1"], at, START_US + 11 * SECOND, "main", "a", 1))
+            both = finished(ex, ex.create(["cam1"], at, START_US + 15 * SECOND, "main", "a", 1))
+        finally:
+            ex.stop()
+    finally:
+        rig.writers.stop()
+    assert one.state == both.state == State.DONE, (one.error, both.error)
+    with av.open(str(ex.root / one.id / "cam1.mp4")) as c:
+        numbers = [frame_number(f) for f in c.decode(video=0)]
+    # 5.5 s lies between frames 137 (5.48 s) and 138 (5.52 s): either is within one frame.
+    assert numbers[0] in (137, 138), numbers[:3]
+    assert numbers == list(range(numbers[0], 275)), "to the end, across the segment at 8 s"
+
+    assert both.file == ZIP_NAME
+    with zipfile.ZipFile(ex.root / both.id / ZIP_NAME) as z:
+        assert sorted(z.namelist()) == ["cam1.2.mp4", "cam1.mp4", MANIFEST, SIGNATURE]
+        first, second = (z.read(n) for n in ("cam1.mp4", "cam1.2.mp4"))
+    kinds = [b.kind for b in mp4.iter_boxes(second)]
+    assert kinds.index(b"moov") < kinds.index(b"mdat")
+    with av.open(io.BytesIO(first)) as c:
+        numbers = [frame_number(f) for f in c.decode(video=0)]
+        assert numbers == list(range(138, 300)) and c.streams.video[0].width == 160
+    with av.open(io.BytesIO(second)) as c:
+        frames = list(c.decode(video=0))
+        assert [frame_number(f) for f in frames] == list(range(1000, 1075))
+        assert (frames[0].width, frames[0].height, frames[0].time) == (176, 144, 0)
+    doc = json.loads((ex.root / both.id / MANIFEST).read_bytes())
+    files = doc["cameras"][0]["files"]
+    assert [f["name"] for f in files] == ["cam1.mp4", "cam1.2.mp4"]
+    assert [f["video"] for f in files] == ["h264 160x120", "h264 176x144"]
+    assert files[1]["first"] == "2026-09-21T14:13:32.000000Z", "12 s after the recording began"

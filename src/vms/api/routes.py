@@ -8,7 +8,9 @@ Routers (each a module of this package):
   ``/api/v1/cameras/test`` (probe a stream): no camera named;
 - :data:`vms.api.cameras.camera`: ``/api/v1/cameras/{camera_id}`` (read, replace, change,
   remove, enable, disable): one camera, named by ``camera_id``;
-- :data:`vms.api.recordings.router`: ``/api/v1/cameras/{camera_id}/recordings``.
+- :data:`vms.api.recordings.router`: ``/api/v1/cameras/{camera_id}/recordings``;
+- :data:`vms.api.exports.router`: ``/api/v1/exports`` (export jobs, their files, the public
+  key): each route checks ``export`` on every camera a job names.
 
 Handlers take what they use as dependencies (:mod:`vms.api.deps`); the app holds one thing,
 ``app.state.server``, which ``vms.app.create_app`` sets. A guard is a dependency added where a
@@ -30,7 +32,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
-from vms.api import audit, auth, cameras, errors, recordings, security, system
+from vms.api import audit, auth, cameras, errors, exports, recordings, security, system
 from vms.api.guard import camera_access, require
 from vms.auth.rbac import Action
 from vms.config import ServerConfig
@@ -43,7 +45,9 @@ OPENAPI_URL = "/api/openapi.json"
 # Each router with its guard, where the router has one (system: health open, storage for any
 # user, metrics for admins; the camera collection: any user sees the cameras it may view,
 # adding and probing need manage; auth: login, refresh, logout and setup open, the rest per
-# route). Nothing else answers without credentials (tests/test_api_guard.py walks the table).
+# route; exports: per route, export on every camera a job names, a media token for a
+# one-camera download). Nothing else answers without credentials (tests/test_api_guard.py
+# walks the table).
 GUARDED: tuple[tuple[APIRouter, list[Any]], ...] = (
     (system.router, []),
     (cameras.collection, []),
@@ -51,6 +55,7 @@ GUARDED: tuple[tuple[APIRouter, list[Any]], ...] = (
     (recordings.router, [Depends(camera_access(Action.PLAYBACK))]),
     (auth.router, []),
     (audit.router, [Depends(require(Action.ADMIN))]),
+    (exports.router, []),
 )
 ROUTERS = tuple(router for router, _ in GUARDED)
 

@@ -132,8 +132,8 @@ class _Run:
 
 
 class Exports:
-    """The export jobs of one server. :meth:`start` loads past jobs and starts the workers;
-    :meth:`stop` cancels what runs."""
+    """The export jobs of one server. :meth:`open` loads past jobs, :meth:`start` starts the
+    workers, :meth:`stop` cancels what runs."""
 
     def __init__(
         self,
@@ -160,11 +160,17 @@ class Exports:
 
     # --- life ----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self.signer = Signer(self.data_dir)  # the key is made at the first start
+    def open(self) -> None:
+        """The signing key (made at the first start), the past jobs, the expired ones gone."""
+        self.signer = Signer(self.data_dir)
         self.root.mkdir(parents=True, exist_ok=True)
         self._load()
         self.sweep()
+
+    def start(self) -> None:
+        """:meth:`open` if not done yet, and the worker threads."""
+        if self.signer is None:
+            self.open()
         for i in range(self.config.concurrent):
             t = threading.Thread(target=self._work, name=f"export-{i}", daemon=True)
             t.start()
