@@ -517,10 +517,10 @@ def test_over_the_range_stream_the_first_frame_is_the_one_asked_for_and_a_new_si
         first, second = (z.read(n) for n in ("cam1.mp4", "cam1.2.mp4"))
     kinds = [b.kind for b in mp4.iter_boxes(second)]
     assert kinds.index(b"moov") < kinds.index(b"mdat")
-    with av.open(io.BytesIO(first)) as c:
+    with av.open(io.BytesIO(first), "r") as c:
         numbers = [frame_number(f) for f in c.decode(video=0)]
         assert numbers == list(range(138, 300)) and c.streams.video[0].width == 160
-    with av.open(io.BytesIO(second)) as c:
+    with av.open(io.BytesIO(second), "r") as c:
         frames = list(c.decode(video=0))
         assert [frame_number(f) for f in frames] == list(range(1000, 1075))
         assert (frames[0].width, frames[0].height, frames[0].time) == (176, 144, 0)

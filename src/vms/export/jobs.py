@@ -155,6 +155,7 @@ class Exports:
         self._queue: list[str] = []
         self._cond = threading.Condition()
         self._stopping = False
+        self._stopped = threading.Event()  # the sweeper's wake-up; the workers wait on _cond
         self._threads: list[threading.Thread] = []
         self.signer: Signer | None = None
 
@@ -183,6 +184,7 @@ class Exports:
         """Stop the workers: running jobs end (failed, "interrupted"), queued ones too."""
         with self._cond:
             self._stopping = True
+            self._stopped.set()
             for run in self._runs.values():
                 run.cancel.set()
             for job_id in self._queue:
@@ -335,10 +337,7 @@ class Exports:
 
     def _sweep_loop(self) -> None:
         interval = min(3600.0, self.config.keep_days * 86400 / 10)
-        while True:
-            with self._cond:
-                if self._cond.wait_for(lambda: self._stopping, interval):
-                    return
+        while not self._stopped.wait(interval):
             try:
                 self.sweep()
             except Exception:
