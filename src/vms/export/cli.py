@@ -44,7 +44,7 @@ def add_parsers(sub: Any) -> None:
     """Adds ``export`` and ``verify`` to the ``vms`` command's subcommands ``sub``."""
     export = sub.add_parser(
         "export",
-        help="export a time range of cameras as signed MP4 (from a running server)",
+        help="export a time range of cameras as signed MP4",
         description=EXPORT_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

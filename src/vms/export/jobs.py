@@ -40,7 +40,7 @@ from vms.export import manifest as manifest_mod
 from vms.export.manifest import ZIP_NAME
 from vms.export.remux import Cancelled, MediaFile, remux
 from vms.export.signing import Signer
-from vms.times import iso
+from vms.times import invalid, iso
 
 log = logging.getLogger(__name__)
 
@@ -226,26 +226,16 @@ class Exports:
     ) -> Job:
         """A new job, queued; refused (400, 404) when it cannot produce anything."""
         if end_us <= start_us:
-            raise VmsError(Kind.INVALID_ARGUMENT, "end: must be after start")
+            raise invalid("end", "must be after start")
         hours = (end_us - start_us) / 3_600_000_000
         if hours > self.config.max_range_hours:
-            raise VmsError(
-                Kind.INVALID_ARGUMENT,
+            raise invalid(
+                "end",
                 f"the range is {hours:.4g} h long; an export may cover at most "
                 f"{self.config.max_range_hours:g} h (export.max_range_hours)",
             )
         if not cameras or len(cameras) > MAX_CAMERAS or len(set(cameras)) != len(cameras):
-            raise VmsError(
-                Kind.INVALID_ARGUMENT, f"cameras: 1 to {MAX_CAMERAS} different camera ids"
-            )
-        streams = []
-        try:
-            for cam in cameras:  # raises NOT_FOUND for a camera with nothing in the range
-                streams.append(self.source(cam, stream, start_us, end_us))
-        except BaseException:
-            for s in streams:
-                s.close()
-            raise
+            raise invalid("cameras", f"1 to {MAX_CAMERAS} different camera ids")
         job = Job(
             id=secrets.token_hex(8),
             cameras=list(cameras),
@@ -256,6 +246,19 @@ class Exports:
             created_by_id=created_by_id,
             created_us=self.clock.wall_us(),
         )
+        streams: list[RangeStream] = []
+        try:
+            for cam in cameras:  # raises NOT_FOUND for a camera with nothing in the range
+                streams.append(self.source(cam, stream, start_us, end_us))
+            self._enqueue(job, streams)
+        except BaseException:
+            for s in streams:
+                s.close()
+            raise
+        log.info("export %s queued: %s", job.id, ", ".join(cameras))
+        return job
+
+    def _enqueue(self, job: Job, streams: list[RangeStream]) -> None:
         with self._cond:
             if self._stopping:
                 raise VmsError(Kind.UNAVAILABLE, "the server is stopping")
@@ -269,8 +272,6 @@ class Exports:
             self._runs[job.id] = _Run(streams)
             self._queue.append(job.id)
             self._cond.notify()
-        log.info("export %s queued: %s", job.id, ", ".join(cameras))
-        return job
 
     def find(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
@@ -283,7 +284,9 @@ class Exports:
 
     def jobs(self) -> list[Job]:
         """Every job, newest first."""
-        return sorted(self._jobs.values(), key=lambda j: (j.created_us, j.id), reverse=True)
+        with self._cond:
+            jobs = list(self._jobs.values())
+        return sorted(jobs, key=lambda j: (j.created_us, j.id), reverse=True)
 
     def path(self, job: Job, name: str) -> Path:
         """A file of a finished job (one it names); NOT_FOUND otherwise."""
@@ -424,6 +427,8 @@ class Exports:
             cameras.append(self._describe(camera, rs, job, result.files, written))
         if run.cancel.is_set():
             raise Cancelled()
+        if not written:
+            raise VmsError(Kind.NOT_FOUND, "no video in the range: " + "; ".join(notes))
         self._finish(job, folder, written, cameras, notes)
 
     @staticmethod
@@ -509,9 +514,11 @@ class Exports:
             z.writestr(manifest_mod.SIGNATURE, signature)
 
     def _end(self, job: Job, state: State, error: str | None) -> None:
-        job.state, job.error, job.finished_us = state, error, self.clock.wall_us()
+        # The state last: readers in other threads take a job that says it ended as whole.
+        job.error, job.finished_us = error, self.clock.wall_us()
         if state == State.DONE:
             job.percent = 100.0
+        job.state = state
         self._runs.pop(job.id, None)
         self._save(job)
         log.info("export %s %s%s", job.id, state, f": {error}" if error else "")
