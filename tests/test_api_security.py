@@ -101,12 +101,14 @@ def test_every_route_has_a_response_model(client: TestClient) -> None:
                     shape = shape["items"]
                 assert isinstance(model, type) and issubclass(model, BaseModel), route.path
                 assert "$ref" in shape, (method, route.path)
+            elif media in ("video/mp4", "image/jpeg", "application/vnd.apple.mpegurl"):  # media
+                assert route.path.startswith(CAMS), route.path
             else:
                 assert media == "text/plain" and route.path == "/metrics"
             if route.path.startswith(CAMS):
                 assert "400" in op["responses"] and "404" in op["responses"], route.path
         names = list(route.param_convertors)
-        assert set(names) <= {"camera_id", "user_id", "key_id", "name"}, route.path
+        assert set(names) <= {"camera_id", "user_id", "key_id", "name", "segment_id"}, route.path
 
 
 # --- hostile camera URLs -------------------------------------------------------------------

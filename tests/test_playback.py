@@ -17,11 +17,9 @@ import av
 import pytest
 
 from tests.conftest import START_US, Rig, make_rig
-from tests.support.counter_clip import counter_clip, decode
+from tests.support.counter_clip import clip, counter_clip, decode, record
 from vms.catalog.store import MAIN, Catalog
 from vms.errors import Kind, VmsError
-from vms.ingest.pyav_source import read_clip
-from vms.media import Packet, StreamInfo
 from vms.playback import fragments
 from vms.playback.plan import GapReason, Plan, plan
 from vms.playback.stream import RangeStream
@@ -39,30 +37,6 @@ def counted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "a": counter_clip(d / "a.mp4", frames=1000),  # 40 s, a keyframe every 4 s
         "b": counter_clip(d / "b.mp4", frames=300, first=1000, width=176, height=144),
     }
-
-
-def clip(
-    path: Path, first_dts: int = 0, first_arrival: float = 0.0
-) -> tuple[StreamInfo, list[Packet]]:
-    """A clip's packets as a live camera would send them, from decode time ``first_dts``."""
-    info, packets = read_clip(path)
-    for p in packets:
-        p.dts += first_dts
-        p.pts += first_dts
-        p.arrival = first_arrival + p.dts / info.video.timescale
-    return info, packets
-
-
-def record(rig: Rig, path: Path, *, stop: bool = True) -> StreamInfo:
-    info, packets = clip(path)
-    rig.recorder.stream_started(info)
-    for p in packets:
-        rig.recorder.packet(p)
-    if stop:
-        rig.stop()
-    else:
-        assert rig.writers.flush()
-    return info
 
 
 @pytest.fixture

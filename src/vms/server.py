@@ -40,6 +40,7 @@ from vms.health import CameraHealth
 from vms.ingest.pyav_reader import Ingest
 from vms.ingest.rtsp import Reactor, Session
 from vms.media import MAIN, SUB
+from vms.playback.thumbnail import Thumbnails
 from vms.recording.recorder import Recorder
 from vms.recording.recovery import recover
 from vms.recording.retention import Retention
@@ -238,6 +239,7 @@ class Server:
         self.catalog = Catalog(config.catalog_url())  # closed by start() if what follows fails
         # Before anything changes a segment row: it listens to the catalog's changes.
         self.timelines = Timelines(self.catalog)
+        self.thumbnails = Thumbnails(config.playback.thumbnail_cache)
         self.audit = AuditLog(self.catalog, config.data_dir, self.clock)
         # A setup token is logged when no user exists.
         self.auth = bootstrap(self.catalog, config, self.clock, audit=self.audit)

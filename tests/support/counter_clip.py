@@ -14,6 +14,10 @@ from pathlib import Path
 import av
 import av.video.frame
 
+from tests.conftest import Rig
+from vms.ingest.pyav_source import read_clip
+from vms.media import Packet, StreamInfo
+
 BLOCK = 20
 BITS = 16
 
@@ -86,3 +90,27 @@ def decode(data: bytes) -> list[tuple[float, int, int, int]]:
             out.append((float(frame.pts * frame.time_base), frame_number(frame),
                         frame.width, frame.height))  # fmt: skip
     return out
+
+
+def clip(
+    path: Path, first_dts: int = 0, first_arrival: float = 0.0
+) -> tuple[StreamInfo, list[Packet]]:
+    """A clip's packets as a live camera would send them, from decode time ``first_dts``."""
+    info, packets = read_clip(path)
+    for p in packets:
+        p.dts += first_dts
+        p.pts += first_dts
+        p.arrival = first_arrival + p.dts / info.video.timescale
+    return info, packets
+
+
+def record(rig: Rig, path: Path, *, stop: bool = True) -> StreamInfo:
+    info, packets = clip(path)
+    rig.recorder.stream_started(info)
+    for p in packets:
+        rig.recorder.packet(p)
+    if stop:
+        rig.stop()
+    else:
+        assert rig.writers.flush()
+    return info

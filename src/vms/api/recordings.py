@@ -9,7 +9,8 @@ time: the page ends where the first run left out starts, and ``next`` goes on fr
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Sequence
+from typing import Annotated, Any, NamedTuple
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
@@ -63,22 +64,43 @@ class RecordingsQuery(BaseModel):
     )
 
 
-def recordings(
-    server: Server, camera_id: str, start_us: int, end_us: int, limit: int = RUNS_DEFAULT
-) -> models.Recordings:
-    if end_us <= start_us:
-        raise invalid("end", "must be after start")
+class Found(NamedTuple):
+    """The runs of a camera stream in a window (dicts of ``start_us``, ``end_us``,
+    ``segments``, ``bytes``, ``open``), where the window stops (a page may cut it), the
+    quarantined segments in it and, with ``edges``, the µs of closed segments between them
+    and the open segments as far as they are written (``live``: their ``(start_us, end_us)``)."""
+
+    runs: list[dict[str, Any]]
+    end_us: int
+    quarantined: int
+    covered: list[int]
+    live: list[tuple[int, int]]
+
+
+def find_runs(
+    server: Server,
+    camera_id: str,
+    stream: int,
+    start_us: int,
+    end_us: int,
+    per_page: int,
+    edges: Sequence[int] = (),
+) -> Found:
+    """Runs of ``[start_us, end_us)`` from the in-memory timeline, at most ``per_page``
+    segments' worth (see :meth:`vms.recording.timeline.Timeline.window`)."""
     runs: list[dict[str, Any]] = []
+    live: list[tuple[int, int]] = []
     now = server.clock.wall_us()
-    # The main stream's: the runs are what playback serves. The timeline hands the closed
-    # segments over in blocks that follow one another, and each open row on its own.
-    found = server.timelines.window(camera_id, MAIN, start_us, end_us, SEGMENTS_PER_PAGE)
+    # The timeline hands the closed segments over in blocks that follow one another, and each
+    # open row on its own.
+    found = server.timelines.window(camera_id, stream, start_us, end_us, per_page, edges)
     window_end = found.end_us  # where this page stops
     for item in found.items:
         seg_end = item.end_us
         if item.open:
-            live = server.writers.open_segment(camera_id, MAIN, seg_id=item.id)
-            seg_end = max(seg_end, live.end_us if live else seg_end)
+            written = server.writers.open_segment(camera_id, stream, seg_id=item.id)
+            seg_end = max(seg_end, written.end_us if written else seg_end)
+            live.append((item.start_us, seg_end))
         if seg_end <= start_us or item.start_us >= window_end:
             continue
         s, e = max(item.start_us, start_us), min(seg_end, window_end, max(now, seg_end))
@@ -93,17 +115,35 @@ def recordings(
                 {"start_us": s, "end_us": e, "segments": item.segments, "bytes": item.bytes,
                  "open": item.open}
             )  # fmt: skip
-    if len(runs) > limit:
-        window_end = runs[limit]["start_us"]
-        runs = runs[:limit]
+    return Found(runs, window_end, found.quarantined, list(found.covered), live)
+
+
+def gaps_between(runs: list[dict[str, Any]], start_us: int, end_us: int) -> list[models.Gap]:
+    """The holes between ``runs`` in ``[start_us, end_us)``."""
     gaps = []
     cursor = start_us
     for run in runs:
         if run["start_us"] > cursor:
             gaps.append(models.Gap(**models.Gap.times(cursor, run["start_us"])))
         cursor = max(cursor, run["end_us"])
-    if cursor < min(window_end, now):
-        gaps.append(models.Gap(**models.Gap.times(cursor, min(window_end, now))))
+    if cursor < end_us:
+        gaps.append(models.Gap(**models.Gap.times(cursor, end_us)))
+    return gaps
+
+
+def recordings(
+    server: Server, camera_id: str, start_us: int, end_us: int, limit: int = RUNS_DEFAULT
+) -> models.Recordings:
+    if end_us <= start_us:
+        raise invalid("end", "must be after start")
+    now = server.clock.wall_us()
+    # The main stream's: the runs are what playback serves.
+    found = find_runs(server, camera_id, MAIN, start_us, end_us, SEGMENTS_PER_PAGE)
+    runs, window_end = found.runs, found.end_us
+    if len(runs) > limit:
+        window_end = runs[limit]["start_us"]
+        runs = runs[:limit]
+    gaps = gaps_between(runs, start_us, min(window_end, now))
     nxt = None
     if window_end < end_us:
         nxt = models.encode_cursor({"camera": camera_id, "start": window_end, "end": end_us})

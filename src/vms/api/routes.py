@@ -9,6 +9,13 @@ Routers (each a module of this package):
 - :data:`vms.api.cameras.camera`: ``/api/v1/cameras/{camera_id}`` (read, replace, change,
   remove, enable, disable): one camera, named by ``camera_id``;
 - :data:`vms.api.recordings.router`: ``/api/v1/cameras/{camera_id}/recordings``;
+- :data:`vms.api.thumbnails.router`: ``/api/v1/cameras/{camera_id}/thumbnail.jpg`` and
+  ``/thumbnails`` (a media token in ``?token=`` is accepted);
+- :data:`vms.api.timeline.router`: ``/api/v1/timeline`` (several cameras);
+- :data:`vms.api.playback.router`: ``/api/v1/cameras/{camera_id}/playback``, ``playback.mp4``
+  and ``segments/{segment_id}.mp4`` (a media token will do);
+- :data:`vms.api.hls.router`: ``/api/v1/cameras/{camera_id}/playback.m3u8`` (HLS, byte ranges
+  of the stored files);
 - :data:`vms.api.exports.router`: ``/api/v1/exports`` (export jobs, their files, the public
   key): each route checks ``export`` on every camera a job names.
 
@@ -32,8 +39,21 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
-from vms.api import audit, auth, cameras, errors, exports, recordings, security, system
-from vms.api.guard import camera_access, require
+from vms.api import (
+    audit,
+    auth,
+    cameras,
+    errors,
+    exports,
+    hls,
+    playback,
+    recordings,
+    security,
+    system,
+    thumbnails,
+    timeline,
+)
+from vms.api.guard import camera_access, media_access, require
 from vms.auth.rbac import Action
 from vms.config import ServerConfig
 
@@ -53,6 +73,10 @@ GUARDED: tuple[tuple[APIRouter, list[Any]], ...] = (
     (cameras.collection, []),
     (cameras.camera, [Depends(cameras.camera_route_access)]),
     (recordings.router, [Depends(camera_access(Action.PLAYBACK))]),
+    (thumbnails.router, [Depends(media_access(Action.PLAYBACK))]),
+    (timeline.router, []),  # several cameras a request: each checked by the handler
+    (playback.router, [Depends(media_access(Action.PLAYBACK))]),
+    (hls.router, [Depends(media_access(Action.PLAYBACK))]),
     (auth.router, []),
     (audit.router, [Depends(require(Action.ADMIN))]),
     (exports.router, []),

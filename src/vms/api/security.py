@@ -181,7 +181,14 @@ def install(app: FastAPI, cors_origins: Sequence[str]) -> None:
             CORSMiddleware,
             allow_origins=list(cors_origins),
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_headers=["Authorization", "Content-Type", "Range"],
+            # What a player page reads of a playback answer.
+            expose_headers=[
+                "Content-Range",
+                "Accept-Ranges",
+                "X-Playback-First",
+                "X-Playback-Offset",
+            ],
             allow_credentials=True,
         )
     app.add_middleware(SecurityMiddleware, allowed_origins=cors_origins)

@@ -5,7 +5,8 @@ segment (docs/design/storage.md, "Timeline: the recorded intervals in memory").
 A :class:`Timeline` mirrors one camera stream's rows: closed segments (what is served),
 quarantined ones (counted, never served) and open ones (how far those are written is the
 writers' to say). :class:`Timelines` loads each one lazily from the catalog and keeps it current
-from the catalog's change reports (:meth:`vms.catalog.store.Catalog.listen`).
+from the catalog's change reports (:meth:`vms.catalog.store.Catalog.listen`). It also answers
+how much of each part of a window is recorded (:meth:`Timeline.covered`: a scrub bar's density).
 
 The trap is between a load and a change. The catalog reports a change after its commit, from
 the writing thread; a request thread loading the timeline at that moment may or may not have
@@ -28,9 +29,10 @@ import bisect
 import heapq
 import itertools
 import logging
+import operator
 import threading
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from vms.catalog.store import OPEN, QUARANTINED, Catalog, SegmentChange
@@ -58,6 +60,9 @@ class Window(NamedTuple):
     items: list[Item]
     quarantined: int  # quarantined segments in the window
     end_us: int  # where the window stops: its end, or where a page cut it
+    # µs of closed segments between consecutive ``edges`` asked for (see Timeline.covered),
+    # of the same moment as ``items``: an open row that closes meanwhile is in one or the other.
+    covered: Sequence[int] = ()
 
 
 class Timeline:
@@ -221,6 +226,45 @@ class Timeline:
         items.sort(key=lambda it: (it.start_us, it.id))
         return Window(items, q1 - q0, end_us)
 
+    def covered(self, edges: Sequence[int]) -> list[int]:
+        """µs of closed segments in each ``[edges[k], edges[k + 1])`` (edges ascending): a
+        density of the recording. Quarantined and open segments are not counted.
+
+        One pass in C over the segments between the first and last edge (their durations,
+        summed as they go), then two bisects an edge: a week of one-minute segments in 168
+        buckets costs what slicing 10,000 numbers costs, not a loop over them in Python."""
+        if len(edges) < 2:
+            return []
+        lo = bisect.bisect_right(self.ends, edges[0])
+        hi = bisect.bisect_left(self.starts, edges[-1], lo)
+        starts, ends = self.starts[lo:hi], self.ends[lo:hi]
+        # before[m]: µs of the first m segments (segments never overlap, so ends are sorted).
+        before = [0, *itertools.accumulate(map(operator.sub, ends, starts))]
+
+        def recorded(t: int) -> int:  # µs recorded before t, from segment ``lo`` on
+            m = bisect.bisect_right(ends, t)  # those wholly before t
+            part = t - starts[m] if m < len(starts) and starts[m] < t else 0
+            return before[m] + part
+
+        marks = [recorded(t) for t in edges]
+        return [b - a for a, b in itertools.pairwise(marks)]
+
+
+def bucket_edges(start_us: int, end_us: int, buckets: int) -> list[int]:
+    """The ``buckets + 1`` edges that cut ``[start_us, end_us)`` into equal parts (to the µs:
+    the parts differ by a microsecond at most, and the last edge is ``end_us`` exactly)."""
+    span = end_us - start_us
+    return [start_us + span * k // buckets for k in range(buckets + 1)]
+
+
+def add_cover(covered: list[int], edges: Sequence[int], start_us: int, end_us: int) -> None:
+    """Add ``[start_us, end_us)`` to ``covered`` (µs between ``edges``, as
+    :meth:`Timeline.covered` counts them): an open segment, as far as it is written."""
+    k = max(bisect.bisect_right(edges, start_us) - 1, 0)
+    while k < len(covered) and edges[k] < end_us:
+        covered[k] += max(0, min(end_us, edges[k + 1]) - max(start_us, edges[k]))
+        k += 1
+
 
 def _find(starts: array[int], ids: array[int], start_us: int, seg_id: int) -> int:
     """Index of the segment, or ``-(insertion point) - 1`` when it is not there."""
@@ -272,12 +316,23 @@ class Timelines:
             if not t.loaded:
                 t.load(self.catalog)  # under the lock: see the module's notes
 
-    def window(self, camera_id: str, stream: int, start_us: int, end_us: int, limit: int) -> Window:
+    def window(
+        self,
+        camera_id: str,
+        stream: int,
+        start_us: int,
+        end_us: int,
+        limit: int,
+        edges: Sequence[int] = (),
+    ) -> Window:
+        """What overlaps the window (:meth:`Timeline.window`); with ``edges``, also the µs of
+        closed segments between them (:meth:`Timeline.covered`), under the same lock."""
         t = self._get(camera_id, stream)
         with t.lock:
             if not t.loaded:
                 t.load(self.catalog)  # under the lock: see the module's notes
-            return t.window(start_us, end_us, limit)
+            found = t.window(start_us, end_us, limit)
+            return found._replace(covered=t.covered(edges)) if edges else found
 
     def changed(self, changes: Iterable[SegmentChange]) -> None:
         """The catalog's report (any thread, after its commit)."""
