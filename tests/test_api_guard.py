@@ -30,7 +30,10 @@ OPEN = {
     ("POST", "/api/v1/auth/logout"),  # revokes the refresh token it is given, if any
     ("POST", "/api/v1/auth/setup"),  # the one-time setup token is its credential
 }
-PARAMS = {"camera_id": "b", "user_id": "1", "key_id": "1", "name": "custom", "segment_id": "1"}
+PARAMS = {
+    "camera_id": "b", "user_id": "1", "key_id": "1", "name": "custom", "segment_id": "1",
+    "export_id": "0123456789abcdef",
+}  # fmt: skip
 PASSWORD = "a long enough password"
 FAST = {"argon2_time_cost": 1, "argon2_memory_kib": 8192, "argon2_parallelism": 1}
 

@@ -10,6 +10,7 @@ import itertools
 import logging
 import os
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from vms.catalog.store import MAIN, Catalog
 from vms.errors import Kind, VmsError
 from vms.playback import fragments
 from vms.playback.plan import GapReason, Plan, plan
-from vms.playback.stream import RangeStream
+from vms.playback.stream import FileChunks, RangeStream
 from vms.recording import mp4
 from vms.times import iso
 
@@ -348,3 +349,46 @@ def test_plan_is_a_frozen_value(cam: Rig, counted: dict[str, Path]) -> None:
     assert frags[0].offset == p.pieces[0].init_size and frags[0].media_start == 0
     assert all(b.offset == a.offset + a.size for a, b in itertools.pairwise(frags))
     assert p.pieces[1].fragments()[0].start_us == START_US + 8_000_000
+
+
+def test_media_lost_inside_a_segment_is_a_gap(cam: Rig, counted: dict[str, Path]) -> None:
+    info, packets = clip(counted["a"])
+    cam.recorder.stream_started(info)
+    for pk in packets[:50]:
+        cam.recorder.packet(pk)
+    cam.recorder.gap()  # RTP loss: frames 50 to 99 never arrive
+    for pk in packets[100:300]:
+        cam.recorder.packet(pk)
+    cam.stop()
+    p = plan_of(cam, 0, 12)
+    assert len(p.runs) == 1 and p.pieces[0].segment_start_us == START_US
+    assert [(g.start_us - START_US, g.end_us - START_US, g.reason) for g in p.gaps] == [
+        (2_000_000, 4_000_000, GapReason.LOST)]  # fmt: skip
+    frames = decode(body(p))
+    assert [n for _, n, _, _ in frames] == [*range(50), *range(100, 300)]
+    assert frames[50][0] == pytest.approx(4.0, abs=1e-6), "the hole stays in the time line"
+
+
+def test_an_hevc_recording_plays_and_names_its_codec(cam: Rig, clips: dict[str, Path]) -> None:
+    record(cam, clips["hevc"])
+    p = plan_of(cam, 0, 4)
+    data = body(p)
+    (video,) = fragments.codecs(data[: p.pieces[0].init_size])
+    # Main profile (1, compatible with Main and Main 10: 6), main tier, a level, and the
+    # constraint bytes with the progressive-source bit.
+    m = re.fullmatch(r"hvc1\.1\.6\.L([0-9]+)\.([0-9A-F]{1,2})", video)
+    assert m is not None and int(m[1]) >= 30 and int(m[2], 16) & 0x80, video
+    assert len(decode(data)) == 100
+
+
+def test_a_stored_file_is_read_through_a_descriptor_the_reader_owns(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(bytes(range(100)))
+    fd = os.open(path, os.O_RDONLY)
+    assert b"".join(FileChunks(fd, 10, 95, chunk=16)) == bytes(range(10, 95))
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed at the end
+    fd = os.open(path, os.O_RDONLY)
+    FileChunks(fd, 0, 100).close()  # a client gone before the first byte
+    with pytest.raises(OSError):
+        os.fstat(fd)

@@ -31,6 +31,8 @@ commands:
   status   show cameras (health, fps, bitrate, last frame) and storage of a running server
   check    verify that the catalog and the segment files agree (--repair to fix)
   audit    verify the audit trail (tamper-evident), list its entries
+  export   export a time range of cameras as MP4 with a signed manifest
+  verify   check an export's signature and files
   user     add a user (the first admin: vms user add NAME --admin)
   bench    run a benchmark: recording, crash, api, seek
 
@@ -40,6 +42,8 @@ examples:
   vms status
   vms check --config vms.yaml --repair
   vms audit verify --config vms.yaml
+  vms export --camera door --start 2026-11-26T10:00:00 --end 2026-11-26T10:05:00
+  vms verify export-1f2e3d4c5b6a7988/
   vms bench recording --quick
 """
 
@@ -124,6 +128,9 @@ def _parser() -> argparse.ArgumentParser:
     from vms.audit import cli as audit_cli  # argparse only; the catalog loads when it runs
 
     audit_cli.add_parser(sub)
+    from vms.export import cli as export_cli
+
+    export_cli.add_parsers(sub)
     user = sub.add_parser("user", help="manage users")
     user_sub = user.add_subparsers(dest="user_command", metavar="USER_COMMAND", required=True)
     add = user_sub.add_parser("add", help="add a user; the password is asked for")
@@ -153,7 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         args = _parser().parse_args(argv)
         commands = {
-            "serve": _serve, "status": _status, "check": _check, "audit": _audit, "user": _user
+            "serve": _serve, "status": _status, "check": _check, "audit": _audit, "user": _user,
+            "export": _export, "verify": _verify,
         }  # fmt: skip
         if args.command not in commands:
             _parser().print_help()
@@ -192,6 +200,18 @@ def _audit(args: argparse.Namespace) -> int:
     from vms.audit import cli as audit_cli
 
     return audit_cli.run(args)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from vms.export import cli as export_cli
+
+    return export_cli.run_export(args)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from vms.export import cli as export_cli
+
+    return export_cli.run_verify(args)
 
 
 def _fetch(url: str, headers: dict[str, str]) -> Any:

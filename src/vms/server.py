@@ -6,10 +6,11 @@ Nothing is done at construction. :meth:`Server.start`: data-directory lock → c
 roots identified → crash recovery → camera store → writers (one thread per storage root, one
 for catalog rows) → the cameras, seeded from the config into the store, each with one pipeline
 per stream (health, recorder when recorded, relay) → retention and audit-checkpoint threads →
-every reader (the RTSP reactor's sessions, PyAV threads). :meth:`Server.stop` is the reverse:
-readers stop (each camera has its own stop event, so one camera can be removed alone),
-pipelines close their open segments, the writers finish them (fdatasync, row), retention and
-the audit thread stop (a last checkpoint), the lock is released.
+export workers → every reader (the RTSP reactor's sessions, PyAV threads). :meth:`Server.stop`
+is the reverse: running exports are cancelled, readers stop (each camera has its own stop
+event, so one camera can be removed alone), pipelines close their open segments, the writers
+finish them (fdatasync, row), retention and the audit thread stop (a last checkpoint), the
+lock is released.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from vms.catalog.store import Catalog
 from vms.clock import Clock, SystemClock
 from vms.config import CameraConfig, Config, Reader, RecordMode, StreamName, Transport
 from vms.errors import Kind, VmsError
+from vms.export.jobs import Exports
+from vms.export.source import playback_source
 from vms.health import CameraHealth
 from vms.ingest.pyav_reader import Ingest
 from vms.ingest.rtsp import Reactor, Session
@@ -221,6 +224,7 @@ class Server:
         """The second half of :meth:`start`: retention and every camera's readers."""
         self._retention_thread.start()
         self._audit_thread.start()
+        self.exports.start()
         for cam in self._cameras.values():
             self._start_readers(cam)
         self.reactor.start()
@@ -260,6 +264,11 @@ class Server:
             cameras=lambda: [c.config for c in self.cameras], audit=self.audit,
         )  # fmt: skip
         self.writers = Writers(self.catalog, self.clock)
+        open_files = self.writers.catalog_thread.open_files
+        max_us = int(config.export.max_range_hours * 3_600_000_000)
+        source = playback_source(self.catalog, open_files, self.storage, self.clock, max_us)
+        self.exports = Exports(config.export, config.data_dir, source, self.clock)
+        self.exports.open()  # the signing key is made at the first start
         self.reactor = Reactor(self.clock, self.stop_event)
         self._retention_thread = threading.Thread(
             target=self.retention.loop, args=(self.stop_event,), name="retention", daemon=True
@@ -274,6 +283,7 @@ class Server:
             return
         self.stop_event.set()
         self.retention.wake.set()
+        self.exports.stop()  # running exports cancelled: they only read recordings
         deadline = self.clock.monotonic() + timeout  # one budget for all: they stop in parallel
         for cam in self._cameras.values():
             cam.stop.set()

@@ -57,7 +57,7 @@ async def camera_filter(who: Authenticated) -> CameraFilter:
     return lambda camera_id: who.permitted(Action.VIEW, camera_id)
 
 
-def camera_route_access(request: Request, camera_id: str, who: Authenticated) -> Principal:
+async def camera_route_access(request: Request, camera_id: str, who: Authenticated) -> Principal:
     """The guard of every one-camera route: reading needs ``view`` on the camera, anything
     else ``manage`` (404 for a camera the caller may not view at all, 403 otherwise)."""
     action = Action.VIEW if request.method in ("GET", "HEAD") else Action.MANAGE

@@ -42,7 +42,7 @@ from vms.errors import Kind, VmsError
 from vms.media import MAIN, SUB
 from vms.playback import fragments
 from vms.playback.plan import Plan, plan
-from vms.playback.stream import Keyframes, RangeStream, file_chunks
+from vms.playback.stream import FileChunks, Keyframes, RangeStream
 from vms.server import Server
 from vms.times import DAY_US, TIME_HELP, TIME_MAX_CHARS, TIME_RANGE, iso, parse_time
 
@@ -258,9 +258,9 @@ async def segment_file(
         return _unsatisfiable(size, headers)
     if asked is not None:
         start, stop = asked
-        return _ranged(file_chunks(fd, start, stop), start, stop, size, headers)
+        return _ranged(FileChunks(fd, start, stop), start, stop, size, headers)
     headers["Content-Length"] = str(size)
-    return MP4Response(_body(file_chunks(fd, 0, size)), headers=headers)
+    return MP4Response(_body(FileChunks(fd, 0, size)), headers=headers)
 
 
 def _open_segment(
@@ -338,8 +338,8 @@ async def _body(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
         async for chunk in iterate_in_threadpool(chunks):
             yield chunk
     finally:
-        # A client that went away: close the reader (its files) now, unless a worker thread
-        # is still inside it; then it is closed when it is collected.
+        # A client that went away: close the reader (its file) now. A generator a worker thread
+        # is still inside refuses; it closes its file when it is collected.
         close = getattr(chunks, "close", None)
         if close is not None:
             try:

@@ -13,7 +13,11 @@ Routers (each a module of this package):
   ``/thumbnails`` (a media token in ``?token=`` is accepted);
 - :data:`vms.api.timeline.router`: ``/api/v1/timeline`` (several cameras);
 - :data:`vms.api.playback.router`: ``/api/v1/cameras/{camera_id}/playback``, ``playback.mp4``
-  and ``segments/{segment_id}.mp4`` (a media token will do).
+  and ``segments/{segment_id}.mp4`` (a media token will do);
+- :data:`vms.api.hls.router`: ``/api/v1/cameras/{camera_id}/playback.m3u8`` (HLS, byte ranges
+  of the stored files);
+- :data:`vms.api.exports.router`: ``/api/v1/exports`` (export jobs, their files, the public
+  key): each route checks ``export`` on every camera a job names.
 
 Handlers take what they use as dependencies (:mod:`vms.api.deps`); the app holds one thing,
 ``app.state.server``, which ``vms.app.create_app`` sets. A guard is a dependency added where a
@@ -40,6 +44,8 @@ from vms.api import (
     auth,
     cameras,
     errors,
+    exports,
+    hls,
     playback,
     recordings,
     security,
@@ -59,7 +65,9 @@ OPENAPI_URL = "/api/openapi.json"
 # Each router with its guard, where the router has one (system: health open, storage for any
 # user, metrics for admins; the camera collection: any user sees the cameras it may view,
 # adding and probing need manage; auth: login, refresh, logout and setup open, the rest per
-# route). Nothing else answers without credentials (tests/test_api_guard.py walks the table).
+# route; exports: per route, export on every camera a job names, a media token for a
+# one-camera download). Nothing else answers without credentials (tests/test_api_guard.py
+# walks the table).
 GUARDED: tuple[tuple[APIRouter, list[Any]], ...] = (
     (system.router, []),
     (cameras.collection, []),
@@ -68,8 +76,10 @@ GUARDED: tuple[tuple[APIRouter, list[Any]], ...] = (
     (thumbnails.router, [Depends(media_access(Action.PLAYBACK))]),
     (timeline.router, []),  # several cameras a request: each checked by the handler
     (playback.router, [Depends(media_access(Action.PLAYBACK))]),
+    (hls.router, [Depends(media_access(Action.PLAYBACK))]),
     (auth.router, []),
     (audit.router, [Depends(require(Action.ADMIN))]),
+    (exports.router, []),
 )
 ROUTERS = tuple(router for router, _ in GUARDED)
 

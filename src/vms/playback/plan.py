@@ -26,17 +26,21 @@ from __future__ import annotations
 import dataclasses
 import enum
 import itertools
+import struct
 from pathlib import Path
 from typing import Protocol
 
 from vms.catalog.store import CLOSED, OPEN, QUARANTINED, Catalog, Segment
 from vms.errors import Kind, VmsError
 from vms.recording.live import OpenSegment
-from vms.recording.segment import GAP, KEYFRAME, FragmentIndex
+from vms.recording.segment import GAP, KEYFRAME
 from vms.recording.storage import Storage
 from vms.times import DAY_US, invalid, iso
 
-_SAMPLES_SHIFT = 2  # FragmentIndex's flags: samples << 2
+# The catalog's fragment index (vms.recording.segment.FragmentIndex): per fragment duration,
+# size, and flags (bit 0 keyframe, bit 1 gap after it, samples << 2).
+_ENTRY = struct.Struct("<III")
+_SAMPLES_SHIFT = 2
 
 
 class OpenSegments(Protocol):
@@ -105,6 +109,9 @@ class Piece:
     end_us: int  # wall time at the end of the last one
     media_first: int  # decode time of the first fragment served
     media_end: int  # decode time at the end of the last one
+    samples: int  # video samples served
+    segment_fragments: int  # fragments in the segment (as far as written, when open)
+    segment_media_end: int  # decode time at the segment's end (where a run's next one goes on)
     frag_index: bytes = dataclasses.field(repr=False)
 
     @property
@@ -211,16 +218,17 @@ def plan(
     pieces: list[Piece] = []
     lost: list[Gap] = []
     for src in sources:
-        piece = _select(src, start_us, end_us, lost)
+        run = pieces[-1].run if pieces else 0
+        piece = _select(src, start_us, end_us, run, lost)
         if piece is None:
             continue
-        prev = pieces[-1] if pieces else None
-        run = prev.run if prev is not None and _continues(prev, piece) else len(pieces)
-        pieces.append(dataclasses.replace(piece, run=run))
+        if pieces and not _continues(pieces[-1], piece):
+            piece = dataclasses.replace(piece, run=run + 1)
+        pieces.append(piece)
     if not pieces:
         raise VmsError(Kind.NOT_FOUND, f"no recordings of camera {camera_id} between "
                                        f"{iso(start_us)} and {iso(end_us)}")  # fmt: skip
-    pieces, runs = _runs(pieces)
+    runs = _runs(pieces)
     edge = end_us if now_us is None else min(end_us, max(now_us, pieces[-1].end_us))
     gaps = _gaps(pieces, holes, lost, start_us, edge)
     return Plan(camera_id, stream, start_us, end_us, pieces[0].start_us, tuple(pieces),
@@ -270,6 +278,13 @@ def _resolve(
                    row.media_start, row.timescale)  # fmt: skip
 
 
+def _entries(blob: bytes) -> list[tuple[int, int, int]]:
+    """(duration, size, flags) per fragment, as :class:`FragmentIndex` encodes them."""
+    if len(blob) % _ENTRY.size:
+        raise ValueError("fragment index length is not a multiple of 12")
+    return list(_ENTRY.iter_unpack(blob))
+
+
 def _fragments(
     blob: bytes, init_size: int, seg_start_us: int, media_start: int, timescale: int,
     first: int = 0, count: int | None = None,
@@ -277,10 +292,9 @@ def _fragments(
     out = []
     offset, start = init_size, 0
     stop = None if count is None else first + count
-    for i, f in enumerate(FragmentIndex.decode(blob).entries):
+    for i, (duration, size, flags) in enumerate(_entries(blob)):
         if stop is not None and i >= stop:
             break
-        duration, size, flags = f
         if i >= first:
             out.append(Frag(
                 i, offset, size, bool(flags & KEYFRAME), flags >> _SAMPLES_SHIFT,
@@ -294,25 +308,48 @@ def _fragments(
     return out
 
 
-def _select(src: _Source, start_us: int, end_us: int, lost: list[Gap]) -> Piece | None:
-    row = src.row
-    frags = _fragments(src.frag_index, src.init_size, row.start_us, src.media_start, src.timescale)
-    kept = [i for i, f in enumerate(frags) if f.end_us > start_us and f.start_us < end_us]
-    if not kept:
+def _select(src: _Source, start_us: int, end_us: int, run: int, lost: list[Gap]) -> Piece | None:
+    """The fragments of ``src`` that overlap ``[start_us, end_us)``, from the keyframe at or
+    before the first of them. Plain sums over the index: a week is 10,000 segments."""
+    row, ts = src.row, src.timescale
+    entries = _entries(src.frag_index)
+    if not entries:
         return None
-    lo, hi = kept[0], kept[-1] + 1
-    while lo > 0 and not frags[lo].keyframe:  # a player can start only at a keyframe
-        lo -= 1
-    served = frags[lo:hi]
-    _lost(frags, served, src.timescale, row.start_us, src.media_start, lost)
+    durations, sizes, flags = zip(*entries, strict=True)  # columns: sums run in C
+    total = sum(durations)
+    if row.start_us >= start_us and row.start_us + total * 1_000_000 // ts <= end_us:
+        lo, hi = 0, len(entries)  # the whole segment: the common case of a long range
+    else:
+        lo = hi = -1
+        t = 0
+        for i, (duration, _, _) in enumerate(entries):
+            if row.start_us + (t + duration) * 1_000_000 // ts > start_us:
+                if row.start_us + t * 1_000_000 // ts >= end_us:
+                    break
+                lo = i if lo < 0 else lo
+                hi = i + 1
+            t += duration
+        if lo < 0:
+            return None
+        while lo > 0 and not flags[lo] & KEYFRAME:  # a player can start at a keyframe only
+            lo -= 1
+    before = sum(durations[:lo])
+    duration = sum(durations[lo:hi])
+    if any(f & GAP for f in flags[lo : hi - 1]):
+        frags = _fragments(src.frag_index, src.init_size, row.start_us, src.media_start, ts)
+        _lost(frags, frags[lo:hi], ts, row.start_us, src.media_start, lost)
     return Piece(
         segment_id=row.id, file=src.file, init_size=src.init_size, open=src.open,
-        codec=row.codec, width=row.width, height=row.height, timescale=src.timescale,
+        codec=row.codec, width=row.width, height=row.height, timescale=ts,
         has_audio=row.has_audio, media_start=src.media_start, segment_start_us=row.start_us,
-        first=lo, count=hi - lo, run=0, offset=served[0].offset,
-        size=sum(f.size for f in served), start_us=served[0].start_us,
-        end_us=served[-1].end_us, media_first=served[0].media_start,
-        media_end=served[-1].media_end, frag_index=src.frag_index,
+        first=lo, count=hi - lo, run=run,
+        offset=src.init_size + sum(sizes[:lo]), size=sum(sizes[lo:hi]),
+        start_us=row.start_us + before * 1_000_000 // ts,
+        end_us=row.start_us + (before + duration) * 1_000_000 // ts,
+        media_first=src.media_start + before, media_end=src.media_start + before + duration,
+        samples=sum(f >> _SAMPLES_SHIFT for f in flags[lo:hi]),
+        segment_fragments=len(entries), segment_media_end=src.media_start + total,
+        frag_index=src.frag_index,
     )  # fmt: skip
 
 
@@ -323,15 +360,14 @@ def _lost(
     """Gaps inside a segment. A fragment's duration runs on to the next one's start when media
     was lost between them (its gap bit); where its own samples end is not in the index, so it
     is estimated from the segment's frame interval."""
-    marked = [f for f in served[:-1] if f.gap_after]
-    if not marked:
-        return
     whole = [f for f in frags if not f.gap_after and f.samples]
     if whole:
         frame = sum(f.duration for f in whole) // sum(f.samples for f in whole)
     else:
         frame = timescale // 25
-    for f in marked:
+    for f in served[:-1]:
+        if not f.gap_after:
+            continue
         end = f.media_start + min(f.duration, f.samples * frame)
         wall = seg_start_us + (end - media_start) * 1_000_000 // timescale
         if wall < f.end_us:
@@ -340,24 +376,20 @@ def _lost(
 
 def _continues(prev: Piece, piece: Piece) -> bool:
     """Whether ``piece`` goes on on ``prev``'s decode time line with the same init segment."""
-    prev_segment_end = prev.media_start + sum(
-        e[0] for e in FragmentIndex.decode(prev.frag_index).entries
-    )
     return (
         piece.first == 0
-        and prev.first + prev.count == len(prev.frag_index) // 12
+        and prev.first + prev.count == prev.segment_fragments
         and piece.media_start != 0
-        and piece.media_start == prev_segment_end
+        and piece.media_start == prev.segment_media_end
         and (piece.codec, piece.width, piece.height, piece.timescale, piece.has_audio,
              piece.init_size)
         == (prev.codec, prev.width, prev.height, prev.timescale, prev.has_audio, prev.init_size)
     )  # fmt: skip
 
 
-def _runs(pieces: list[Piece]) -> tuple[list[Piece], list[Run]]:
-    """Number the runs and place each on the output time line."""
+def _runs(pieces: list[Piece]) -> list[Run]:
+    """The runs of the pieces (numbered already), each placed on the output time line."""
     runs: list[Run] = []
-    out: list[Piece] = []
     first_us = pieces[0].start_us
     i = 0
     while i < len(pieces):
@@ -379,9 +411,8 @@ def _runs(pieces: list[Piece]) -> tuple[list[Piece], list[Run]]:
             end_us=tail.end_us,
         )  # fmt: skip
         runs.append(run)
-        out += [dataclasses.replace(p, run=run.index) for p in pieces[i:j]]
         i = j
-    return out, runs
+    return runs
 
 
 def _gaps(
@@ -404,17 +435,11 @@ def _gaps(
     for prev, piece in itertools.pairwise(pieces):
         if piece.run == prev.run:
             continue
-        frame_us = (prev.end_us - prev.start_us) // max(1, _samples(prev))
+        frame_us = (prev.end_us - prev.start_us) // max(1, prev.samples)
         if piece.start_us - prev.end_us > frame_us:
             between(prev.end_us, piece.start_us)
     last = pieces[-1]
-    frame_us = (last.end_us - last.start_us) // max(1, _samples(last))
+    frame_us = (last.end_us - last.start_us) // max(1, last.samples)
     if edge_us - last.end_us > frame_us:
         between(last.end_us, edge_us)
     return sorted(found, key=lambda g: g.start_us)
-
-
-def _samples(piece: Piece) -> int:
-    entries = FragmentIndex.decode(piece.frag_index).entries
-    entries = entries[piece.first : piece.first + piece.count]
-    return sum(e[2] >> _SAMPLES_SHIFT for e in entries)

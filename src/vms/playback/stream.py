@@ -26,6 +26,7 @@ import bisect
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from typing import Literal
 
@@ -249,17 +250,52 @@ class _File:
         return self.read(frag.size, frag.offset)
 
 
-def file_chunks(fd: int, start: int, stop: int, chunk: int = 1 << 18) -> Iterator[bytes]:
-    """Bytes ``[start, stop)`` of an open file, ``chunk`` at a time; closes ``fd`` at the end
-    (or when the iterator is closed). A file shorter than promised ends early."""
-    try:
-        pos = start
-        while pos < stop:
-            data = os.pread(fd, min(chunk, stop - pos), pos)
-            if not data:
-                log.warning("file ended at byte %d of %d", pos, stop)
-                return
-            yield data
-            pos += len(data)
-    finally:
-        os.close(fd)
+class FileChunks:
+    """Bytes ``[start, stop)`` of an open file, ``chunk`` at a time, as an iterator that owns
+    the descriptor: it is closed at the end or by :meth:`close`, even if iteration never
+    began (a generator that never started would keep it open)."""
+
+    def __init__(self, fd: int, start: int, stop: int, chunk: int = 1 << 18) -> None:
+        self._fd, self._pos, self._stop, self._chunk = fd, start, stop, chunk
+        self._lock = threading.Lock()
+        self._reading = False
+        self._closing = False
+
+    def __iter__(self) -> FileChunks:
+        return self
+
+    def __next__(self) -> bytes:
+        with self._lock:
+            if self._fd < 0 or self._pos >= self._stop:
+                self._release()
+                raise StopIteration
+            self._reading = True
+        try:
+            data = os.pread(self._fd, min(self._chunk, self._stop - self._pos), self._pos)
+        finally:
+            with self._lock:
+                self._reading = False
+                if self._closing:
+                    self._release()
+        if not data:
+            log.warning("file ended at byte %d of %d", self._pos, self._stop)
+            self.close()
+            raise StopIteration
+        self._pos += len(data)
+        return data
+
+    def close(self) -> None:
+        """Close the file now, or (from another thread, during a read) after that read."""
+        with self._lock:
+            self._closing = True
+            if not self._reading:
+                self._release()
+
+    def __del__(self) -> None:  # an answer that was never sent
+        self._release()
+
+    def _release(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
