@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from vms.api import models
 from vms.api.deps import ServerDep
 from vms.api.errors import ERRORS, ErrorBody
-from vms.api.guard import API_KEY_HEADER, Authenticated, AuthService, authenticated, check_camera
+from vms.api.guard import API_KEY_HEADER, Authenticated, AuthService, authenticate, check_camera
 from vms.auth import Auth, Principal
 from vms.auth.ratelimit import client_address
 from vms.auth.rbac import Action
@@ -254,7 +254,7 @@ def download_export(
         who = auth.media(token, job.cameras[0], Action.EXPORT)
         request.state.principal = who
     else:
-        who = authenticated(request, auth)
+        who = authenticate(request, auth)
     job = _job(server, who, export_id)
     for camera in job.cameras:  # still allowed?
         check_camera(who, Action.EXPORT, camera)

@@ -57,10 +57,10 @@ async def authenticated(request: Request, auth: AuthService) -> Principal:
         principal = auth.api_key(key.strip())  # compared in memory: no need of a thread
         request.state.principal = principal
         return principal
-    return await run_in_threadpool(_authenticated, request, auth)
+    return await run_in_threadpool(authenticate, request, auth)
 
 
-def _authenticated(request: Request, auth: Auth) -> Principal:
+def authenticate(request: Request, auth: Auth) -> Principal:
     """The principal of the request's header (may read the catalog: run in a thread)."""
     header = request.headers.get("authorization")
     key = request.headers.get(API_KEY_HEADER)
