@@ -108,7 +108,14 @@ def test_every_route_has_a_response_model(client: TestClient) -> None:
             if route.path.startswith(CAMS):
                 assert "400" in op["responses"] and "404" in op["responses"], route.path
         names = list(route.param_convertors)
-        assert set(names) <= {"camera_id", "user_id", "key_id", "name", "segment_id"}, route.path
+        assert set(names) <= {
+            "camera_id",
+            "user_id",
+            "key_id",
+            "name",
+            "segment_id",
+            "export_id",
+        }, route.path
 
 
 # --- hostile camera URLs -------------------------------------------------------------------
