@@ -258,7 +258,7 @@ def test_two_run_a_third_waits_cancel_stops_one_and_a_full_disk_fails_cleanly(
         wait_for(lambda: states() == ["running", "running", "queued"], 30, "two running")
         answer: list[httpx.Response] = []
         cancel = threading.Thread(
-            target=lambda: answer.append(site.admin.delete(f"/api/v1/exports/{ids[0]}"))
+            target=lambda: answer.append(site.admin.post(f"/api/v1/exports/{ids[0]}/cancel"))
         )
         cancel.start()
         wait_for(lambda: exports._runs[ids[0]].cancel.is_set(), 30, "the cancel asked")

@@ -197,24 +197,33 @@ async def get_export(export_id: ExportId, server: ServerDep, who: Authenticated)
     return ExportOut.of(_job(server, who, export_id))
 
 
-@router.delete(
-    "/{export_id}",
+@router.post(
+    "/{export_id}/cancel",
     response_model=ExportOut,
-    responses={
-        204: {"description": "Deleted (it had ended)"},
-        409: {"model": ErrorBody, "description": "Changed state meanwhile: try again"},
-    },
+    responses={409: {"model": ErrorBody, "description": "It has ended: nothing to cancel"}},
 )
+def cancel_export(
+    export_id: ExportId, request: Request, server: ServerDep, who: Authenticated
+) -> ExportOut:
+    """Cancel a queued or running export: its state becomes ``cancelled``, its files go."""
+    job = _job(server, who, export_id)
+    if job.state in FINISHED:
+        raise VmsError(Kind.CONFLICT, f"export {export_id} has ended ({job.state}): "
+                                      "nothing to cancel")  # fmt: skip
+    job = server.exports.cancel(export_id)
+    _audit(server, request, who, "export.cancelled", job)
+    return ExportOut.of(job)
+
+
+@router.delete("/{export_id}", status_code=204, response_class=Response)
 def delete_export(
     export_id: ExportId, request: Request, server: ServerDep, who: Authenticated
-) -> Any:
-    """Cancel a queued or running export (200, its state ``cancelled``, its files removed),
-    or delete one that has ended (204)."""
+) -> Response:
+    """Delete an export and its files, cancelling it first if it has not ended."""
     job = _job(server, who, export_id)
     if job.state not in FINISHED:
         job = server.exports.cancel(export_id)
         _audit(server, request, who, "export.cancelled", job)
-        return ExportOut.of(job)
     server.exports.delete(export_id)
     _audit(server, request, who, "export.deleted", job)
     return Response(status_code=204)

@@ -203,7 +203,7 @@ def run_export(args: argparse.Namespace) -> int:
             time.sleep(POLL_S)
             job = client.request("GET", path)
     except KeyboardInterrupt:
-        client.request("DELETE", path)
+        client.request("POST", f"{path}/cancel")
         print(f"\nexport {job_id} cancelled", file=sys.stderr)
         raise
     _bar(job)
