@@ -24,7 +24,7 @@ from starlette.responses import Response
 from vms.api.deps import ServerDep
 from vms.api.errors import ERRORS
 from vms.api.guard import CameraIdParam
-from vms.api.playback import PlaybackQuery, _audit, _plan
+from vms.api.playback import PlaybackQuery, audit_once, plan_of
 from vms.auth import Action, Principal, local
 from vms.playback import hls
 from vms.times import iso
@@ -52,7 +52,7 @@ async def playback_m3u8(
     q: Annotated[PlaybackQuery, Query()],
 ) -> Response:
     """An HLS playlist of the range, whose media are byte ranges of the stored files."""
-    p = await run_in_threadpool(_plan, server, camera_id, q)
+    p = await run_in_threadpool(plan_of, server, camera_id, q)
     who: Principal = request.state.principal
     query = ""
     if who.via != local.PRINCIPAL.via:
@@ -66,6 +66,6 @@ async def playback_m3u8(
     details = {"start": iso(p.start_us), "end": iso(p.end_us), "stream": q.stream.value,
                "mode": "hls"}  # fmt: skip
     key = (camera_id, q.stream.value, p.start_us, p.end_us, "hls")
-    await run_in_threadpool(_audit, request, server, camera_id, key, details)
+    await run_in_threadpool(audit_once, request, server, camera_id, key, details)
     # A playlist holds a token: no cache may keep it.
     return PlaylistResponse(text, headers={"Cache-Control": "no-store"})

@@ -131,7 +131,7 @@ class Playback(BaseModel):
     gaps: list[PlaybackGap]
 
 
-def _plan(server: Server, camera_id: str, q: PlaybackQuery) -> Plan:
+def plan_of(server: Server, camera_id: str, q: PlaybackQuery) -> Plan:
     start = parse_time(q.start, -1, "start")
     end = parse_time(q.end, -1, "end")
     max_range = int(server.config.playback.max_range_days * DAY_US)
@@ -195,7 +195,7 @@ async def playback_plan(
     camera_id: CameraIdParam, server: ServerDep, q: Annotated[PlaybackQuery, Query()]
 ) -> Playback:
     """The plan of a range: what ``playback.mp4`` serves for it, and where its times are."""
-    p = await run_in_threadpool(_plan, server, camera_id, q)
+    p = await run_in_threadpool(plan_of, server, camera_id, q)
     codecs = await run_in_threadpool(_codecs, p)
     return describe(p, codecs, q.stream)
 
@@ -211,14 +211,14 @@ async def playback_mp4(
 ) -> Response:  # fmt: skip
     """The range as one fragmented MP4 from the keyframe at or before ``start``: seek the
     player to ``X-Playback-Offset`` seconds (the instant asked for)."""
-    p = await run_in_threadpool(_plan, server, camera_id, q)
+    p = await run_in_threadpool(plan_of, server, camera_id, q)
     keyframes: Keyframes | None = q.keyframes
     stream = RangeStream(p, audio=q.audio, keyframes=keyframes)
     mode = f"keyframes-{keyframes}" if keyframes else "stream" if q.audio else "video-only"
     details = {"start": iso(p.start_us), "end": iso(p.end_us), "stream": q.stream.value,
                "mode": mode}  # fmt: skip
     key = (camera_id, q.stream.value, p.start_us, p.end_us, mode)
-    await run_in_threadpool(_audit, request, server, camera_id, key, details)
+    await run_in_threadpool(audit_once, request, server, camera_id, key, details)
     headers = {
         "X-Playback-First": iso(p.first_us),
         "X-Playback-Offset": f"{p.offset_us / 1e6:.6f}",
@@ -247,7 +247,7 @@ async def segment_file(
     fd, size, details = await run_in_threadpool(_open_segment, server, camera_id, segment_id)
     try:
         key = (camera_id, "segment", segment_id)
-        await run_in_threadpool(_audit, request, server, camera_id, key, details)
+        await run_in_threadpool(audit_once, request, server, camera_id, key, details)
     except BaseException:
         os.close(fd)
         raise
@@ -373,9 +373,12 @@ class AuditOnce:
 _audit_lock = threading.Lock()
 
 
-def _audit(
-    request: Request, server: Server, camera_id: str, key: tuple[Any, ...], details: dict[str, Any]
-) -> None:
+def audit_once(
+    request: Request, server: Server, camera_id: str, key: tuple[Any, ...],
+    details: dict[str, Any], action: str = "playback",
+) -> None:  # fmt: skip
+    """Write ``action`` on ``camera_id`` to the audit trail, unless the same caller had the
+    same ``key`` written in the last :data:`AUDIT_AGAIN_S` seconds. Blocking: run in a thread."""
     principal: Principal = request.state.principal
     with _audit_lock:
         once = getattr(request.app.state, "playback_audit", None)
@@ -386,4 +389,4 @@ def _audit(
         return
     peer = request.client.host if request.client else None
     ip = client_address(peer, request.headers.get("x-forwarded-for"), server.auth.trusted_proxies)
-    server.audit.append(principal.name, "playback", camera_id, details, ip=ip)
+    server.audit.append(principal.name, action, camera_id, details, ip=ip)

@@ -15,9 +15,7 @@ per user and camera a minute for single pictures (a scrub bar asks dozens a seco
 
 from __future__ import annotations
 
-import threading
 import urllib.parse
-import weakref
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -26,20 +24,19 @@ from starlette.concurrency import run_in_threadpool
 
 from vms.api.deps import CameraDep, ServerDep
 from vms.api.errors import responses
+from vms.api.playback import audit_once
 from vms.api.recordings import find_runs
 from vms.auth import Action, Principal, local
+from vms.auth.ratelimit import client_address
 from vms.config import StreamName
 from vms.media import MAIN, SUB
 from vms.playback.thumbnail import WIDTH_DEFAULT, WIDTH_MAX, WIDTH_MIN
-from vms.server import Server
 from vms.times import DAY_US, TIME_HELP, TIME_MAX_CHARS, TIME_RANGE, invalid, iso, parse_time
 
 STRIP_DEFAULT, STRIP_MAX = 10, 100
 STREAMS = {StreamName.MAIN: MAIN, StreamName.SUB: SUB}
 # A picture of a closed segment is what it is; an hour keeps a scrubbed strip in the browser.
 CLOSED_MAX_AGE_S = 3600
-# Single pictures are audited once per user and camera in this long.
-AUDIT_EVERY_US = 60_000_000
 LOCAL = local.PRINCIPAL.via  # the local administration key: no user, no media token
 
 router = APIRouter(
@@ -99,32 +96,12 @@ JPEG: dict[int | str, dict[str, Any]] = {
 }
 
 
-class _Audited:
-    """When each (user, camera) last had a single picture audited, per server."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.last: weakref.WeakKeyDictionary[Server, dict[tuple[str, str], int]] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def due(self, server: Server, actor: str, camera_id: str, now_us: int) -> bool:
-        with self.lock:
-            seen = self.last.setdefault(server, {})
-            if now_us - seen.get((actor, camera_id), -AUDIT_EVERY_US) < AUDIT_EVERY_US:
-                return False
-            if len(seen) > 10_000:  # users × cameras: drop what is past its minute
-                for k in [k for k, t in seen.items() if now_us - t >= AUDIT_EVERY_US]:
-                    del seen[k]
-            seen[(actor, camera_id)] = now_us
-            return True
-
-
-_audited = _Audited()
-
-
 def _peer(request: Request) -> str | None:
-    return request.client.host if request.client else None
+    return client_address(
+        request.client.host if request.client else None,
+        request.headers.get("x-forwarded-for"),
+        request.app.state.server.auth.trusted_proxies,
+    )
 
 
 @router.get("/thumbnail.jpg", response_class=Response, responses=JPEG)
@@ -134,18 +111,16 @@ async def thumbnail(
     """The keyframe at or before ``at`` as a JPEG."""
     camera_id = cam.config.id
     at_us = parse_time(q.at, 0, "at")
-    who: Principal = request.state.principal
-    peer = _peer(request)
 
     def work() -> Response:
         key, picture = server.thumbnails.at(
             server.catalog, server.storage, server.writers.catalog_thread.open_files, camera_id,
             STREAMS[q.stream], at_us, q.width,
         )  # fmt: skip
-        now = server.clock.wall_us()
-        if _audited.due(server, who.name, camera_id, now):
-            details = {"at": iso(at_us), "stream": q.stream.value}
-            server.audit.append(who.name, "playback.thumbnail", camera_id, details, peer)
+        details = {"at": iso(at_us), "stream": q.stream.value}
+        # Once per caller and camera a minute, whatever the instant: a scrub bar asks dozens.
+        audit_once(request, server, camera_id, ("thumbnail", camera_id), details,
+                   action="playback.thumbnail")  # fmt: skip
         cache = f"private, max-age={CLOSED_MAX_AGE_S}" if key.closed else "private, no-cache"
         return Response(
             picture.jpeg,
@@ -178,7 +153,7 @@ async def strip(
     instants = [start_us + span * (2 * k + 1) // (2 * q.count) for k in range(q.count)]
     token = q.token if who.via == "media" else None
     if token is None and who.via != LOCAL:
-        token = server.auth.media_token(who, camera_id, Action.PLAYBACK)
+        token = await run_in_threadpool(server.auth.media_token, who, camera_id, Action.PLAYBACK)
     base = f"/api/v1/cameras/{urllib.parse.quote(camera_id, safe='')}/thumbnail.jpg"
     items = []
     i = 0
