@@ -255,8 +255,9 @@ class StampedFrames:
             delay = due - time.monotonic()
             if delay > 0 and self.stopped.wait(delay):
                 break
-            # Late (a stalled machine): skip the frames missed rather than send a burst.
-            due = max(due + period, time.monotonic())
+            # Late (a loaded machine): the frames missed follow at once, so that none is
+            # lost; more than a second behind, the schedule starts again from now.
+            due = max(due + period, time.monotonic() - 1.0)
             data = self.frame(time.time_ns() // 1_000_000)
             flow = self.appsrc.emit("push-buffer", Gst.Buffer.new_wrapped(data))
             if flow != Gst.FlowReturn.OK:
