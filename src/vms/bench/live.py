@@ -11,7 +11,8 @@ page's protocol module (``/live/static/{mse,whep,llhls}.js``, each registering
 ``window.vmsPlayers[name]``) and plays the camera's main stream with media tokens. At every
 ``requestVideoFrameCallback`` the page reads the stamp back from the shown frame (``stamp.js``,
 through a canvas) and notes when the frame is displayed (``performance.timeOrigin +
-expectedDisplayTime``): glass-to-glass is that minus the stamp. Chromium, the camera and the server share one machine, hence one clock.
+expectedDisplayTime``): glass-to-glass is that minus the stamp. Chromium, the camera and the
+server share one machine, hence one clock.
 
 Beside the browser, :class:`~vms.bench.direct.DirectClient` watches the camera directly for the
 whole run (RTSP over TCP, each frame decoded as soon as its last packet arrives): the camera's
