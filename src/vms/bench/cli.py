@@ -41,7 +41,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--viewers",
-        help="viewers: the steps of the ramp, comma-separated (50,100 quick; 100,250,500,1000)",
+        help="viewers: the steps of the ramp, comma-separated (100 quick; 100,250,500,1000)",
     )
     return p
 

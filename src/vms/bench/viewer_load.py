@@ -1,18 +1,25 @@
-"""The load generator of ``vms bench viewers``: live viewers over WebSocket, in a process of its
-own, so that the operating system accounts its CPU apart from the server's.
+"""The load generator of ``vms bench viewers``: live viewers in a process of its own, so that the
+operating system accounts its CPU apart from the server's. ``protocol`` in the job: ``mse``
+(the WebSocket of MSE players) or ``llhls`` (an LL-HLS player's requests).
 
 ``python -m vms.bench.viewer_load`` reads one JSON line on stdin (the job: URL, headers, how
 many viewers), connects them, prints ``READY`` once every viewer has its first fragment (or
 ``FAILED <reason>``), then reads ``GO <t0> <t1>``: the measurement window in
 ``time.monotonic()`` seconds (CLOCK_MONOTONIC: one clock for every process of the machine).
 Inside the window it notes each fragment's arrival by its key
-(:func:`vms.bench.direct.frame_key`); after it, it writes the arrivals to ``<out>.keys`` and
-``<out>.times`` (arrays of uint32 and float64), prints one JSON line of counts per viewer and
+(:func:`vms.bench.direct.frame_key`); after it, it writes the arrivals to ``<out>.keys``,
+``.times``, ``.viewers`` and ``.sizes`` (arrays: :data:`ARRAYS`), prints one JSON line of
+counts per viewer and
 exits once its viewers are closed.
 
 The WebSocket client is written for this: a handshake, then frames parsed in
 ``data_received`` with one copy of each payload, no decoding, pings answered. A general
 client library spent more CPU per message than the server under test.
+
+The LL-HLS viewer does what hls.js does without preload hints, on one keep-alive HTTP/1.1
+connection: a blocking playlist reload for the next part (``_HLS_msn``/``_HLS_part``), which
+the server answers once that part exists, then a request for each part the playlist lists that
+it has not fetched yet. Its fragments are the parts.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import struct
 import sys
 import time
@@ -30,6 +38,8 @@ import zlib
 from typing import Any
 
 KEY_BYTES = 64  # as vms.bench.direct.KEY_BYTES: the same frame, the same key
+# Each arrival inside the window: its fragment's key, when (monotonic), which viewer, its size.
+ARRAYS = {"keys": "I", "times": "d", "viewers": "I", "sizes": "I"}
 CONNECT_AT_ONCE = 50  # handshakes in flight at a time
 READY_TIMEOUT_S = 60.0
 
@@ -100,13 +110,9 @@ class Viewer(asyncio.Protocol):
     def frame(self, opcode: int, payload: bytearray) -> None:
         if opcode == 2:  # binary: the init segment, or a fragment
             if self.inits and payload[4:8] == b"moof":
-                now = time.monotonic()
-                load = self.load
-                if load.t0 <= now <= load.t1:
+                if self.load.arrived(self.index, payload):
                     self.bytes += len(payload)
                     self.fragments += 1
-                    load.keys.append(zlib.crc32(payload[-KEY_BYTES:]))
-                    load.times.append(now)
                 if not self.first_fragment.done():
                     self.first_fragment.set_result(None)
         elif opcode == 1:
@@ -139,9 +145,132 @@ class Load:
         self.job = job
         self.t0 = float("inf")
         self.t1 = float("-inf")
-        self.keys = array.array("I")
-        self.times = array.array("d")
-        self.viewers: list[Viewer] = []
+        self.arrays: dict[str, array.array[Any]] = {
+            name: array.array(code) for name, code in ARRAYS.items()
+        }
+        self.viewers: list[Viewer | HlsViewer] = []
+
+    def arrived(self, viewer: int, data: bytes | bytearray) -> bool:
+        """Note a fragment that just arrived; True when inside the window."""
+        now = time.monotonic()
+        if not self.t0 <= now <= self.t1:
+            return False
+        a = self.arrays
+        a["keys"].append(zlib.crc32(data[-KEY_BYTES:]))
+        a["times"].append(now)
+        a["viewers"].append(viewer)
+        a["sizes"].append(len(data))
+        return True
+
+
+_PART = re.compile(r'^#EXT-X-PART:.*URI="([^"]*/parts/(\d+)\.mp4[^"]*)"', re.MULTILINE)
+_MAP = re.compile(r'^#EXT-X-MAP:URI="([^"]+)"', re.MULTILINE)
+
+
+def next_part(playlist: str) -> tuple[int, int]:
+    """``(_HLS_msn, _HLS_part)`` of the part after the last one a media playlist lists."""
+    msn, index = 0, 0
+    for line in playlist.splitlines():
+        if line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
+            msn = int(line.split(":", 1)[1])
+        elif line.startswith("#EXT-X-PART:"):
+            index += 1
+        elif line and not line.startswith("#"):  # a segment's URI: the next one begins
+            msn, index = msn + 1, 0
+    return msn, index
+
+
+class HlsViewer:
+    """One LL-HLS viewer (see the module docstring)."""
+
+    def __init__(self, index: int, load: Load) -> None:
+        loop = asyncio.get_running_loop()
+        self.index = index
+        self.load = load
+        self.first_fragment: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.bytes = 0
+        self.fragments = 0
+        self.inits = 0
+        self.texts: list[str] = []
+        self.lost_at: float | None = None
+        self.stopping = False
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.task: asyncio.Task[None] | None = None
+        parts = urllib.parse.urlsplit(load.job["url"])
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.playlist = parts.path + (f"?{parts.query}" if parts.query else "")
+        self.dir = parts.path.rsplit("/", 1)[0] + "/"
+
+    async def get(self, target: str) -> tuple[int, bytes]:
+        if self.writer is None or self.reader is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        lines = [f"GET {target} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        lines += [f"{k}: {v}" for k, v in self.load.job.get("headers", {}).items()]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        if length is None:
+            raise ValueError(f"no Content-Length in the answer to {target}")
+        return status, await self.reader.readexactly(int(length.group(1)))
+
+    async def run(self) -> None:
+        try:
+            await self._play()
+        except (OSError, asyncio.IncompleteReadError, ValueError) as e:
+            if not self.stopping:
+                self.texts.append(f"{type(e).__name__}: {e}"[:300])
+                self.lost_at = time.monotonic()
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+            for f in (self.first_fragment, self.closed):
+                if not f.done():
+                    f.set_result(None)
+
+    async def _play(self) -> None:
+        status, body = await self.get(self.playlist)
+        if status != 200:
+            raise ValueError(f"playlist: HTTP {status}: {body[:200]!r}")
+        text = body.decode()
+        init = _MAP.search(text)
+        if init is not None:
+            status, _ = await self.get(self.dir + init.group(1))
+            self.inits += status == 200
+        # Start with the parts to come, as a player joining at the live edge would.
+        fetched = max((int(m.group(2)) for m in _PART.finditer(text)), default=-1)
+        sep = "&" if "?" in self.playlist else "?"
+        while not self.stopping:
+            msn, part = next_part(text)
+            status, body = await self.get(f"{self.playlist}{sep}_HLS_msn={msn}&_HLS_part={part}")
+            if status != 200:
+                # Not there in time (503) or too far ahead (400): start again from the edge.
+                if len(self.texts) < 4:
+                    self.texts.append(f"playlist: HTTP {status}: {body[:120]!r}")
+                status, body = await self.get(self.playlist)
+                if status != 200:
+                    raise ValueError(f"playlist: HTTP {status}: {body[:200]!r}")
+            text = body.decode()
+            for m in _PART.finditer(text):
+                number = int(m.group(2))
+                if number <= fetched or self.stopping:
+                    continue
+                status, data = await self.get(self.dir + m.group(1))
+                if status != 200:
+                    raise ValueError(f"part {number}: HTTP {status}: {data[:200]!r}")
+                fetched = number
+                if self.load.arrived(self.index, data):
+                    self.bytes += len(data)
+                    self.fragments += 1
+                if not self.first_fragment.done():
+                    self.first_fragment.set_result(None)
+
+    def close(self) -> None:
+        self.stopping = True
+        if self.task is not None:
+            self.task.cancel()
 
 
 def _request(url: str, headers: dict[str, str]) -> tuple[str, int, bytes]:
@@ -171,11 +300,20 @@ async def _connect(load: Load, index: int, gate: asyncio.Semaphore) -> Viewer:
     return viewer
 
 
+async def _start_hls(load: Load, index: int, gate: asyncio.Semaphore) -> HlsViewer:
+    viewer = HlsViewer(index, load)
+    async with gate:  # joins spread out as the WebSocket handshakes are
+        viewer.task = asyncio.create_task(viewer.run())
+        await asyncio.wait([viewer.first_fragment], timeout=READY_TIMEOUT_S)
+    return viewer
+
+
 async def _main(job: dict[str, Any]) -> dict[str, Any]:
     load = Load(job)
     gate = asyncio.Semaphore(CONNECT_AT_ONCE)
+    start = _start_hls if job.get("protocol") == "llhls" else _connect
     load.viewers = list(
-        await asyncio.gather(*(_connect(load, i, gate) for i in range(int(job["viewers"]))))
+        await asyncio.gather(*(start(load, i, gate) for i in range(int(job["viewers"]))))
     )
     pending = [v.first_fragment for v in load.viewers if v.lost_at is None]
     if pending:
@@ -197,10 +335,9 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
         v.close()
     await asyncio.wait([v.closed for v in load.viewers], timeout=10)
     out = job["out"]
-    with open(out + ".keys", "wb") as f:
-        load.keys.tofile(f)
-    with open(out + ".times", "wb") as f:
-        load.times.tofile(f)
+    for name, values in load.arrays.items():
+        with open(f"{out}.{name}", "wb") as f:
+            values.tofile(f)
     return {
         "viewers": [
             {
@@ -212,7 +349,7 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
             }
             for v in load.viewers
         ],
-        "arrivals": len(load.keys),
+        "arrivals": len(load.arrays["keys"]),
     }
 
 

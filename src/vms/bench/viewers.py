@@ -1,21 +1,22 @@
 """``vms bench viewers``: how many live viewers of one stream one server serves.
 
 The camera is the stamped stand-in at 640x360, 25 fps, 1 Mbit/s (a keyframe every 2 s);
-``python -m vms serve`` records it and serves it live. The load generator is
-:mod:`vms.bench.viewer_load`, in processes of its own (at most :data:`PER_PROCESS` viewers
-each), so that the server's CPU and the generator's are accounted apart by the operating
-system. The viewers ramp up in steps (100, 250, 500, 1000; 50 and 100 with ``--quick``); at
-each step they all connect and get their first fragment, then a window of ``--seconds``
-(20; 5 quick) is measured:
+``python -m vms serve`` records it and serves it live, to viewers over MSE's WebSocket and over
+LL-HLS (one protocol after the other). The load generator is :mod:`vms.bench.viewer_load`, in
+processes of its own (at most :data:`PER_PROCESS` viewers each), so that the server's CPU and
+the generator's are accounted apart by the operating system. The viewers ramp up in steps
+(100, 250, 500, 1000; 100 with ``--quick``); at each step they all connect and get their first
+fragment (an LL-HLS part), then a window of ``--seconds`` (20; 5 quick) is measured:
 
 * **server-added delay**: :class:`~vms.bench.direct.DirectClient` watches the camera directly
   all along and notes when each frame arrived there; a viewer's fragment ends with the same
   bytes as its last frame, so its arrival minus that frame's direct arrival is what the VMS
-  added (RTSP reader, relay, muxing, WebSocket) plus the viewer process's own wake-up. Both
-  are ``time.monotonic()``: one clock for every process of the machine.
+  added (RTSP reader, relay, muxing, WebSocket or HTTP) plus the viewer process's own
+  wake-up. Both are ``time.monotonic()``: one clock for every process of the machine. An
+  LL-HLS part is published when the frame after its last arrives: a frame interval more.
 * **bytes**: each viewer's fragment bytes in the window over the bytes of the frames the
-  camera sent in it (fMP4 headers make it a little over 1); each must get >= 95 %, and
-  stay connected throughout.
+  camera sent that those fragments cover (fMP4 headers make it a little over 1); each must
+  get >= 95 %, and stay connected throughout.
 * **recording undisturbed**: the recorder's dropped frames (``/metrics``) over the ramp, and
   after a clean stop the segments in the catalog (as ``vms bench recording`` counts them).
 * **CPU** of the server and of the load generator (user + system, from the operating
@@ -24,7 +25,8 @@ each step they all connect and get their first fragment, then a window of ``--se
 
 A step meets the target when every viewer got >= 95 % of the bytes and stayed connected, the
 delay's P95 is <= 100 ms and no recorded frame was lost; the ramp stops at the first step
-that does not. The figure is the largest step that did.
+that does not. The figure is the largest step that did, per protocol. A protocol the server
+does not serve (not built yet) is reported as not available.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import urllib.parse
 from pathlib import Path
 from typing import IO, Any
 
+import httpx
 import psutil
 
 from vms.bench import cpu_seconds, workdir
@@ -50,6 +53,7 @@ from vms.bench.direct import DirectClient
 from vms.bench.live_site import CAMERA, LiveSite, live_site
 from vms.bench.recording import _catalog_frames
 from vms.bench.report import Progress, Result, envelope, spread
+from vms.bench.viewer_load import ARRAYS
 
 WIDTH, HEIGHT, KBPS = 640, 360, 1000
 PER_PROCESS = 250
@@ -63,6 +67,10 @@ METRICS = {
 }
 READY_TIMEOUT_S = 120.0
 PROJECTED_CORES = 16
+ROUTES = {
+    "mse": f"/api/v1/cameras/{CAMERA}/live.ws",
+    "llhls": f"/api/v1/cameras/{CAMERA}/live.m3u8",
+}
 
 
 class Generator:
@@ -136,23 +144,25 @@ def _lost(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]
 
 
 def _step(
-    site: LiveSite, direct: DirectClient, viewers: int, seconds: float, tmp: Path,
-    progress: Progress,
+    site: LiveSite, direct: DirectClient, protocol: str, viewers: int, seconds: float,
+    tmp: Path, progress: Progress,
 ) -> dict[str, Any]:  # fmt: skip
     """One step of the ramp: ``viewers`` connected, then a window of ``seconds`` measured."""
-    url = f"{site.base}/api/v1/cameras/{CAMERA}/live.ws?stream=main"
+    url = f"{site.base}{ROUTES[protocol]}?stream=main"
     processes = math.ceil(viewers / PER_PROCESS)
     sizes = [viewers // processes + (1 if i < viewers % processes else 0) for i in range(processes)]
-    phase = f"viewers: {viewers} connecting"
+    phase = f"viewers: {viewers} {protocol} connecting"
     progress.update(phase, 0, 1)
-    with open(tmp / f"load-{viewers}.log", "ab") as log:
+    out = tmp / f"load-{protocol}-{viewers}"
+    with open(f"{out}.log", "ab") as log:
         gens = [
             Generator(
                 {
+                    "protocol": protocol,
                     "url": url,
                     "headers": site.vms.headers(),
                     "viewers": size,
-                    "out": str(tmp / f"load-{viewers}-{i}"),
+                    "out": f"{out}-{i}",
                 },
                 log,
             )
@@ -172,7 +182,7 @@ def _step(
             m0 = site.vms.metrics(METRICS)
             s0, c0, w0 = cpu_seconds([site.vms.ps()]), cpu_seconds(children), time.monotonic()
             while (now := time.monotonic()) < t1:
-                progress.update(f"viewers: {viewers} measuring", now - t0, seconds)
+                progress.update(f"viewers: {viewers} {protocol}", now - t0, seconds)
                 time.sleep(min(0.25, max(0.0, t1 - now)))
             s1, c1, w1 = cpu_seconds([site.vms.ps()]), cpu_seconds(children), time.monotonic()
             m1 = site.vms.metrics(METRICS)
@@ -182,36 +192,70 @@ def _step(
         finally:
             for g in gens:
                 g.stop()
-    keys, times = array.array("I"), array.array("d")
-    for i in range(processes):
-        with open(tmp / f"load-{viewers}-{i}.keys", "rb") as f:
-            keys.frombytes(f.read())
-        with open(tmp / f"load-{viewers}-{i}.times", "rb") as f:
-            times.frombytes(f.read())
-    return _step_figures(viewers, processes, results, keys, times, direct, (t0, t1),
+    arrays = {name: array.array(code) for name, code in ARRAYS.items()}
+    offset = 0
+    for i, size in enumerate(sizes):
+        for name, values in arrays.items():
+            with open(f"{out}-{i}.{name}", "rb") as f:
+                part = array.array(values.typecode, f.read())
+            if name == "viewers":  # numbered from 0 in each process
+                part = array.array(values.typecode, (v + offset for v in part))
+            values.extend(part)
+        offset += size
+    return _step_figures(viewers, processes, results, arrays, direct, (t0, t1),
                          (s1 - s0, c1 - c0, w1 - w0), _lost(m0, m1),
                          _metrics_delta(m0, m1, "vms_camera_frames_total"))  # fmt: skip
 
 
+def _bytes_ratios(arrays: dict[str, array.array[Any]], direct: DirectClient) -> list[float]:
+    """Per viewer: the bytes it received after its first fragment in the window, over the
+    bytes the camera sent for the frames those fragments cover (the frames after the first
+    fragment's last, up to the last fragment's last). A viewer skipped ahead, or missing
+    fragments, gets less than 1; fMP4 headers put a whole stream a little over 1."""
+    index = {a.key: n for n, a in enumerate(direct.arrivals)}
+    cumulative = [0]
+    for a in direct.arrivals:
+        cumulative.append(cumulative[-1] + a.size)
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    got: dict[int, int] = {}
+    for key, viewer, size in zip(arrays["keys"], arrays["viewers"], arrays["sizes"], strict=True):
+        n = index.get(key)
+        if n is None:
+            continue
+        if viewer not in first:
+            first[viewer], got[viewer] = n, 0
+        else:
+            got[viewer] += size
+        last[viewer] = n
+    ratios = []
+    for viewer, n0 in first.items():
+        expected = cumulative[last[viewer] + 1] - cumulative[n0 + 1]
+        ratios.append(got[viewer] / expected if expected > 0 else 0.0)
+    return ratios
+
+
 def _step_figures(
-    viewers: int, processes: int, results: list[dict[str, Any]], keys: array.array[int],
-    times: array.array[float], direct: DirectClient, window: tuple[float, float],
+    viewers: int, processes: int, results: list[dict[str, Any]],
+    arrays: dict[str, array.array[Any]], direct: DirectClient, window: tuple[float, float],
     cpu: tuple[float, float, float], lost: int, received: int,
 ) -> dict[str, Any]:  # fmt: skip
     t0, t1 = window
     arrived = {a.key: a.monotonic for a in direct.arrivals}
     in_window = [a for a in direct.arrivals if t0 <= a.monotonic <= t1]
-    stream_bytes = sum(a.size for a in in_window) or 1
+    stream_bytes = sum(a.size for a in in_window)
+    keys, times = arrays["keys"], arrays["times"]
     added = [1000 * (t - arrived[k]) for k, t in zip(keys, times, strict=True) if k in arrived]
     per_viewer = [v for r in results for v in r.get("viewers", [])]
-    ratios = [v["bytes"] / stream_bytes for v in per_viewer]
+    ratios = _bytes_ratios(arrays, direct)
+    ratios += [0.0] * (viewers - len(ratios))  # a viewer with nothing matched got nothing
     dropped_out = sum(1 for v in per_viewer if v["lost_in_window"])
     server_s, load_s, elapsed = cpu
     delay = spread(added, 1)
     ok = (
         len(per_viewer) == viewers
         and dropped_out == 0
-        and bool(ratios) and min(ratios) >= TARGET["bytes_ratio_min"]
+        and min(ratios) >= TARGET["bytes_ratio_min"]
         and delay["p95"] is not None and delay["p95"] <= TARGET["added_p95_ms_max"]
         and lost == 0
     )  # fmt: skip
@@ -225,7 +269,7 @@ def _step_figures(
         "fragments_unmatched": len(keys) - len(added),
         "stream_kbps": round(stream_bytes * 8 / (t1 - t0) / 1000),
         "bytes_per_viewer": spread([v["bytes"] for v in per_viewer], 0),
-        "bytes_ratio": spread(ratios, 3),
+        "bytes_ratio": {"min": round(min(ratios), 3), **spread(ratios, 3)},
         "viewers_disconnected": dropped_out,
         "disconnect_examples": [v["texts"] for v in per_viewer if v["texts"]][:2],
         "server_cpu_pct": round(server_s / elapsed * 100, 1),
@@ -242,15 +286,54 @@ def _baseline(site: LiveSite, seconds: float) -> float:
     return (cpu_seconds([site.vms.ps()]) - s0) / (time.monotonic() - w0) * 100
 
 
+def _available(site: LiveSite, protocol: str) -> str | None:
+    """None when the server serves ``protocol``, else why not."""
+    headers = site.vms.headers()
+    if protocol == "mse":
+        status = handshake(site.base, f"{ROUTES['mse']}?stream=main", headers)
+        return None if " 101 " in status + " " else status
+    r = httpx.get(f"{site.base}{ROUTES['llhls']}?stream=main", headers=headers, timeout=30)
+    return None if r.status_code == 200 else f"HTTP {r.status_code}: {r.text[:200]}"
+
+
+def _summary(steps: list[dict[str, Any]], idle_pct: float) -> dict[str, Any]:
+    """One protocol's ramp: the most viewers that met the target, and CPU per viewer."""
+    passed = [s for s in steps if s["ok"]]
+    best = passed[-1] if passed else None
+    # CPU per viewer from the largest step that ran whole (the most viewers, the least noise).
+    ran = [s for s in steps if "server_cpu_pct" in s]
+    ref = ran[-1] if ran else None
+    per_viewer = None
+    if ref is not None and ref["server_cpu_pct"] > idle_pct:
+        per_viewer = round((ref["server_cpu_pct"] - idle_pct) / ref["viewers"], 4)
+    return {
+        "available": True,
+        "max_viewers_meeting_target": best["viewers"] if best else 0,
+        "added_ms_at_max": best["added_ms"] if best else None,
+        "server_cpu_pct_per_viewer": per_viewer,
+        "viewers_per_core": round(100 / per_viewer) if per_viewer else None,
+        "projected_viewers_16_cores": round(PROJECTED_CORES * 100 / per_viewer)
+        if per_viewer
+        else None,
+        "load_cpu_pct_per_viewer": round(ref["load_cpu_pct"] / ref["viewers"], 4) if ref else None,
+        "steps": steps,
+    }
+
+
 def run(args: argparse.Namespace, progress: Progress) -> Result:
     quick = bool(args.quick)
     seconds = float(args.seconds or (5 if quick else 20))
     if getattr(args, "viewers", None):
         steps = [int(x) for x in str(args.viewers).split(",") if x.strip()]
     else:
-        steps = [50, 100] if quick else [100, 250, 500, 1000]
-    results: list[dict[str, Any]] = []
-    available: dict[str, Any] = {}
+        steps = [100] if quick else [100, 250, 500, 1000]
+    names = list(ROUTES)
+    if getattr(args, "protocols", None):
+        names = [n.strip() for n in args.protocols.split(",") if n.strip()]
+        unknown = sorted(set(names) - set(ROUTES))
+        if unknown:
+            raise SystemExit(f"vms bench viewers: unknown protocol(s) {', '.join(unknown)}")
+    protocols: dict[str, Any] = {}
     with workdir("viewers") as tmp_name:
         tmp = Path(tmp_name)
         with (
@@ -258,69 +341,48 @@ def run(args: argparse.Namespace, progress: Progress) -> Result:
             DirectClient(site.cam.url) as direct,
         ):
             direct.wait_frames(25, 30)
-            status = handshake(site.base, f"/api/v1/cameras/{CAMERA}/live.ws?stream=main",
-                               site.vms.headers())  # fmt: skip
-            available["mse"] = " 101 " in status + " " or status
             idle_pct = _baseline(site, 2.0 if quick else 5.0)
             m0 = site.vms.metrics(METRICS)
-            if available["mse"] is True:
+            for name in names:
+                why = _available(site, name)
+                if why is not None:
+                    protocols[name] = {"available": False, "reason": why}
+                    continue
+                ramp: list[dict[str, Any]] = []
                 for n in steps:
-                    results.append(_step(site, direct, n, seconds, tmp, progress))
-                    if not results[-1]["ok"]:
+                    ramp.append(_step(site, direct, name, n, seconds, tmp, progress))
+                    if not ramp[-1]["ok"]:
                         break
+                protocols[name] = _summary(ramp, idle_pct)
             m1 = site.vms.metrics(METRICS)
             alive = site.vms.alive()
         disk = _catalog_frames(tmp / "data" / "catalog.db", [CAMERA])
-        stamped = [a for a in direct.arrivals if a.captured_ms is not None]
-    return _result(quick, steps, seconds, results, available, idle_pct, _lost(m0, m1), disk,
-                   alive, stamped)  # fmt: skip
-
-
-def _result(
-    quick: bool, steps: list[int], seconds: float, results: list[dict[str, Any]],
-    available: dict[str, Any], idle_pct: float, lost: int, disk: dict[str, Any], alive: bool,
-    stamped: list[Any],
-) -> Result:  # fmt: skip
-    passed = [s for s in results if s["ok"]]
-    best = passed[-1] if passed else None
-    # CPU per viewer from the largest step that ran whole (the most viewers, the least noise).
-    ran = [s for s in results if "server_cpu_pct" in s]
-    ref = ran[-1] if ran else None
-    per_viewer = None
-    if ref is not None and ref["server_cpu_pct"] > idle_pct:
-        per_viewer = round((ref["server_cpu_pct"] - idle_pct) / ref["viewers"], 4)
-    mse_status = available.get("mse")
+        camera = [a.wall_ms - a.captured_ms for a in direct.arrivals if a.captured_ms is not None]
     figures: dict[str, Any] = {
-        "protocols": {
-            "mse": True if available.get("mse") is True else f"not available ({mse_status})",
-            "llhls": "not available (no load generator for it yet)",
-        },
         "stream": {"width": WIDTH, "height": HEIGHT, "fps": 25, "kbps": KBPS},
         "seconds_per_step": seconds,
-        "steps": results,
-        "max_viewers_meeting_target": best["viewers"] if best else 0,
-        "added_ms_at_max": best["added_ms"] if best else None,
+        "protocols": protocols,
         "server_idle_cpu_pct": round(idle_pct, 1),
-        "server_cpu_pct_per_viewer": per_viewer,
-        "viewers_per_core": round(100 / per_viewer) if per_viewer else None,
-        "projected_viewers_16_cores": round(PROJECTED_CORES * 100 / per_viewer)
-        if per_viewer
-        else None,
-        "load_cpu_pct_per_viewer": round(ref["load_cpu_pct"] / ref["viewers"], 4) if ref else None,
-        "camera_delay_ms": spread([a.wall_ms - a.captured_ms for a in stamped], 1),
-        "frames_lost_in_ramp": lost,
+        "camera_delay_ms": spread(camera, 1),
+        "frames_lost": _lost(m0, m1),
         "recorded_frames_lost": disk["lost"],
         "recorded_gaps": disk["gaps"],
         "server_alive_at_end": alive,
     }
-    goal = TARGET["viewers"] if not quick else max(steps)
-    ok = bool(best) and best is not None and best["viewers"] >= goal and lost == 0 and alive
+    goal = max(steps) if quick else TARGET["viewers"]
+    ok = (
+        all(p["available"] and p["max_viewers_meeting_target"] >= goal
+            for p in protocols.values())
+        and set(protocols) == set(ROUTES)
+        and figures["frames_lost"] == 0
+        and alive
+    )  # fmt: skip
     target: dict[str, Any] = dict(TARGET)
     target["note"] = (
-        "the largest step where every viewer got >= 95 % of the stream's bytes and stayed "
-        "connected, server-added delay P95 <= 100 ms and no frame lost; the projection to 16 "
-        "cores scales the server's CPU per viewer linearly (one server process runs one "
-        "event loop: it needs one process per core to get there)"
+        "per protocol, the largest step where every viewer got >= 95 % of the stream's bytes "
+        "and stayed connected, server-added delay P95 <= 100 ms and no frame lost; the "
+        "projection to 16 cores scales the server's CPU per viewer linearly (one server "
+        "process runs one event loop: it needs one process per core to get there)"
     )
     if quick:
         target["note"] += f"; --quick ramps to {max(steps)} viewers, the target is 1000"
