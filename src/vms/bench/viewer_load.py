@@ -1,6 +1,7 @@
 """The load generator of ``vms bench viewers``: live viewers in a process of its own, so that the
 operating system accounts its CPU apart from the server's. ``protocol`` in the job: ``mse``
-(the WebSocket of MSE players) or ``llhls`` (an LL-HLS player's requests).
+(the WebSocket of MSE players), ``llhls`` (an LL-HLS player's requests) or ``webrtc`` (aiortc
+as a WHEP client).
 
 ``python -m vms.bench.viewer_load`` reads one JSON line on stdin (the job: URL, headers, how
 many viewers), connects them, prints ``READY`` once every viewer has its first fragment (or
@@ -20,6 +21,10 @@ The LL-HLS viewer does what hls.js does without preload hints, on one keep-alive
 connection: a blocking playlist reload for the next part (``_HLS_msn``/``_HLS_part``), which
 the server answers once that part exists, then a request for each part the playlist lists that
 it has not fetched yet. Its fragments are the parts.
+
+The WebRTC viewer is aiortc's peer connection, which decodes what it receives (it has no other
+way out): a frame is known by its stamp (the capture time, modulo 2**32 ms) instead of a key,
+and its size is not counted. Its delay includes aiortc's jitter buffer and its decoding.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import array
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
@@ -34,7 +40,9 @@ import struct
 import sys
 import time
 import urllib.parse
+import urllib.request
 import zlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 KEY_BYTES = 64  # as vms.bench.direct.KEY_BYTES: the same frame, the same key
@@ -148,15 +156,16 @@ class Load:
         self.arrays: dict[str, array.array[Any]] = {
             name: array.array(code) for name, code in ARRAYS.items()
         }
-        self.viewers: list[Viewer | HlsViewer] = []
+        self.viewers: list[Viewer | HlsViewer | RtcViewer] = []
 
-    def arrived(self, viewer: int, data: bytes | bytearray) -> bool:
-        """Note a fragment that just arrived; True when inside the window."""
+    def arrived(self, viewer: int, data: bytes | bytearray, key: int | None = None) -> bool:
+        """Note a fragment that just arrived (its key from its bytes unless given); True
+        when inside the window."""
         now = time.monotonic()
         if not self.t0 <= now <= self.t1:
             return False
         a = self.arrays
-        a["keys"].append(zlib.crc32(data[-KEY_BYTES:]))
+        a["keys"].append(zlib.crc32(data[-KEY_BYTES:]) if key is None else key)
         a["times"].append(now)
         a["viewers"].append(viewer)
         a["sizes"].append(len(data))
@@ -273,6 +282,95 @@ class HlsViewer:
             self.task.cancel()
 
 
+class RtcViewer:
+    """One WHEP viewer through aiortc (see the module docstring)."""
+
+    def __init__(self, index: int, load: Load) -> None:
+        loop = asyncio.get_running_loop()
+        self.index = index
+        self.load = load
+        self.first_fragment: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.bytes = 0
+        self.fragments = 0
+        self.inits = 0
+        self.texts: list[str] = []
+        self.lost_at: float | None = None
+        self.stopping = False
+        self.pc: Any = None
+        self.resource: str | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+        from vms.bench.direct import stamp_of
+
+        job = self.load.job
+        self.pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.addTransceiver("video", direction="recvonly")
+        track_ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def on_track(track: Any) -> None:
+            if track.kind == "video" and not track_ready.done():
+                track_ready.set_result(track)
+
+        pc.on("track", on_track)
+        try:
+            await pc.setLocalDescription(await pc.createOffer())
+            answer, self.resource = await asyncio.to_thread(
+                _whep_post, job["url"], job.get("headers", {}), pc.localDescription.sdp
+            )
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            track = await asyncio.wait_for(track_ready, READY_TIMEOUT_S)
+            self.inits = 1
+            while not self.stopping:
+                frame = await track.recv()
+                value = stamp_of(frame)
+                if value is None:
+                    continue
+                if self.load.arrived(self.index, b"", key=value & 0xFFFFFFFF):
+                    self.fragments += 1
+                if not self.first_fragment.done():
+                    self.first_fragment.set_result(None)
+        except Exception as e:  # noqa: BLE001 - aiortc raises its own; the viewer reports it
+            if not self.stopping:
+                self.texts.append(f"{type(e).__name__}: {e}"[:300])
+                self.lost_at = time.monotonic()
+        finally:
+            for f in (self.first_fragment, self.closed):
+                if not f.done():
+                    f.set_result(None)
+
+    def close(self) -> None:
+        self.stopping = True
+        if self.task is not None:
+            self.task.cancel()
+
+    async def shut(self) -> None:
+        """End the session (DELETE on its resource) and the peer connection."""
+        if self.resource is not None:
+            with contextlib.suppress(OSError, ValueError):
+                await asyncio.to_thread(_whep_delete, self.resource,
+                                        self.load.job.get("headers", {}))  # fmt: skip
+        if self.pc is not None:
+            await self.pc.close()
+
+
+def _whep_post(url: str, headers: dict[str, str], offer: str) -> tuple[str, str]:
+    """The SDP answer and the session's resource URL."""
+    headers = {**headers, "Content-Type": "application/sdp"}
+    request = urllib.request.Request(url, data=offer.encode(), method="POST", headers=headers)
+    with urllib.request.urlopen(request, timeout=30) as r:
+        return r.read().decode(), urllib.parse.urljoin(url, r.headers["Location"])
+
+
+def _whep_delete(url: str, headers: dict[str, str]) -> None:
+    request = urllib.request.Request(url, method="DELETE", headers=headers)
+    with urllib.request.urlopen(request, timeout=30):
+        pass
+
+
 def _request(url: str, headers: dict[str, str]) -> tuple[str, int, bytes]:
     parts = urllib.parse.urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -308,10 +406,21 @@ async def _start_hls(load: Load, index: int, gate: asyncio.Semaphore) -> HlsView
     return viewer
 
 
+async def _start_rtc(load: Load, index: int, gate: asyncio.Semaphore) -> RtcViewer:
+    viewer = RtcViewer(index, load)
+    async with gate:
+        viewer.task = asyncio.create_task(viewer.run())
+        await asyncio.wait([viewer.first_fragment], timeout=READY_TIMEOUT_S)
+    return viewer
+
+
 async def _main(job: dict[str, Any]) -> dict[str, Any]:
     load = Load(job)
     gate = asyncio.Semaphore(CONNECT_AT_ONCE)
-    start = _start_hls if job.get("protocol") == "llhls" else _connect
+    starts: dict[str, Callable[[Load, int, asyncio.Semaphore], Awaitable[Any]]] = {
+        "mse": _connect, "llhls": _start_hls, "webrtc": _start_rtc,
+    }  # fmt: skip
+    start = starts[job.get("protocol", "mse")]
     load.viewers = list(
         await asyncio.gather(*(start(load, i, gate) for i in range(int(job["viewers"]))))
     )
@@ -334,6 +443,9 @@ async def _main(job: dict[str, Any]) -> dict[str, Any]:
     for v in load.viewers:
         v.close()
     await asyncio.wait([v.closed for v in load.viewers], timeout=10)
+    rtc = [v.shut() for v in load.viewers if isinstance(v, RtcViewer)]
+    if rtc:
+        await asyncio.wait_for(asyncio.gather(*rtc, return_exceptions=True), 30)
     out = job["out"]
     for name, values in load.arrays.items():
         with open(f"{out}.{name}", "wb") as f:
