@@ -39,9 +39,9 @@ def _spread(s: dict[str, Any], low: float, high: float) -> None:
 @pytest.mark.skipif(not browser.available(), reason="no Chromium/Playwright")
 @pytest.mark.timeout(150)  # ~20 s on a quiet machine
 def test_live_smoke(capsys: pytest.CaptureFixture[str]) -> None:
-    result = _run(capsys, "live", "--seconds", "2")
+    result = _run(capsys, "live", "--seconds", "1.5")
     f = result["figures"]
-    assert f["seconds_per_protocol"] == 2.0 and f["server_alive_at_end"] is True
+    assert f["seconds_per_protocol"] == 1.5 and f["server_alive_at_end"] is True
     assert f["camera"]["width"] == 640 and 600 <= f["camera"]["measured_kbps"] <= 1600
     assert f["direct_frames"] >= 25 and f["direct_unreadable"] == 0
     assert set(f["protocols"]) == {"webrtc", "mse", "llhls"}
@@ -50,11 +50,11 @@ def test_live_smoke(capsys: pytest.CaptureFixture[str]) -> None:
             assert "not served" in p["reason"] or "vmsPlayers" in p["reason"], name
             continue
         assert "failed" not in p, f"{name}: {p.get('failed')}"
-        assert p["frames_shown"] >= 5 and p["frames_unreadable"] <= p["frames_shown"]
+        assert p["frames_shown"] >= 3 and p["frames_unreadable"] <= p["frames_shown"]
         # Glass-to-glass: positive (the page's clock is the camera's) and under 10 s.
         _spread(p["glass_to_glass_ms"], 0, 10_000)
         _spread(p["camera_delay_ms"], 0, 10_000)
-        assert p["added_frames_matched"] >= 5
+        assert p["added_frames_matched"] >= 3
         _spread(p["added_ms"], -50, 10_000)  # the display time may be a vsync ahead
         assert p["added_ms"]["p50"] < p["glass_to_glass_ms"]["p50"]
     target = result["target"]
@@ -66,7 +66,7 @@ def test_live_smoke(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.timeout(150)  # ~20 s on a quiet machine
 def test_viewers_smoke(capsys: pytest.CaptureFixture[str]) -> None:
-    result = _run(capsys, "viewers", "--viewers", "5", "--seconds", "2")
+    result = _run(capsys, "viewers", "--viewers", "5", "--seconds", "1.5")
     f = result["figures"]
     assert f["server_alive_at_end"] is True and f["stream"]["kbps"] == 1000
     _spread(f["camera_delay_ms"], 0, 10_000)
@@ -80,7 +80,7 @@ def test_viewers_smoke(capsys: pytest.CaptureFixture[str]) -> None:
         assert [s["viewers"] for s in p["steps"]] == [5]
         for step in p["steps"]:
             assert "failed" not in step, step.get("failed")
-            assert step["load_processes"] == 1 and 1.5 <= step["seconds"] <= 10
+            assert step["load_processes"] == 1 and 1 <= step["seconds"] <= 10
             assert step["viewers_disconnected"] == 0, step["disconnect_examples"]
             assert step["fragments"] > 0 and step["fragments_unmatched"] <= step["viewers"] * 2
             # Every viewer gets the whole stream: the bytes of the frames its fragments cover

@@ -224,7 +224,7 @@ def _figures(report: dict[str, Any], direct: DirectClient) -> dict[str, Any]:
 def run(args: argparse.Namespace, progress: Progress) -> Result:
     quick = bool(args.quick)
     seconds = float(args.seconds or (5 if quick else 20))
-    warmup = 1.0 if quick else 3.0
+    warmup = 0.5 if quick else 3.0
     names = list(MODULES)
     if getattr(args, "protocols", None):
         names = [n.strip() for n in args.protocols.split(",") if n.strip()]

@@ -234,6 +234,7 @@ class StampedFrames:
         self.noise = os.urandom(2 * self.luma_size).translate(table)
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self.run, name="stamped-frames", daemon=True)
+        self.last_ms = 0
 
     def start(self) -> None:
         self.thread.start()
@@ -258,7 +259,9 @@ class StampedFrames:
             # Late (a loaded machine): the frames missed follow at once, so that none is
             # lost; more than a second behind, the schedule starts again from now.
             due = max(due + period, time.monotonic() - 1.0)
-            data = self.frame(time.time_ns() // 1_000_000)
+            # Frames drawn in a burst may share a millisecond: a stamp names one frame.
+            self.last_ms = max(time.time_ns() // 1_000_000, self.last_ms + 1)
+            data = self.frame(self.last_ms)
             flow = self.appsrc.emit("push-buffer", Gst.Buffer.new_wrapped(data))
             if flow != Gst.FlowReturn.OK:
                 log(f"stamped frames: push returned {flow.value_nick}, stopping")
