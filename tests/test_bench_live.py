@@ -89,7 +89,7 @@ def test_viewers_smoke(capsys: pytest.CaptureFixture[str]) -> None:
             assert 0.9 <= ratio["min"] <= ratio["max"] <= 1.2
             assert 600 <= step["stream_kbps"] <= 1600
             _spread(step["added_ms"], -10, 10_000)
-            assert step["server_cpu_pct"] > 0 and step["load_cpu_pct"] > 0
+            assert step["server_cpu_pct"] > 0 and step["load_cpu_pct"] >= 0
             assert step["frames_lost"] == 0
         assert p["max_viewers_meeting_target"] in (0, 5)
         if p["server_cpu_pct_per_viewer"] is not None:
