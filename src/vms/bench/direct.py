@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 __all__ = ["Arrival", "DirectClient", "frame_key", "stamp_of"]
 
 KEY_BYTES = 64
+KEEPALIVE_S = 20.0
 
 
 def frame_key(data: bytes | bytearray | memoryview) -> int:
@@ -78,6 +79,8 @@ class DirectClient:
         self._sock: socket.socket | None = None
         self._thread = threading.Thread(target=self._run, name="direct-rtsp", daemon=True)
         self._cseq = 0
+        self._session = ""
+        self._control = url
 
     def start(self) -> DirectClient:
         self._thread.start()
@@ -169,10 +172,23 @@ class DirectClient:
         self._request(buf, "PLAY", aggregate_control(sdp, base),
                       f"Session: {session}\r\nRange: npt=0.000-\r\n")  # fmt: skip
         self._sock.settimeout(None)
+        self._session = session
+        self._control = aggregate_control(sdp, base)
         self._media(buf)
+
+    def _keepalive(self) -> None:
+        """A request now and then, as cameras time out sessions without one; its reply
+        comes back between the interleaved frames and is skipped there."""
+        assert self._sock is not None
+        self._cseq += 1
+        self._sock.sendall(
+            f"GET_PARAMETER {self._control} RTSP/1.0\r\nCSeq: {self._cseq}\r\n"
+            f"Session: {self._session}\r\n\r\n".encode()
+        )
 
     def _media(self, buf: bytearray) -> None:
         depack = Depacketizer(H264)
+        next_keepalive = time.monotonic() + KEEPALIVE_S
         decoder: VideoCodecContext | None = None
         if self.decode:
             decoder = av.CodecContext.create("h264", "r")
@@ -193,6 +209,9 @@ class DirectClient:
                     self._rtp(memoryview(buf)[i + 4 : i + 4 + length], depack, decoder)
                 i += 4 + length
             del buf[:i]
+            if time.monotonic() >= next_keepalive:
+                next_keepalive += KEEPALIVE_S
+                self._keepalive()
             self._recv(buf)
 
     def _rtp(
