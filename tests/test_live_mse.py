@@ -140,12 +140,12 @@ def test_a_client_gets_an_init_segment_and_fragments_that_decode(site: Site) -> 
         assert init["codecs"].startswith("avc1.") and init["mime"].startswith("video/mp4")
         segment = ws.recv(timeout=5)
         assert isinstance(segment, bytes) and segment[4:8] == b"ftyp"
-        fragments = [ws.recv(timeout=5) for _ in range(60)]
+        fragments = [ws.recv(timeout=5) for _ in range(40)]
     assert all(isinstance(f, bytes) and f[4:8] == b"moof" for f in fragments)
     # The current GOP came first: the first fragment starts at a keyframe, whenever one joins.
     assert first_sync(fragments[0])
     frames = decode(segment + b"".join(fragments))
-    assert len(frames) >= 55
+    assert len(frames) >= 38
     assert {(w, h) for _, w, h in frames} == {(320, 240)}
     pts = [p for p, _, _ in frames]
     assert pts == sorted(pts) and len(set(pts)) == len(pts)
@@ -187,19 +187,18 @@ def test_refused_before_the_socket_opens(site: Site) -> None:
 
 
 def test_who_watched_which_camera_live_is_audited(site: Site) -> None:
-    def entries() -> list[Any]:
-        found = site.server.audit.query(action="live", target="flaky", limit=1000)
-        return [e for e in found if e.details.get("stream") == "main"]
-
-    before = len(entries())
+    auth = site.server.auth
+    uid = auth.add_user("watcher", PASSWORD, "viewer").id
+    auth.store.set_grants(uid, [Grant("cam1", None)])
+    r = httpx.post(f"{site.base}/api/v1/auth/login",
+                   json={"name": "watcher", "password": PASSWORD})  # fmt: skip
+    watcher = Site(site.base, site.server, str(r.json()["access_token"]), site.flaky)
     for _ in range(2):  # a player that reconnects at once: one entry a minute, not one each
-        with connect(site.url("flaky", site.media_token("flaky"))) as ws:
+        with connect(watcher.url("cam1", watcher.media_token("cam1"))) as ws:
             assert json.loads(ws.recv(timeout=20))["type"] == "init"
-    after = entries()
-    assert len(after) == before + 1 or (before and len(after) == before)
-    e = after[-1]
-    assert (e.actor, e.action, e.target) == ("guard", "live", "flaky")
-    assert e.details == {"protocol": "mse", "stream": "main"} and e.actor_ip == "127.0.0.1"
+    (e,) = site.server.audit.query(actor="watcher", action="live", limit=10)
+    assert (e.action, e.target, e.actor_ip) == ("live", "cam1", "127.0.0.1")
+    assert e.details == {"protocol": "mse", "stream": "main"}
 
 
 # --- cameras that come and go, viewers that come and go --------------------------------------
@@ -379,8 +378,12 @@ def test_chromium_plays_live_over_mse(site: Site) -> None:
         frames = page.evaluate("window.vmsLive.frames")
         page.wait_for_function(f"() => window.vmsLive.frames > {frames + 10}", timeout=30_000)
         assert page.evaluate(snap) != first, "the picture changes"
-        latency = page.evaluate("window.vmsLive.latency")
-        assert latency is not None and 0 <= latency < 3
+        # It plays near the live edge (not through the GOP it was given first), and says so.
+        page.wait_for_function(
+            "() => window.vmsLive.latency !== null && window.vmsLive.latency < 0.5",
+            timeout=30_000,
+        )
+        assert page.inner_text("#latency").endswith(" ms")
         assert page.evaluate("document.getElementById('video').videoWidth") == 320
         # Only protocol modules not installed (yet) may be missing; no other error (a CSP
         # refusal would be one).

@@ -11,6 +11,9 @@
   "use strict";
   const MAX_BEHIND_S = 1.5; // further behind the live edge than this: seek to it
   const EDGE_S = 0.1; // where to seek: this far before the end of what is buffered
+  // Between the two, play a little faster until back near the edge (no jump in the picture).
+  const CATCH_UP_S = 0.3;
+  const CATCH_UP_RATE = 1.1;
   const KEEP_S = 10; // buffered media kept behind the playing position
   const RETRY_MS = 1000;
 
@@ -18,7 +21,7 @@
     const onState = opts.onState || (() => {});
     const onLatency = opts.onLatency || (() => {});
     let ws = null;
-    let source = null; // {ms, sb, queue, url}
+    let source = null; // {ms, sb, queue, url, started}: the MediaSource of the current init
     let stopped = false;
     let retry = null;
     let shown = false; // a frame of the current stream has been shown
@@ -39,14 +42,19 @@
         return;
       }
       const ms = new MediaSource();
-      const s = { ms, sb: null, queue: [], url: URL.createObjectURL(ms) };
+      // started: the first media is in and the video was put at its live edge: a new viewer
+      // gets the GOP so far first (the picture at once), then it must not play it through.
+      const s = { ms, sb: null, queue: [], url: URL.createObjectURL(ms), started: false };
       source = s;
       shown = false;
       ms.addEventListener("sourceopen", () => {
         if (source !== s) return;
         s.sb = ms.addSourceBuffer(mime);
         s.sb.mode = "segments"; // each fragment's own decode time (tfdt) places it
-        s.sb.addEventListener("updateend", pump);
+        s.sb.addEventListener("updateend", () => {
+          if (!s.started) keepUp(); // the first media: to the live edge at once
+          pump();
+        });
         pump();
       }, { once: true });
       video.src = s.url;
@@ -69,7 +77,7 @@
       try {
         s.sb.appendBuffer(data);
       } catch (e) {
-        // QuotaExceededError: drop what is behind and start again from the next init.
+        // QuotaExceededError (or a source that broke): start again on a new connection.
         onState("error", e.message);
         ws && ws.close();
       }
@@ -85,11 +93,15 @@
       const t = video.currentTime;
       let inside = false;
       for (let i = 0; i < b.length; i++) if (b.start(i) <= t && t < b.end(i)) inside = true;
-      if (end - t > MAX_BEHIND_S || (!inside && t < b.start(b.length - 1))) {
+      if (!s.started || end - t > MAX_BEHIND_S || (!inside && t < b.start(b.length - 1))) {
         video.currentTime = Math.max(b.start(b.length - 1), end - EDGE_S);
+        s.started = true;
       }
+      const behind = end - video.currentTime;
+      if (behind > CATCH_UP_S) video.playbackRate = CATCH_UP_RATE;
+      else if (behind < EDGE_S * 1.5) video.playbackRate = 1;
       if (video.paused) video.play().catch(() => {});
-      onLatency(Math.max(0, end - video.currentTime));
+      onLatency(Math.max(0, behind));
     }
     const timer = setInterval(keepUp, 250);
 
