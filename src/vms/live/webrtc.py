@@ -63,7 +63,6 @@ from vms.media import (
     PCMU,
     VIDEO,
     Packet,
-    StreamEnd,
     StreamInfo,
     StreamStart,
     length_split,
@@ -205,8 +204,6 @@ class _Passthrough(MediaStreamTrack):
                 raise MediaStreamError from None
             if isinstance(item, StreamStart):
                 self._info = item.info
-            elif isinstance(item, StreamEnd):
-                self._caught_up = False  # the stream that comes back starts with a backlog
             elif isinstance(item, Packet) and item.kind == self.media and self._info is not None:
                 out = self._packet(item, self._info, self._session.now())
                 if out is not None:
@@ -282,10 +279,6 @@ class WhepSession:
         """Close this session soon (from a callback on the loop)."""
         if self.closing is None:
             self.closing = asyncio.ensure_future(self.sessions.close(self, reason))
-
-    @property
-    def senders(self) -> list[RTCRtpSender]:
-        return [t.sender for t in self.pc.getTransceivers() if t.sender.track is not None]
 
 
 class WebRtcSessions:
