@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,7 +167,11 @@ PLAY = """async ([camera, token]) => {
     v.requestVideoFrameCallback(count);
   };
   v.requestVideoFrameCallback(count);
-  window.stop = await window.vmsPlayers.webrtc(v, {camera, token});
+  window.states = [];
+  window.stop = await window.vmsPlayers.webrtc(v, {
+    camera, stream: 'main', base: location.origin, mediaToken: async (action) => token,
+    onState: (state) => window.states.push(state), onLatency: (s) => { window.latency = s; },
+  });
   return true;
 }"""
 
@@ -220,6 +225,10 @@ def test_chromium_plays_the_camera_through_whep_js(
         page.add_script_tag(url=f"{site.base}/test/whep.js")
         assert page.evaluate(PLAY, ["cam1", token])
         page.wait_for_function("window.shown > 60 && window.pictures.size > 5", timeout=45_000)
+        page.wait_for_function("window.latency !== undefined", timeout=10_000)
+        assert page.evaluate("window.states") == ["connecting", "live"]
+        # What the browser adds on loopback (jitter buffer, decoding, half the round trip).
+        assert 0 < page.evaluate("window.latency") < 0.5
         stats = page.evaluate(STATS)
         assert stats["video"]["decoded"] > 60, stats
         assert stats["video"]["lost"] == 0, stats
@@ -362,7 +371,12 @@ def test_a_viewer_resumes_when_its_camera_returns_and_ends_when_it_is_removed(si
         wait_for(lambda: relay.info is not None, 30, "the camera streaming")
 
         async def watch() -> None:
-            pc = await _offer(audio=False)
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            pc.addTransceiver("video", direction="recvonly")
+            told: list[dict[str, Any]] = []
+            channel = pc.createDataChannel("vms")  # where the server says offline / online
+            channel.on("message", lambda text: told.append(json.loads(text)))
+            await pc.setLocalDescription(await pc.createOffer())
             frames = [0]
 
             async def consume(track: Any) -> None:
@@ -383,10 +397,13 @@ def test_a_viewer_resumes_when_its_camera_returns_and_ends_when_it_is_removed(si
             await until("frames", lambda: frames[0] >= 10)
             await asyncio.to_thread(cam.stop)
             await until("the camera offline", lambda: relay.info is None)
+            await until("the viewer told", lambda: told)
+            assert told[0]["type"] == "offline" and told[0]["since"].endswith("Z")
             seen = frames[0]
             back.append(await asyncio.to_thread(StandinCamera(width=160, height=128, keyint=10,
                                                               port=port).start))  # fmt: skip
             await until("frames again", lambda: frames[0] >= seen + 10)
+            assert told[1:] == [{"type": "online"}]
             assert len(server.webrtc) == 1  # the same session all along
             await asyncio.to_thread(server.remove_camera, "flaky")
             await until("the session ended", lambda: len(server.webrtc) == 0)

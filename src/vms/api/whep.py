@@ -4,7 +4,10 @@ The body is the viewer's SDP offer (``Content-Type: application/sdp``, ``?stream
 the answer is ``201`` with the server's SDP answer, every ICE candidate already in it (the
 server does not trickle), and ``Location:`` the session's resource. ``DELETE`` on the resource
 ends the session; ``PATCH`` (trickle ICE, ICE restart) answers 405, as RFC 9725 has a server
-that does neither answer. The media: :mod:`vms.live.webrtc`.
+that does neither answer. The media: :mod:`vms.live.webrtc` (an offer that opens a data
+channel is told there when the camera goes offline and comes back; the session stays up);
+the offer's checks and codecs: :mod:`vms.live.offer`. A camera offline when the offer comes
+answers 503 with ``Retry-After``; an H.265 stream answers 400 (the sub-stream or MSE will do).
 
 Behind ``media_access(LIVE)``: a header, or a media token in ``?token=`` for a player that
 sends none. The resource URL carries a token of its own (for the same user, this camera and
@@ -30,7 +33,7 @@ from vms.api.playback import audit_once
 from vms.auth import Action, Principal, local
 from vms.config import StreamName
 from vms.errors import Detail, Kind, VmsError
-from vms.live.webrtc import MAX_OFFER_BYTES
+from vms.live.offer import MAX_OFFER_BYTES
 
 router = APIRouter(prefix="/api/v1/cameras/{camera_id}", tags=["live"], responses=ERRORS)
 

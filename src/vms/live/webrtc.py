@@ -24,6 +24,8 @@ A session ends on ``DELETE`` of its resource, when ICE or DTLS fails (a browser 
 saying so fails ICE's consent checks within about 30 s), when it does not connect within
 :data:`CONNECT_TIMEOUT_S`, when its camera stream closes (camera removed or changed), and at
 server stop. While the camera is offline the session waits, and resumes at the next keyframe.
+A viewer whose offer opens a data channel is told: ``{"type": "offline", "since": ISO time}``
+when the camera stream ends, ``{"type": "online"}`` when it is back (MSE's messages).
 """
 
 from __future__ import annotations
@@ -31,46 +33,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fractions
+import json
 import logging
-import re
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
 
 import av
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
+    RTCDataChannel,
     RTCIceServer,
     RTCPeerConnection,
-    RTCRtpCodecCapability,
-    RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc import sdp as aiortc_sdp
-from aiortc.codecs import CODECS
 from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
 
 from vms.cameras.relay import Relay, Subscription
 from vms.clock import Clock
 from vms.config import LiveConfig
-from vms.errors import Kind, VmsError, capped
+from vms.errors import Kind, VmsError
+from vms.live.offer import G711_RATE, VIDEO_RATE, h264_preferences, offered_audio, parse_offer
 from vms.media import (
     AUDIO,
     H264,
     HEVC,
-    PCMA,
-    PCMU,
     VIDEO,
     Packet,
+    StreamEnd,
     StreamInfo,
     StreamStart,
     length_split,
 )
+from vms.times import iso
 
 log = logging.getLogger(__name__)
 
-MAX_OFFER_BYTES = 64 * 1024
 CONNECT_TIMEOUT_S = 30.0  # an answered offer whose ICE and DTLS are not up by then is closed
 MAX_LAG_S = 1.0  # a video packet this old when sent (once caught up) starts a skip
 CAUGHT_UP_S = 0.3  # a packet this fresh ends the start's catch-up
@@ -79,56 +79,7 @@ CLOCK_SLACK_S = 0.15  # how far RTP time may run from send time before it is pul
 # for a long GOP handed over at the start, with audio. The packets are the relay's own, shared
 # by every subscriber: the bound costs references, not copies.
 QUEUE = 1024
-VIDEO_RATE = 90_000
-G711_RATE = 8_000
 _START = b"\x00\x00\x00\x01"
-_G711_MIME = {PCMU: "audio/PCMU", PCMA: "audio/PCMA"}
-
-# aiortc offers and accepts H.264 in (constrained) baseline only, and matches an offer's codec
-# by profile: a camera's Main or High stream would be answered as baseline. These make the
-# answer name the profile that is sent. (The level stays 3.1, as browsers offer it: their
-# decoders take higher levels.)
-_H264_PROFILES = ("4d001f", "64001f", "640c1f")
-
-
-def _register_h264_profiles() -> None:
-    video = CODECS["video"]
-    have = {c.parameters.get("profile-level-id") for c in video if c.name == "H264"}
-    payload_type = max(c.payloadType or 0 for c in video) + 1
-    for profile in _H264_PROFILES:
-        if profile in have:
-            continue
-        params: dict[str, str | int | None] = {
-            "level-asymmetry-allowed": "1",
-            "packetization-mode": "1",
-            "profile-level-id": profile,
-        }
-        feedback = [
-            RTCRtcpFeedback(type="nack"),
-            RTCRtcpFeedback(type="nack", parameter="pli"),
-            RTCRtcpFeedback(type="goog-remb"),
-        ]
-        video.append(
-            RTCRtpCodecParameters(
-                mimeType="video/H264",
-                clockRate=VIDEO_RATE,
-                payloadType=payload_type,
-                rtcpFeedback=feedback,
-                parameters=params,
-            )
-        )
-        video.append(
-            RTCRtpCodecParameters(
-                mimeType="video/rtx",
-                clockRate=VIDEO_RATE,
-                payloadType=payload_type + 1,
-                parameters={"apt": payload_type},
-            )
-        )
-        payload_type += 2
-
-
-_register_h264_profiles()
 
 
 class RtpClock:
@@ -204,6 +155,11 @@ class _Passthrough(MediaStreamTrack):
                 raise MediaStreamError from None
             if isinstance(item, StreamStart):
                 self._info = item.info
+                if self.media == VIDEO:
+                    self._session.stream_started()
+            elif isinstance(item, StreamEnd):
+                if self.media == VIDEO:
+                    self._session.stream_ended()
             elif isinstance(item, Packet) and item.kind == self.media and self._info is not None:
                 out = self._packet(item, self._info, self._session.now())
                 if out is not None:
@@ -270,10 +226,27 @@ class WhepSession:
     opened: float
     tracks: list[_Passthrough] = field(default_factory=list)
     closing: asyncio.Task[None] | None = None
+    channel: RTCDataChannel | None = None  # the viewer's, when its offer opened one
+    offline_since: str | None = None
     _timer: asyncio.TimerHandle | None = None
 
     def now(self) -> float:
         return self.sessions.clock.monotonic()
+
+    def tell(self, message: dict[str, Any]) -> None:
+        """A state message for the viewer, on its data channel if it opened one."""
+        channel = self.channel
+        if channel is not None and channel.readyState == "open":
+            channel.send(json.dumps(message))
+
+    def stream_ended(self) -> None:
+        self.offline_since = iso(self.sessions.clock.wall_us())
+        self.tell({"type": "offline", "since": self.offline_since})
+
+    def stream_started(self) -> None:
+        if self.offline_since is not None:
+            self.offline_since = None
+            self.tell({"type": "online"})
 
     def ended(self, reason: str) -> None:
         """Close this session soon (from a callback on the loop)."""
@@ -327,6 +300,7 @@ class WebRtcSessions:
                 Kind.UNAVAILABLE,
                 f"camera {camera_id}'s {stream} stream is not "
                 "running: try again when the camera is online",
+                headers={"Retry-After": "2"},
             )
         if info.video.codec == HEVC:
             raise VmsError(
@@ -377,13 +351,20 @@ class WebRtcSessions:
     ) -> str:
         pc, now = session.pc, self.clock.monotonic()
         video = next(m for m in description.media if m.kind == "video")
-        preferred = _h264_preferences(video, info)
+        preferred = h264_preferences(video, info)
         # Transceivers made before the offer is applied, with their codecs: aiortc takes the
         # offer's first codec it knows otherwise (a browser lists VP8 first).
         track = VideoPassthrough(session, relay, now)
         session.tracks.append(track)
         pc.addTransceiver(track, direction="sendonly").setCodecPreferences(preferred)
-        audio_codec = _audio_codec(session, description, info)
+
+        @pc.on("datachannel")
+        def _channel(channel: RTCDataChannel) -> None:
+            session.channel = channel
+            if session.offline_since is not None:
+                session.tell({"type": "offline", "since": session.offline_since})
+
+        audio_codec = offered_audio(session.id[:8], description, info)
         if audio_codec is not None:
             sound = AudioPassthrough(session, relay, now)
             session.tracks.append(sound)
@@ -437,112 +418,3 @@ class WebRtcSessions:
         future = asyncio.run_coroutine_threadsafe(self.close_all(), loop)
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             future.result(timeout)
-
-
-_SDP_LINE = re.compile(r"[a-z]=[^\x00-\x08\x0a-\x1f\x7f]*")
-_MEDIA_LINE = re.compile(r"m=[a-z]+ [0-9]{1,5}(/[0-9]+)? [A-Za-z/]+( [0-9A-Za-z-]+)+")
-
-
-def parse_offer(offer: str) -> aiortc_sdp.SessionDescription:
-    """The offer, parsed; a clear 400 when it is not one WHEP can answer."""
-    if not offer.startswith("v=0"):
-        raise VmsError(
-            Kind.INVALID_ARGUMENT, "the body is not an SDP offer (it must start with v=0)"
-        )
-    # aiortc's parser trusts its input (an assertion, an unpacking): the lines are checked
-    # first, so that the answer can say which one is wrong.
-    for n, line in enumerate(offer.splitlines(), 1):
-        if line and not (_SDP_LINE.fullmatch(line) and
-                         (not line.startswith("m=") or _MEDIA_LINE.fullmatch(line))):  # fmt: skip
-            raise VmsError(Kind.INVALID_ARGUMENT, f"the SDP offer is malformed at line {n}: "
-                           f"{capped(line)}")  # fmt: skip
-    try:
-        description = aiortc_sdp.SessionDescription.parse(offer)
-    except Exception as e:  # noqa: BLE001 - the parser raises what its input made it raise
-        raise VmsError(
-            Kind.INVALID_ARGUMENT, f"the SDP offer is malformed ({type(e).__name__}: {e})"
-        ) from None
-    videos = [m for m in description.media if m.kind == "video"]
-    if not videos:
-        raise VmsError(Kind.INVALID_ARGUMENT, "the SDP offer has no video (m=video) section")
-    if videos[0].direction not in ("recvonly", "sendrecv"):
-        said = f"it is {videos[0].direction}" if videos[0].direction else "it gives none"
-        raise VmsError(Kind.INVALID_ARGUMENT, f"the SDP offer's video must be recvonly ({said})")
-    ice, dtls = videos[0].ice, videos[0].dtls
-    if ice is None or not ice.usernameFragment or dtls is None or not dtls.fingerprints:
-        raise VmsError(
-            Kind.INVALID_ARGUMENT,
-            "the SDP offer has no ICE credentials or DTLS fingerprint: it is not a WebRTC offer",
-        )
-    return description
-
-
-def _profile(profile_level_id: object) -> aiortc_sdp.H264Profile | None:
-    try:
-        return aiortc_sdp.parse_h264_profile_level_id(str(profile_level_id))[0]
-    except ValueError:
-        return None
-
-
-def _h264_preferences(
-    video: aiortc_sdp.MediaDescription, info: StreamInfo
-) -> list[RTCRtpCodecCapability]:
-    """Our H.264 codecs the offer also has, the camera's own profile only when it is offered
-    (else any: browsers decode past the profile they offered), then RTX (retransmission)."""
-    offered = {
-        _profile(c.parameters.get("profile-level-id", "42e01f"))
-        for c in video.rtp.codecs
-        if c.name.lower() == "h264" and str(c.parameters.get("packetization-mode")) == "1"
-    }
-    offered.discard(None)
-    if not offered:
-        raise VmsError(
-            Kind.INVALID_ARGUMENT,
-            "the SDP offer takes no H.264 "
-            "(packetization-mode=1) video: the camera's H.264 is sent as it is",
-        )
-    ours = [
-        c
-        for c in RTCRtpSender.getCapabilities("video").codecs
-        if c.name == "H264" and _profile(c.parameters.get("profile-level-id")) in offered
-    ]
-    params = info.video.params
-    camera = _profile(params.sps[0][1:4].hex()) if params is not None and params.sps else None
-    if not ours:
-        raise VmsError(
-            Kind.INVALID_ARGUMENT,
-            "the SDP offer takes no H.264 profile this "
-            "server sends (constrained baseline, baseline, main or high)",
-        )
-    own = [c for c in ours if _profile(c.parameters.get("profile-level-id")) == camera]
-    rtx = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.name == "rtx"]
-    return (own or ours) + rtx
-
-
-def _audio_codec(
-    session: WhepSession, description: aiortc_sdp.SessionDescription, info: StreamInfo
-) -> RTCRtpCodecCapability | None:
-    """The G.711 codec to pass the camera's audio through, or None (said why, once)."""
-    audio = info.audio
-    wanted = next(
-        (
-            m
-            for m in description.media
-            if m.kind == "audio" and m.direction in ("recvonly", "sendrecv")
-        ),
-        None,
-    )
-    if audio is None or wanted is None:
-        return None
-    mime = _G711_MIME.get(audio.codec)
-    if mime is None or audio.sample_rate != G711_RATE or audio.channels != 1:
-        log.info(
-            "WebRTC viewer %s: the camera's %s audio is not sent (WebRTC carries Opus and G.711)",
-            session.id[:8],
-            audio.codec.upper(),
-        )
-        return None
-    if not any(c.mimeType.lower() == mime.lower() for c in wanted.rtp.codecs):
-        log.info("WebRTC viewer %s: the offer takes no %s: audio is not sent", session.id[:8], mime)
-        return None
-    return next(c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType == mime)
