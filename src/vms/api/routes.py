@@ -16,6 +16,8 @@ Routers (each a module of this package):
   and ``segments/{segment_id}.mp4`` (a media token will do);
 - :data:`vms.api.hls.router`: ``/api/v1/cameras/{camera_id}/playback.m3u8`` (HLS, byte ranges
   of the stored files);
+- :data:`vms.api.whep.router`: ``/api/v1/cameras/{camera_id}/whep`` (live over WebRTC, WHEP)
+  and its sessions (a media token will do);
 - :data:`vms.api.exports.router`: ``/api/v1/exports`` (export jobs, their files, the public
   key): each route checks ``export`` on every camera a job names;
 - :data:`vms.api.live.router`: ``/api/v1/cameras/{camera_id}/live.ws`` (live view over a
@@ -59,6 +61,7 @@ from vms.api import (
     system,
     thumbnails,
     timeline,
+    whep,
 )
 from vms.api.guard import camera_access, media_access, require
 from vms.auth.rbac import Action
@@ -88,6 +91,7 @@ GUARDED: tuple[tuple[APIRouter, list[Any]], ...] = (
     (auth.router, []),
     (audit.router, [Depends(require(Action.ADMIN))]),
     (exports.router, []),
+    (whep.router, [Depends(media_access(Action.LIVE))]),
 )
 ROUTERS = tuple(router for router, _ in GUARDED)
 
