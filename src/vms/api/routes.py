@@ -16,6 +16,9 @@ Routers (each a module of this package):
   and ``segments/{segment_id}.mp4`` (a media token will do);
 - :data:`vms.api.hls.router`: ``/api/v1/cameras/{camera_id}/playback.m3u8`` (HLS, byte ranges
   of the stored files);
+- :data:`vms.api.live_hls.router`: ``/api/v1/cameras/{camera_id}/live.m3u8``,
+  ``live/master.m3u8`` and the live parts, segments and init segments (LL-HLS; a media token
+  will do);
 - :data:`vms.api.exports.router`: ``/api/v1/exports`` (export jobs, their files, the public
   key): each route checks ``export`` on every camera a job names.
 
@@ -46,6 +49,7 @@ from vms.api import (
     errors,
     exports,
     hls,
+    live_hls,
     playback,
     recordings,
     security,
@@ -77,6 +81,7 @@ GUARDED: tuple[tuple[APIRouter, list[Any]], ...] = (
     (timeline.router, []),  # several cameras a request: each checked by the handler
     (playback.router, [Depends(media_access(Action.PLAYBACK))]),
     (hls.router, [Depends(media_access(Action.PLAYBACK))]),
+    (live_hls.router, [Depends(media_access(Action.LIVE))]),
     (auth.router, []),
     (audit.router, [Depends(require(Action.ADMIN))]),
     (exports.router, []),
