@@ -7,9 +7,9 @@ part, so every GOP opens with an independent part (``INDEPENDENT=YES``) where a 
 join. Cutting only when a part is full would leave a one-frame part before each keyframe (12 +
 12 + 1 frames for a 25-frame GOP), so once a GOP has been seen its frames are shared out
 evenly: the fewest parts of at most the target each (9 + 8 + 8 frames for that GOP); a part
-that would still pass the target (the GOP grew, a frame came late) is cut when full. A part ends where the
-next one begins, so it is published when the next video frame arrives: its duration is then
-known, not guessed (one frame interval of delay).
+that would still pass the target (the GOP grew, a frame came late) is cut when full. A part
+ends where the next one begins, so it is published when the next video frame arrives: its
+duration is then known, not guessed (one frame interval of delay).
 
 **Segments** (``EXTINF``) are a run of whole parts, cut at a keyframe once they last
 :data:`SEGMENT_TARGET_S`; a segment's bytes are its parts' bytes one after the other, a complete
@@ -25,7 +25,8 @@ is longer; it never falls. hls.js and ffmpeg follow a change; a camera with GOPs
 2 s never causes one.
 
 **Numbers.** Media sequence numbers start at the wall clock's seconds and part numbers at a
-hundred times that, so a segmenter started again later never reuses a URI of an earlier one.
+hundred times that: a stream makes fewer segments and a hundred times fewer parts than
+seconds pass, so a segmenter started again later does not reuse a URI of an earlier one.
 Parts are named by their own number, not by segment and index: the next part's URI (the
 ``EXT-X-PRELOAD-HINT``) must be valid before anyone knows whether a keyframe will start a new
 segment with it.
@@ -171,7 +172,8 @@ class Segmenter:
             if seg.msn > msn and seg.parts:
                 return True
             if seg.msn == msn:
-                return seg.complete if part is None else len(seg.parts) > part or seg.complete
+                # A segment that ended with fewer parts: the next part is a later segment's.
+                return seg.complete if part is None else len(seg.parts) > part
         return False
 
     def too_far(self, msn: int, part: int | None) -> bool:
@@ -181,10 +183,12 @@ class Segmenter:
         last_msn, last_part = self.position or (self.next_msn, -1)
         if msn > last_msn + 2:
             return True
-        if part is None:
+        if part is None or msn < last_msn:
             return False
         limit = int(3 / self.part_s) if self.part_s < 1 else 3
-        return part - (last_part if msn == last_msn else -1) > limit if msn >= last_msn else False
+        # A later segment's parts come after whatever the newest one still gets: counted low.
+        ahead = part - last_part if msn == last_msn else part + 1
+        return ahead > limit
 
     def segment(self, msn: int) -> Segment | None:
         for seg in self.segments:
