@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from vms.cameras import relay as relay_mod
 from vms.cameras.relay import Item, Relay, Subscription
 from vms.clock import SystemClock
 from vms.ingest.pyav_source import open_source, read_clip
@@ -124,7 +125,7 @@ def test_a_new_subscriber_gets_the_running_streams_start_first() -> None:
         relay = Relay(loop)
         relay.publish(StreamStart(INFO))  # nobody listens yet: only remembered
         relay.publish(pkt(0, key=True))
-        sub = relay.subscribe()
+        sub = relay.subscribe(replay=False)  # no GOP replay: from the next keyframe
         await asyncio.to_thread(relay.publish, pkt(1, key=False))
         await asyncio.to_thread(relay.publish, pkt(2, key=True))
         got = await take(sub, 2)
@@ -199,3 +200,90 @@ def test_looped_clip_plays_at_real_rate_with_increasing_timestamps(clips: dict[s
     assert 4.6 <= elapsed <= 8.0, f"played 5 s of video in {elapsed:.2f} s"
     assert [p.keyframe for p in got[::25]] == [True] * 5
     assert got[50].data == packets[0].data
+
+
+def test_a_new_subscriber_starts_with_the_current_gop() -> None:
+    async def body(loop: asyncio.AbstractEventLoop) -> None:
+        relay = Relay(loop)
+        relay.publish(StreamStart(INFO))  # nobody listens yet: the GOP is kept all the same
+        for i in range(8):
+            relay.publish(pkt(i, key=i % 5 == 0))
+        relay.publish(pkt(8, key=False, kind=AUDIO))
+        sub = relay.subscribe()
+        await asyncio.to_thread(relay.publish, pkt(9, key=False))
+        got = await take(sub, 6)
+        assert pts_of(got) == ["StreamStart", 5, 6, 7, 8, 9]
+        # A stream end forgets the GOP: the next stream's subscriber waits for its keyframe.
+        relay.publish(StreamEnd("camera lost"))
+        relay.publish(StreamStart(OTHER))
+        relay.publish(pkt(10, key=False))
+        late = relay.subscribe()
+        relay.publish(pkt(11, key=True))
+        assert pts_of(await take(late, 2)) == ["StreamStart", 11]
+
+    run_in_loop(body)
+
+
+def test_the_gop_replay_is_bounded() -> None:
+    relay = Relay()
+    relay.publish(StreamStart(INFO))
+    relay.publish(Packet(VIDEO, b"k", 0, 0, True, 100.0))
+    relay.publish(Packet(VIDEO, b"p", 1, 1, False, 100.0 + relay_mod.GOP_SECONDS + 1))
+    sub = relay.subscribe_blocking()
+    assert pts_of([sub.get(0)]) == ["StreamStart"] and sub.get(0) is None  # too long: none kept
+    relay.publish(Packet(VIDEO, b"k", 2, 2, True, 200.0))
+    big = Packet(VIDEO, bytes(relay_mod.GOP_BYTES), 3, 3, False, 200.1)
+    relay.publish(big)
+    assert pts_of(list(itertools.islice(iter(sub.get, None), 2))) == [2, 3]
+    sub.close()
+    late = relay.subscribe_blocking()  # too many bytes: none kept
+    assert pts_of([late.get(0)]) == ["StreamStart"] and late.get(0) is None
+
+
+def test_packets_queued_when_a_subscriber_joins_reach_it_once() -> None:
+    async def body(loop: asyncio.AbstractEventLoop) -> None:
+        relay = Relay(loop)
+        first = relay.subscribe()
+        relay.publish(StreamStart(INFO))
+        relay.publish(pkt(0, key=True))
+        relay.publish(pkt(1, key=False))  # queued, not drained yet: the loop has not run
+        second = relay.subscribe()
+        relay.publish(pkt(2, key=False))
+        want = ["StreamStart", 0, 1, 2]
+        assert pts_of(await take(first, 4)) == want
+        assert pts_of(await take(second, 4)) == want
+        assert len(second) == 0
+
+    run_in_loop(body)
+
+
+def test_packets_published_while_a_subscriber_joins_arrive_exactly_once() -> None:
+    """A reader publishes from its thread while subscribers join on the loop: each subscriber
+    sees an unbroken run of packets from a keyframe on, never one twice."""
+
+    async def body(loop: asyncio.AbstractEventLoop) -> None:
+        relay = Relay(loop)
+        relay.publish(StreamStart(INFO))
+        done = threading.Event()
+
+        def reader() -> None:
+            for i in range(5_000):
+                relay.publish(pkt(i, key=i % 10 == 0))
+            done.set()
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        subs = []
+        while not done.is_set() and len(subs) < 50:
+            subs.append(relay.subscribe(maxlen=100_000))
+            await asyncio.sleep(0)
+        await asyncio.to_thread(thread.join)
+        relay.close()
+        assert len(subs) > 2
+        for sub in subs:
+            got = [it.pts for it in [x async for x in sub] if isinstance(it, Packet)]
+            if got:
+                assert got[0] % 10 == 0  # starts at a keyframe
+                assert got == list(range(got[0], got[-1] + 1))  # none lost, none twice
+
+    run_in_loop(body)

@@ -12,8 +12,16 @@ Each subscriber has a bounded queue. When it is full, the subscriber has fallen 
 queued packets are dropped (counted) and it skips ahead to the next video keyframe, because a
 decoder cannot resume in the middle of a GOP; :class:`~vms.media.StreamStart`,
 :class:`~vms.media.StreamEnd` and :class:`~vms.media.FragmentWritten` items are never dropped
-(they are few, and a consumer needs every change of parameters). A new subscriber first gets
-the current stream's start, then packets from the next keyframe on.
+(they are few, and a consumer needs every change of parameters).
+
+A new subscriber first gets the current stream's start, then the current GOP: the relay keeps
+the packets since the latest video keyframe (bounded by ``GOP_SECONDS`` and ``GOP_BYTES``; past
+them, or after a stream ends, it keeps nothing until the next keyframe), so a viewer's first
+picture comes at once instead of at the next keyframe. The trap is the hand-over: the packets a
+publisher queued before the subscriber joined must reach it exactly once, either in the replay
+or through the next drain. A short lock orders the two: a publisher keeps the GOP and queues
+under it, and :meth:`Relay._add` drains what is queued before it copies the GOP (both on the
+loop, each a few microseconds: a publisher never waits for a subscriber).
 
 Subscribers are awaited from asyncio (:meth:`Relay.subscribe`, ``async for item in sub``) or
 read from a thread (:meth:`Relay.subscribe_blocking`, ``for item in sub``); a thread subscriber
@@ -36,6 +44,8 @@ from vms.media import VIDEO, FragmentWritten, Packet, StreamEnd, StreamInfo, Str
 Item = Union[StreamStart, Packet, FragmentWritten, StreamEnd]  # noqa: UP007 - a runtime alias
 
 DEFAULT_MAXLEN = 512  # ~10 s of 1080p25 video with audio
+GOP_SECONDS = 10.0  # the longest GOP kept for new subscribers (by arrival time) ...
+GOP_BYTES = 16 << 20  # ... and the most bytes
 
 
 class _Queue:
@@ -199,20 +209,42 @@ class Relay:
         self._inline = threading.Lock()  # drains on publishers' threads when there is no loop
         self._subs: tuple[_Sub, ...] = ()
         self._closed = False
+        self._lock = threading.Lock()  # orders a publish against a subscriber joining
+        self._gop: list[Packet] = []  # since the latest video keyframe; empty when none is kept
+        self._gop_bytes = 0
         self.info: StreamInfo | None = None  # the running stream's parameters; None when down
         self.drains = 0  # wakes of the loop (or inline drains) so far
 
     # --- publishers (any thread) ---------------------------------------------------------
 
     def publish(self, item: Item) -> None:
-        if isinstance(item, StreamStart):
-            self.info = item.info
-        elif isinstance(item, StreamEnd):
-            self.info = None
-        if not self._subs or self._closed:
-            return  # closed: a reader that outlived its stop must not reach ended subscribers
-        self._pending.append(item)
+        with self._lock:
+            if isinstance(item, Packet):
+                self._keep(item)
+            elif isinstance(item, StreamStart):
+                self.info = item.info
+                self._gop, self._gop_bytes = [], 0
+            elif isinstance(item, StreamEnd):
+                self.info = None
+                self._gop, self._gop_bytes = [], 0
+            if not self._subs or self._closed:
+                return  # closed: a reader that outlived its stop must not reach ended subscribers
+            self._pending.append(item)
         self._wake()
+
+    def _keep(self, p: Packet) -> None:
+        """The current GOP: restarted at each video keyframe, dropped when it grows too long."""
+        gop = self._gop
+        if p.kind == VIDEO and p.keyframe:
+            self._gop, self._gop_bytes = [p], len(p.data)
+            return
+        if not gop:
+            return
+        self._gop_bytes += len(p.data)
+        if self._gop_bytes > GOP_BYTES or p.arrival - gop[0].arrival > GOP_SECONDS:
+            self._gop, self._gop_bytes = [], 0
+        else:
+            gop.append(p)
 
     def _wake(self) -> None:
         loop = self._loop
@@ -247,25 +279,36 @@ class Relay:
 
     # --- subscribers ---------------------------------------------------------------------
 
-    def subscribe(self, maxlen: int = DEFAULT_MAXLEN) -> Subscription:
-        """An asyncio subscriber; call on the relay's event loop."""
+    def subscribe(self, maxlen: int = DEFAULT_MAXLEN, *, replay: bool = True) -> Subscription:
+        """An asyncio subscriber; call on the relay's event loop. With ``replay`` it starts with
+        the current GOP, else at the next keyframe."""
         sub = Subscription(self, maxlen)
-        self._add(sub)
+        self._add(sub, replay)
         return sub
 
-    def subscribe_blocking(self, maxlen: int = DEFAULT_MAXLEN) -> BlockingSubscription:
-        """A subscriber read from a thread."""
+    def subscribe_blocking(
+        self, maxlen: int = DEFAULT_MAXLEN, *, replay: bool = True
+    ) -> BlockingSubscription:
+        """A subscriber read from a thread (call it on the loop's thread, or without a loop)."""
         sub = BlockingSubscription(self, maxlen)
-        self._add(sub)
+        self._add(sub, replay)
         return sub
 
-    def _add(self, sub: _Sub) -> None:
-        info = self.info
-        if info is not None:
-            sub._offer([StreamStart(info)])
-        if self._closed:
-            sub._end()
-        self._subs = (*self._subs, sub)  # copy-on-write: publishers read it without a lock
+    def _add(self, sub: _Sub, replay: bool) -> None:
+        with self._lock:
+            # What publishers queued so far goes to the present subscribers only: it is in
+            # the GOP copied below when the new one needs it.
+            if self._loop is None:
+                with self._inline:
+                    self._drain()
+            else:
+                self._drain()
+            info = self.info
+            if info is not None:
+                sub._offer([StreamStart(info), *(self._gop if replay else ())])
+            if self._closed:
+                sub._end()
+            self._subs = (*self._subs, sub)  # copy-on-write: the drain reads it without a lock
 
     def _remove(self, sub: _Sub) -> None:
         self._subs = tuple(s for s in self._subs if s is not sub)
