@@ -27,7 +27,7 @@ from vms.config import StreamName, from_dict
 from vms.ingest.pyav_source import read_clip
 from vms.live import hls
 from vms.live.hls import LiveStream, Segmenter
-from vms.media import Packet, StreamInfo, StreamStart
+from vms.media import Packet, StreamEnd, StreamInfo, StreamStart
 from vms.server import Server
 from vms.standin import StandinCamera, gstreamer_available
 
@@ -57,22 +57,24 @@ def test_parts_share_out_each_gop_and_segments_are_whole_gops(tmp_path: Path) ->
     s = _segmenter(packets, info)
     segs = list(s.segments)
     assert [x.complete for x in segs] == [True, True, True, False]
-    assert [round(x.duration, 6) for x in segs[:3]] == [2.0, 2.0, 2.0]
+    # The first ends at the second keyframe (players start once a segment is complete).
+    assert [round(x.duration, 6) for x in segs[:3]] == [1.0, 2.0, 2.0]
     parts = [p for x in segs for p in x.parts]
     assert all(p.duration <= hls.PART_TARGET_S for p in parts)
     assert [p.number for p in parts] == list(range(parts[0].number, parts[0].number + len(parts)))
     # Once a GOP has been seen, its 25 frames go out as 9 + 8 + 8, each GOP opening with an
     # independent part; the first GOP is cut when full.
+    assert [round(p.duration * 25) for p in segs[0].parts] == [12, 12, 1]
     later = [round(p.duration * 25) for x in segs[1:3] for p in x.parts]
     assert later == [9, 8, 8] * 4
     assert [p.independent for p in segs[1].parts] == [True, False, False] * 2
     assert all(p.data[4:8] == b"moof" for p in parts)
     # A segment is its parts one after the other: with the init segment, a playable file.
     assert segs[1].data == b"".join(p.data for p in segs[1].parts)
-    assert _frames(segs[1].init.data + segs[1].data) == list(range(50, 100))
+    assert _frames(segs[1].init.data + segs[1].data) == list(range(25, 75))
     assert _frames(segs[0].init.data + segs[0].parts[0].data) == list(range(12))
     text = s.playlist(lambda kind, n: f"{kind}-{n}")
-    assert text.count("#EXTINF:2.00000,") == 3
+    assert text.count("#EXTINF:2.00000,") == 2 and "#EXTINF:1.00000," in text
     assert "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.000" in text
     assert "#EXT-X-PART-INF:PART-TARGET=0.500" in text
     assert f"#EXT-X-MEDIA-SEQUENCE:{segs[0].msn}" in text
@@ -99,7 +101,13 @@ def test_a_new_stream_is_a_discontinuity_with_its_own_map_and_the_window_is_boun
     small = read_clip(counter_clip(tmp_path / "a.mp4", frames=60, gop=25))
     large = read_clip(counter_clip(tmp_path / "b.mp4", frames=60, gop=25, width=320, height=240))
     s = _segmenter(small[1], small[0])
+    assert s.feed(StreamEnd("camera lost"))  # its last frames are published
+    assert not s.live and s.ended == "camera lost"
+    assert sum(p.duration * 25 for x in s.segments for p in x.parts) == pytest.approx(60)
+    assert all(x.complete for x in s.segments)
+    assert "#EXT-X-PRELOAD-HINT" not in s.playlist(lambda kind, n: f"{kind}-{n}")
     _segmenter(large[1], large[0], s)  # the camera came back with another size
+    assert s.live and s.ended is None
     text = s.playlist(lambda kind, n: f"{kind}-{n}")
     maps = re.findall(r'#EXT-X-MAP:URI="init-(\d+)"', text)
     assert maps == ["0", "1"]
@@ -236,24 +244,30 @@ def test_the_playlist_blocks_until_the_part_asked_for_exists(site: Site) -> None
     frames = decode(init.content + seg.content)
     assert 25 <= len(frames) <= 75 and frames[0][2:] == (320, 240)  # ~2 s at 25 fps
 
-    # Blocking reload: two parts past the newest (one could be published while we ask).
+    # Blocking reload, one part past the newest: held until the server publishes that part,
+    # then answered with it. (On a loaded machine packets may come in a burst that publishes
+    # the part before the request arrives: that try proves nothing, and is made again.)
     stream = site.stream("cam1")
     assert stream is not None
-    msn, index = stream.segmenter.position or (0, 0)
-    asked = time.monotonic()
-    r = httpx.get(url, params={"_HLS_msn": msn, "_HLS_part": index + 2}, headers=site.admin,
-                  timeout=30)  # fmt: skip
-    answered = time.monotonic()
-    assert r.status_code == 200, r.text
-    assert stream.segmenter.has(msn, index + 2)
-    # The first part that satisfies it, as the server published it.
-    waited_for = next(p for x in stream.segmenter.segments for p in x.parts
-                      if (p.msn, p.index) >= (msn, index + 2))  # fmt: skip
-    assert asked < waited_for.published <= answered, "held until the part existed, not before"
-    assert answered - waited_for.published < 0.5, "and answered as soon as it did"
-    assert f"live/parts/{waited_for.number}.mp4" in r.text
-    print(f"\nblocking reload held {answered - asked:.3f} s, answered "
-          f"{(answered - waited_for.published) * 1000:.1f} ms after the part")  # fmt: skip
+    held = []
+    with httpx.Client(headers=site.admin, timeout=30) as client:
+        for _ in range(5):
+            msn, index = stream.segmenter.position or (0, 0)
+            asked = time.monotonic()
+            r = client.get(url, params={"_HLS_msn": msn, "_HLS_part": index + 1})
+            answered = time.monotonic()
+            assert r.status_code == 200, r.text
+            # The first part that satisfies it, as the server published it.
+            waited_for = next(p for x in stream.segmenter.segments for p in x.parts
+                              if (p.msn, p.index) >= (msn, index + 1))  # fmt: skip
+            assert waited_for.published <= answered, "not answered before the part existed"
+            assert f"live/parts/{waited_for.number}.mp4" in r.text
+            if asked < waited_for.published:
+                held.append((answered - asked, answered - waited_for.published))
+    assert len(held) >= 2, "held until the part existed"
+    assert all(late < 0.5 for _, late in held), ("answered as soon as it existed", held)
+    print("\nblocking reload: held " + ", ".join(f"{h:.3f} s (answered {late * 1000:.1f} ms after "
+                                                 "the part)" for h, late in held))  # fmt: skip
 
     # Further ahead than RFC 8216bis lets a client ask: 400 at once.
     msn, index = stream.segmenter.position or (0, 0)
@@ -294,7 +308,11 @@ PAGE = "<!doctype html><html><body><video id=v muted playsinline></video></body>
 PLAY = """async ([camera, stream, token]) => {
   const video = document.getElementById('v');
   window.frames_ = 0;
-  const count = () => { window.frames_++; video.requestVideoFrameCallback(count); };
+  const t0 = performance.now();
+  const count = () => {
+    if (!window.frames_++) window.first_ = (performance.now() - t0) / 1000;
+    video.requestVideoFrameCallback(count);
+  };
   video.requestVideoFrameCallback(count);
   window.errors_ = [];
   video.addEventListener('vms-error', (e) => window.errors_.push(e.detail));
@@ -344,12 +362,14 @@ def test_chromium_plays_llhls_through_hls_js_with_low_latency(site: Site) -> Non
             samples.append(page.evaluate("window.stop_.stats()"))
             page.wait_for_timeout(500)
         assert page.evaluate("window.errors_") == []
+        first_frame = page.evaluate("window.first_")
         page.evaluate("window.stop_()")
     latency = sorted(s["latency"] for s in samples)
     behind = sorted(s["behind"] for s in samples)
     print(f"\nLL-HLS in Chromium: latency (now - PROGRAM-DATE-TIME of the shown frame) median "
           f"{latency[len(latency) // 2]:.3f} s, max {latency[-1]:.3f} s; hls.js live-edge "
-          f"distance median {behind[len(behind) // 2]:.3f} s; {samples[-1]}")  # fmt: skip
+          f"distance median {behind[len(behind) // 2]:.3f} s; first frame {first_frame:.2f} s "
+          f"after the player started; {samples[-1]}")  # fmt: skip
     assert latency[len(latency) // 2] < 3.0, samples
 
 
@@ -369,6 +389,11 @@ def test_the_multivariant_playlist_offers_main_and_sub(site: Site) -> None:
     variant = httpx.get(f"{site.base}/api/v1/cameras/cam1/live/{uris[1]}", timeout=30)
     assert variant.status_code == 200, variant.text
     assert "stream=sub" in variant.text
+    # Each rendition being served reports on the other: a player switches at the right part.
+    main = httpx.get(f"{site.base}/api/v1/cameras/cam1/live/{uris[0]}", timeout=30).text
+    report = re.search(r'#EXT-X-RENDITION-REPORT:URI="live\.m3u8\?stream=sub&token=[^"]+",'
+                       r"LAST-MSN=\d+,LAST-PART=\d+", main)  # fmt: skip
+    assert report is not None, main
     solo = httpx.get(site.url("solo/live/master.m3u8"), headers=site.admin)
     assert solo.status_code == 200 and solo.text.count("#EXT-X-STREAM-INF:") == 1
 

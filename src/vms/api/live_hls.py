@@ -50,7 +50,7 @@ from vms.server import Server
 
 router = APIRouter(prefix="/api/v1/cameras/{camera_id}", tags=["live"], responses=ERRORS)
 
-FIRST_PART_S = 10.0  # the first request waits this long for a stream's first part
+FIRST_SEGMENT_S = 10.0  # the first request waits this long for a stream's first segment
 NUMBER = Path(ge=0, le=2**62, description="a number from the playlist")
 _PLAYLIST: dict[int | str, dict[str, Any]] = {
     200: {"description": "An HLS playlist", "content": {M3U8: {"schema": {"type": "string"}}}}
@@ -59,6 +59,8 @@ _MEDIA: dict[int | str, dict[str, Any]] = {
     200: {"description": "fMP4 media", "content": {MP4: {"schema": {"type": "string",
                                                                     "format": "binary"}}}}
 }  # fmt: skip
+# Relative to the media playlist (…/live.m3u8): beside it, under live/.
+_PATHS = {"init": "live/init/{}.mp4", "segment": "live/{}.mp4", "part": "live/parts/{}.mp4"}
 NO_STORE = {"Cache-Control": "no-store"}  # URIs hold tokens; numbers restart with a segmenter
 
 
@@ -164,12 +166,14 @@ async def live_m3u8(
         raise VmsError(Kind.INVALID_ARGUMENT, "_HLS_part needs _HLS_msn",
                        [Detail("_HLS_part", "without _HLS_msn")])  # fmt: skip
     live = live_of(server)
-    stream = live.streams.open((camera_id, q.stream), pipeline.relay)
-    seg = stream.segmenter
-    if seg.position is None:
+    stream = live.streams.running((camera_id, q.stream), pipeline.relay)
+    if stream is None:
         if pipeline.relay.info is None:
-            raise _offline(pipeline)
-        if not await stream.until(lambda: seg.position is not None, FIRST_PART_S):
+            raise _offline(pipeline)  # and nothing started for it
+        stream = live.streams.open((camera_id, q.stream), pipeline.relay)
+    seg = stream.segmenter
+    if not seg.ready:
+        if not await stream.until(lambda: seg.ready, FIRST_SEGMENT_S):
             if not seg.live:
                 raise _offline(pipeline)
             raise VmsError(Kind.UNAVAILABLE, f"camera {camera_id} has sent no picture yet")
@@ -191,9 +195,27 @@ async def live_m3u8(
     await _audit(request, server, live, who, camera_id, q.stream)
     token = await _token_query(server, who, camera_id, q.token)
     query = urllib.parse.urlencode({"stream": q.stream.value, **token})
-    paths = {"init": "live/init/{}.mp4", "segment": "live/{}.mp4", "part": "live/parts/{}.mp4"}
-    text = seg.playlist(lambda kind, number: paths[kind].format(number) + "?" + query)
+
+    def uri(kind: str, number: int) -> str:
+        return _PATHS[kind].format(number) + "?" + query
+
+    text = seg.playlist(uri, _reports(server, live, camera_id, q.stream, token))
     return Response(text, media_type=M3U8, headers=NO_STORE)
+
+
+def _reports(
+    server: Server, live: _Live, camera_id: str, stream: StreamName, token: dict[str, str]
+) -> list[str]:
+    """``EXT-X-RENDITION-REPORT`` lines for the camera's other streams being served."""
+    out = []
+    for name, pipeline in find_camera(server, camera_id).streams.items():
+        other = live.streams.running((camera_id, name), pipeline.relay, touch=False)
+        if name is not stream and other is not None:
+            query = urllib.parse.urlencode({"stream": name.value, **token})
+            line = other.segmenter.report(f"live.m3u8?{query}")
+            if line is not None:
+                out.append(line)
+    return out
 
 
 async def _audit(

@@ -16,7 +16,9 @@ duration is then known, not guessed (one frame interval of delay).
 fMP4 segment for players that ignore parts (ffmpeg, Safari without LL-HLS). With a GOP longer
 than the target a segment lasts until the next keyframe, and at most :data:`MAX_SEGMENT_S`
 (then it is cut at a part and the next segment starts without a keyframe: a camera that never
-sends one must not grow memory).
+sends one must not grow memory). A stream's first segment ends at its second keyframe: players
+start only once a segment is complete, and the relay hands a new subscriber the GOP under way,
+so the first viewer waits one GOP at most.
 
 **Target duration.** ``EXT-X-TARGETDURATION`` may not change while a playlist lives, but a long
 GOP is only known once it has been seen. It starts at the target (2) and rises to the longest
@@ -47,7 +49,7 @@ import asyncio
 import collections
 import dataclasses
 import math
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 
 from vms.cameras.relay import Item, Relay
 from vms.clock import Clock
@@ -153,6 +155,7 @@ class Segmenter:
         self._segment_start = 0
         self._since_key = 0  # frames since the last keyframe
         self._gop = 0  # frames in the last whole GOP (0: none seen yet)
+        self._first = False  # the segment being cut is its muxer's first
         self._parts = 1  # parts that GOP split into
 
     # --- what players see ----------------------------------------------------------------
@@ -164,6 +167,12 @@ class Segmenter:
             if seg.parts:
                 return seg.msn, seg.parts[-1].index
         return None
+
+    @property
+    def ready(self) -> bool:
+        """Whether a segment is complete: players start no sooner (hls.js calls a playlist of
+        parts only empty, ffmpeg waits for segments)."""
+        return any(seg.complete for seg in self.segments)
 
     def has(self, msn: int, part: int | None) -> bool:
         """Whether the playlist holds segment ``msn`` complete (``part`` None) or its part
@@ -214,8 +223,9 @@ class Segmenter:
     def current_init(self) -> Init | None:
         return self._init
 
-    def playlist(self, uri: Uri) -> str:
-        """The media playlist (call once :attr:`position` is not None)."""
+    def playlist(self, uri: Uri, reports: Sequence[str] = ()) -> str:
+        """The media playlist (call once :attr:`position` is not None); ``reports`` are the
+        other renditions' ``EXT-X-RENDITION-REPORT`` lines (:meth:`report`)."""
         segs = [s for s in self.segments if s.parts]
         lines = [
             "#EXTM3U",
@@ -250,7 +260,15 @@ class Segmenter:
                 lines.append(uri("segment", seg.msn))
         if self.live:
             lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{uri("part", self.next_part)}"')
-        return "\n".join([*lines, ""])
+        return "\n".join([*lines, *reports, ""])
+
+    def report(self, playlist_uri: str) -> str | None:
+        """This rendition's ``EXT-X-RENDITION-REPORT`` for another rendition's playlist (a
+        player switching to it asks for the right part at once); None before a part."""
+        pos = self.position
+        if pos is None:
+            return None
+        return f'#EXT-X-RENDITION-REPORT:URI="{playlist_uri}",LAST-MSN={pos[0]},LAST-PART={pos[1]}'
 
     # --- what the relay sends ------------------------------------------------------------
 
@@ -290,7 +308,8 @@ class Segmenter:
         self._t += step if step > 0 else self._delta
         t, delta = self._t, self._delta
         since_segment = t - self._segment_start
-        new_segment = (p.keyframe and 2 * since_segment + delta >= 2 * self.segment_s * self._ts
+        long_enough = 2 * since_segment + delta >= 2 * self.segment_s * self._ts
+        new_segment = (p.keyframe and (long_enough or self._first)
                        ) or since_segment >= MAX_SEGMENT_S * self._ts  # fmt: skip
         i, gop, n = self._since_key, self._gop, self._parts
         even = 0 < i < gop and i * n // gop > (i - 1) * n // gop
@@ -300,6 +319,7 @@ class Segmenter:
             published = self._close_part(t - self._part_start, end_segment=new_segment)
             if new_segment:
                 self._start_segment(p)
+                self._first = False
             self._part_start = t
             self._independent = p.keyframe
         if p.keyframe:
@@ -332,6 +352,7 @@ class Segmenter:
         self._last_dts = p.dts
         self._delta = self._since_key = self._gop = 0
         self._start_segment(p)
+        self._first = True
         self._independent = True
         self._since_key = 1
         self._pending.append(p)
@@ -490,12 +511,14 @@ class LiveStreams:
             self._streams[key] = stream
         return stream
 
-    def running(self, key: Hashable, relay: Relay) -> LiveStream | None:
-        """The running stream of ``key`` on ``relay``, touched; None when there is none."""
+    def running(self, key: Hashable, relay: Relay, *, touch: bool = True) -> LiveStream | None:
+        """The running stream of ``key`` on ``relay`` (touched, unless ``touch`` is False);
+        None when there is none."""
         stream = self._streams.get(key)
         if stream is None or stream.stopped or stream.relay is not relay:
             return None
-        stream.touch()
+        if touch:
+            stream.touch()
         return stream
 
     def _forget(self, key: Hashable, stream: LiveStream) -> None:
