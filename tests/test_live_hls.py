@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,12 +19,12 @@ import pytest
 
 from tests.support.browser import chromium, hls_js, served_app
 from tests.support.counter_clip import counter_clip, decode
-from tests.support.polling import wait_for
+from tests.support.polling import free_port, wait_for
 from vms.api.live_hls import live_of
 from vms.auth import local
 from vms.auth.store import Grant
 from vms.clock import SimulatedClock
-from vms.config import StreamName, from_dict
+from vms.config import CameraConfig, StreamName, from_dict
 from vms.ingest.pyav_source import read_clip
 from vms.live import hls
 from vms.live.hls import LiveStream, Segmenter
@@ -175,7 +176,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("live-hls")
     (tmp / "r1").mkdir()
     with (
-        StandinCamera(width=320, height=240, keyint=25, bitrate_kbps=400) as main,
+        StandinCamera(width=320, height=240, keyint=25, bitrate_kbps=400, audio="aac") as main,
         StandinCamera(width=160, height=128, keyint=25, bitrate_kbps=150) as sub,
     ):
         cfg = from_dict({
@@ -241,6 +242,7 @@ def test_the_playlist_blocks_until_the_part_asked_for_exists(site: Site) -> None
     init = httpx.get(f"{site.base}/api/v1/cameras/cam1/{init_uri}", headers=site.admin)
     seg = httpx.get(f"{site.base}/api/v1/cameras/cam1/{uri}", headers=site.admin)
     assert init.status_code == seg.status_code == 200
+    assert b"avc1" in init.content and b"mp4a" in init.content  # the camera's AAC goes along
     frames = decode(init.content + seg.content)
     assert 25 <= len(frames) <= 75 and frames[0][2:] == (320, 240)  # ~2 s at 25 fps
 
@@ -362,6 +364,8 @@ def test_chromium_plays_llhls_through_hls_js_with_low_latency(site: Site) -> Non
             samples.append(page.evaluate("window.stop_.stats()"))
             page.wait_for_timeout(500)
         assert page.evaluate("window.errors_") == []
+        audio = page.evaluate("document.getElementById('v').webkitAudioDecodedByteCount")
+        assert audio > 0, "the camera's AAC plays along"
         first_frame = page.evaluate("window.first_")
         page.evaluate("window.stop_()")
     latency = sorted(s["latency"] for s in samples)
@@ -383,7 +387,10 @@ def test_the_multivariant_playlist_offers_main_and_sub(site: Site) -> None:
     uris = [x for x in lines if x.startswith("../live.m3u8")]
     assert len(infs) == len(uris) == 2
     assert "RESOLUTION=320x240" in infs[0] and "RESOLUTION=160x128" in infs[1]
-    assert all(re.search(r'CODECS="avc1\.[0-9a-f]{6}"', x) and "BANDWIDTH=" in x for x in infs)
+    assert 'CODECS="avc1.' in infs[0] and ',mp4a.40.2"' in infs[0]  # main has AAC
+    assert re.search(r'CODECS="avc1\.[0-9a-f]{6}"', infs[1]) and all(
+        "BANDWIDTH=" in x for x in infs
+    )
     assert "stream=main" in uris[0] and "stream=sub" in uris[1]
     assert all("token=" in u and token not in u for u in uris)  # a token for the session
     variant = httpx.get(f"{site.base}/api/v1/cameras/cam1/live/{uris[1]}", timeout=30)
@@ -452,3 +459,41 @@ def test_a_segmenter_runs_only_while_someone_asks_and_a_session_is_audited_once(
     subs = [e for e in entries if e.details.get("stream") == "sub"]
     assert len(subs) == 1 and subs[0].target == "cam1"
     assert subs[0].details == {"protocol": "hls", "stream": "sub"}
+
+
+@pytestmark_camera
+def test_a_camera_offline_while_watched_is_told_and_resumes_with_a_discontinuity(
+    site: Site,
+) -> None:
+    port = free_port()
+    cam = StandinCamera(width=160, height=128, keyint=25, bitrate_kbps=150, port=port).start()
+    try:
+        cfg = CameraConfig.model_validate({"id": "flaky", "main": {"url": cam.url}})
+        relay = site.server.add_camera(cfg).main.relay
+        wait_for(lambda: relay.info is not None, 30, "flaky streaming")
+        url = site.url("flaky/live.m3u8")
+        r = httpx.get(url, headers=site.admin, timeout=30)
+        assert r.status_code == 200, r.text
+        # A viewer waiting for the next part is told as soon as the camera drops.
+        msn, index = _last_part(r.text)
+        answer: list[httpx.Response] = []
+        waiting = threading.Thread(target=lambda: answer.append(httpx.get(
+            url, params={"_HLS_msn": msn, "_HLS_part": index + 6}, headers=site.admin,
+            timeout=30)))  # fmt: skip
+        waiting.start()
+        cam.stop()
+        waiting.join(30)
+        assert answer and answer[0].status_code == 503, answer
+        assert "offline" in answer[0].json()["message"]
+        r = httpx.get(url, headers=site.admin)
+        assert r.status_code == 503 and "offline" in r.json()["message"]
+        # Back on the same address: the playlist goes on, the new stream after a
+        # discontinuity.
+        cam = StandinCamera(width=160, height=128, keyint=25, bitrate_kbps=150, port=port).start()
+        back = wait_for(lambda: (r := httpx.get(url, headers=site.admin, timeout=30)).status_code
+                        == 200 and "#EXT-X-DISCONTINUITY\n" in r.text and r, 60, "resumed")  # fmt: skip
+        assert re.search(r"#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=|#EXT-X-DISCONTINUITY\n#EXT-X-"
+                         r"PROGRAM-DATE-TIME", back.text)  # fmt: skip
+    finally:
+        cam.stop()
+        site.server.remove_camera("flaky")
