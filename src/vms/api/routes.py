@@ -18,6 +18,9 @@ Routers (each a module of this package):
   of the stored files);
 - :data:`vms.api.whep.router`: ``/api/v1/cameras/{camera_id}/whep`` (live over WebRTC, WHEP)
   and its sessions (a media token will do);
+- :data:`vms.api.live_hls.router`: ``/api/v1/cameras/{camera_id}/live.m3u8``,
+  ``live/master.m3u8`` and the live parts, segments and init segments (LL-HLS; a media token
+  will do);
 - :data:`vms.api.exports.router`: ``/api/v1/exports`` (export jobs, their files, the public
   key): each route checks ``export`` on every camera a job names;
 - :data:`vms.api.live.router`: ``/api/v1/cameras/{camera_id}/live.ws`` (live view over a
@@ -54,6 +57,7 @@ from vms.api import (
     exports,
     hls,
     live,
+    live_hls,
     pages,
     playback,
     recordings,
@@ -88,6 +92,7 @@ GUARDED: tuple[tuple[APIRouter, list[Any]], ...] = (
     (playback.router, [Depends(media_access(Action.PLAYBACK))]),
     (hls.router, [Depends(media_access(Action.PLAYBACK))]),
     (live.router, [Depends(media_access(Action.LIVE))]),  # a WebSocket: refused before accept
+    (live_hls.router, [Depends(media_access(Action.LIVE))]),
     (auth.router, []),
     (audit.router, [Depends(require(Action.ADMIN))]),
     (exports.router, []),
