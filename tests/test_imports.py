@@ -123,6 +123,8 @@ def test_vms_bench_is_reached_by_name(capsys: pytest.CaptureFixture[str]) -> Non
         "--hours",
         "--instants",
         "--data-dir",
+        "--protocols",
+        "--viewers",
     ):
         assert option in out
-    assert "{recording,crash,api,seek}" in out
+    assert "{recording,crash,api,seek,live,viewers}" in out
