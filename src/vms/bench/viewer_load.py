@@ -3,9 +3,10 @@ operating system accounts its CPU apart from the server's. ``protocol`` in the j
 (the WebSocket of MSE players), ``llhls`` (an LL-HLS player's requests) or ``webrtc`` (aiortc
 as a WHEP client).
 
-``python -m vms.bench.viewer_load`` reads one JSON line on stdin (the job: URL, headers, how
-many viewers), connects them, prints ``READY`` once every viewer has its first fragment (or
-``FAILED <reason>``), then reads ``GO <t0> <t1>``: the measurement window in
+``python .../vms/bench/viewer_load.py`` (run by its path: ``-m`` would import the
+``vms.bench`` package, a second of start-up per process) reads one JSON line on stdin (the
+job: URL, headers, how many viewers), connects them, prints ``READY`` once every viewer has its
+first fragment (or ``FAILED <reason>``), then reads ``GO <t0> <t1>``: the measurement window in
 ``time.monotonic()`` seconds (CLOCK_MONOTONIC: one clock for every process of the machine).
 Inside the window it notes each fragment's arrival by its key
 (:func:`vms.bench.direct.frame_key`); after it, it writes the arrivals to ``<out>.keys``,
@@ -304,7 +305,7 @@ class RtcViewer:
     async def run(self) -> None:
         from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-        from vms.bench.direct import stamp_of
+        from vms.standin import stamp
 
         job = self.load.job
         self.pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -326,7 +327,8 @@ class RtcViewer:
             self.inits = 1
             while not self.stopping:
                 frame = await track.recv()
-                value = stamp_of(frame)
+                y = frame.planes[0]
+                value = stamp.read(memoryview(y), frame.width, frame.height, y.line_size)
                 if value is None:
                     continue
                 if self.load.arrived(self.index, b"", key=value & 0xFFFFFFFF):

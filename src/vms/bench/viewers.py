@@ -86,7 +86,7 @@ class Generator:
     def __init__(self, job: dict[str, Any], log: IO[bytes]) -> None:
         self.job = job
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "vms.bench.viewer_load"],
+            [sys.executable, str(Path(__file__).with_name("viewer_load.py"))],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
         )  # fmt: skip
         self.lines: list[str] = []
