@@ -11,8 +11,7 @@ first fragment (or ``FAILED <reason>``), then reads ``GO <t0> <t1>``: the measur
 Inside the window it notes each fragment's arrival by its key
 (:func:`vms.bench.direct.frame_key`); after it, it writes the arrivals to ``<out>.keys``,
 ``.times``, ``.viewers`` and ``.sizes`` (arrays: :data:`ARRAYS`), prints one JSON line of
-counts per viewer and
-exits once its viewers are closed.
+counts per viewer and exits once its viewers are closed.
 
 The WebSocket client is written for this: a handshake, then frames parsed in
 ``data_received`` with one copy of each payload, no decoding, pings answered. A general
