@@ -135,14 +135,29 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _nested(value: Any) -> bool:
+    """A figure holding figures of its own (a dict of dicts, a list of dicts): one row each."""
+    inner = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return any(isinstance(v, dict) or (isinstance(v, list) and _nested(v)) for v in inner)
+
+
+def _rows(key: str, value: Any) -> list[tuple[str, Any]]:
+    if not _nested(value):
+        return [(key, value)]
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    return [row for sub, v in items for row in _rows(f"{key}.{sub}", v)]
+
+
 def table(result: Result) -> str:
-    """The readable form: one row per figure, with the peer and the ratio beside it."""
+    """The readable form: one row per figure, with the peer and the ratio beside it; a figure
+    made of figures (per protocol, per step) gives a row to each of its own."""
     figures: dict[str, Any] = result["figures"]
     peer: dict[str, Any] = result["peer"] or {}
     ratio: dict[str, Any] = result["ratio"] or {}
     rows = [["FIGURE", "OURS", "PEER", "RATIO"]]
     for key, value in figures.items():
-        rows.append([key, _fmt(value), _fmt(peer.get(key)), _fmt(ratio.get(key))])
+        for name, v in _rows(key, value):
+            rows.append([name, _fmt(v), _fmt(peer.get(name)), _fmt(ratio.get(name))])
     for key in peer:
         if key not in figures:
             rows.append([key, "-", _fmt(peer[key]), "-"])
