@@ -83,10 +83,8 @@ def test_viewers_smoke(capsys: pytest.CaptureFixture[str]) -> None:
             assert step["load_processes"] == 1 and 1 <= step["seconds"] <= 10
             assert step["viewers_disconnected"] == 0, step["disconnect_examples"]
             assert step["fragments"] > 0 and step["fragments_unmatched"] <= step["viewers"] * 2
-            # Every viewer gets the whole stream: the bytes of the frames its fragments cover
-            # (a WebRTC viewer: the frames).
-            ratio = step["frames_ratio" if name == "webrtc" else "bytes_ratio"]
-            assert 0.9 <= ratio["min"] <= ratio["max"] <= 1.2
+            # Every viewer gets the whole stream: the bytes of the frames its fragments cover.
+            assert 0.9 <= step["bytes_ratio"]["min"] <= step["bytes_ratio"]["max"] <= 1.2
             assert 600 <= step["stream_kbps"] <= 1600
             _spread(step["added_ms"], -10, 10_000)
             assert step["server_cpu_pct"] > 0 and step["load_cpu_pct"] >= 0

@@ -22,9 +22,10 @@ connection: a blocking playlist reload for the next part (``_HLS_msn``/``_HLS_pa
 the server answers once that part exists, then a request for each part the playlist lists that
 it has not fetched yet. Its fragments are the parts.
 
-The WebRTC viewer is aiortc's peer connection, which decodes what it receives (it has no other
-way out): a frame is known by its stamp (the capture time, modulo 2**32 ms) instead of a key,
-and its size is not counted. Its delay includes aiortc's jitter buffer and its decoding.
+The WebRTC viewer is aiortc's peer connection with its receivers' decoder replaced by one that
+decodes nothing: it hands the track each assembled frame's key, size and arrival instead of a
+picture (aiortc passes what a decoder returns on untouched), so a viewer costs its process
+the transport (ICE, SRTP, the jitter buffer) and not an H.264 decoder.
 """
 
 from __future__ import annotations
@@ -158,17 +159,19 @@ class Load:
         }
         self.viewers: list[Viewer | HlsViewer | RtcViewer] = []
 
-    def arrived(self, viewer: int, data: bytes | bytearray, key: int | None = None) -> bool:
-        """Note a fragment that just arrived (its key from its bytes unless given); True
-        when inside the window."""
-        now = time.monotonic()
-        if not self.t0 <= now <= self.t1:
+    def arrived(self, viewer: int, data: bytes | bytearray) -> bool:
+        """Note a fragment that just arrived; True when inside the window."""
+        return self.note(viewer, zlib.crc32(data[-KEY_BYTES:]), time.monotonic(), len(data))
+
+    def note(self, viewer: int, key: int, at: float, size: int) -> bool:
+        """Note a fragment by its key, arrival and size; True when inside the window."""
+        if not self.t0 <= at <= self.t1:
             return False
         a = self.arrays
-        a["keys"].append(zlib.crc32(data[-KEY_BYTES:]) if key is None else key)
-        a["times"].append(now)
+        a["keys"].append(key)
+        a["times"].append(at)
         a["viewers"].append(viewer)
-        a["sizes"].append(len(data))
+        a["sizes"].append(size)
         return True
 
 
@@ -282,6 +285,20 @@ class HlsViewer:
             self.task.cancel()
 
 
+class _Keys:
+    """A receiver's decoder that decodes nothing (see the module docstring)."""
+
+    def decode(self, encoded_frame: Any) -> list[tuple[int, float, int]]:
+        data = encoded_frame.data  # Annex B: its last bytes are the last NAL unit's
+        return [(zlib.crc32(data[-KEY_BYTES:]), time.monotonic(), len(data))]
+
+
+def _no_decoding() -> None:
+    import aiortc.rtcrtpreceiver
+
+    aiortc.rtcrtpreceiver.get_decoder = lambda codec: _Keys()  # type: ignore[assignment,return-value]
+
+
 class RtcViewer:
     """One WHEP viewer through aiortc (see the module docstring)."""
 
@@ -304,8 +321,6 @@ class RtcViewer:
     async def run(self) -> None:
         from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-        from vms.standin import stamp
-
         job = self.load.job
         self.pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         pc.addTransceiver("video", direction="recvonly")
@@ -325,12 +340,9 @@ class RtcViewer:
             track = await asyncio.wait_for(track_ready, READY_TIMEOUT_S)
             self.inits = 1
             while not self.stopping:
-                frame = await track.recv()
-                y = frame.planes[0]
-                value = stamp.read(memoryview(y), frame.width, frame.height, y.line_size)
-                if value is None:
-                    continue
-                if self.load.arrived(self.index, b"", key=value & 0xFFFFFFFF):
+                key, at, size = await track.recv()
+                if self.load.note(self.index, key, at, size):
+                    self.bytes += size
                     self.fragments += 1
                 if not self.first_fragment.done():
                     self.first_fragment.set_result(None)
@@ -418,6 +430,8 @@ async def _start_rtc(load: Load, index: int, gate: asyncio.Semaphore) -> RtcView
 async def _main(job: dict[str, Any]) -> dict[str, Any]:
     load = Load(job)
     gate = asyncio.Semaphore(CONNECT_AT_ONCE)
+    if job.get("protocol") == "webrtc":
+        _no_decoding()
     starts: dict[str, Callable[[Load, int, asyncio.Semaphore], Awaitable[Any]]] = {
         "mse": _connect, "llhls": _start_hls, "webrtc": _start_rtc,
     }  # fmt: skip
