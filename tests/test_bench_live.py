@@ -5,16 +5,47 @@ camera and a real server, checking the JSON envelope's shape and that the figure
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from vms.bench import browser, cli
+from vms.bench.direct import frame_key
+from vms.bench.viewer_load import fragment_key, next_part
+from vms.ingest.pyav_source import read_clip
+from vms.live.fmp4 import LiveMuxer
+from vms.media import VIDEO, Packet, length_prefix, length_split
 from vms.standin import gstreamer_available
+from vms.standin.footage import synthetic_clip
 
 ENVELOPE = {"bench", "quick", "figures", "peer", "ratio", "ok", "target", "machine"}
 
-pytestmark = pytest.mark.skipif(not gstreamer_available(), reason="no GStreamer stand-in")
+needs_gstreamer = pytest.mark.skipif(not gstreamer_available(), reason="no GStreamer stand-in")
+
+
+def test_a_fragment_is_known_by_its_last_frame(tmp_path: Path) -> None:
+    """A viewer's fragment and the direct client's frame get the same key, also when the last
+    frame is smaller than the bytes a key takes (a frame of a few bytes after a keyframe)."""
+    info, packets = read_clip(synthetic_clip(tmp_path / "c.mp4", width=160, height=120, seconds=1))
+    small = packets[3]
+    small_data = length_prefix([b"\x09\xf0", b"\x41" + bytes(range(30))])
+    packets[3] = Packet(VIDEO, small_data, small.pts, small.dts, False, small.arrival)
+    muxer = LiveMuxer(info)
+    for batch in ([packets[0]], packets[1:4], [packets[4]], packets[5:9]):
+        last_nal = length_split(batch[-1].data)[-1]
+        assert fragment_key(muxer.fragment(batch)) == frame_key(last_nal)
+
+
+def test_the_next_part_of_a_live_playlist() -> None:
+    playlist = "\n".join([
+        "#EXTM3U", "#EXT-X-MEDIA-SEQUENCE:100",
+        '#EXT-X-PART:DURATION=0.4,URI="live/parts/1.mp4"', "#EXTINF:2.0,", "live/100.mp4",
+        '#EXT-X-PART:DURATION=0.4,URI="live/parts/2.mp4"',
+        '#EXT-X-PART:DURATION=0.4,URI="live/parts/3.mp4"',
+        '#EXT-X-PRELOAD-HINT:TYPE=PART,URI="live/parts/4.mp4"',
+    ])  # fmt: skip
+    assert next_part(playlist) == (101, 2)
 
 
 def _run(capsys: pytest.CaptureFixture[str], name: str, *argv: str) -> dict[str, Any]:
@@ -36,6 +67,7 @@ def _spread(s: dict[str, Any], low: float, high: float) -> None:
     assert low <= s["p50"] <= s["p95"] <= s["max"] <= high
 
 
+@needs_gstreamer
 @pytest.mark.skipif(not browser.available(), reason="no Chromium/Playwright")
 @pytest.mark.timeout(150)  # ~20 s on a quiet machine
 def test_live_smoke(capsys: pytest.CaptureFixture[str]) -> None:
@@ -64,6 +96,7 @@ def test_live_smoke(capsys: pytest.CaptureFixture[str]) -> None:
         assert result["ok"] is False
 
 
+@needs_gstreamer
 @pytest.mark.timeout(150)  # ~20 s on a quiet machine
 def test_viewers_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     result = _run(capsys, "viewers", "--viewers", "5", "--seconds", "1.5")

@@ -9,8 +9,9 @@ Trap: PyAV's own RTSP demuxer is not that reference. Its H.264 parser closes an 
 only when it sees the next one begin, a frame (40 ms at 25 fps) after the camera sent it.
 
 Every access unit is also recorded by a key (:func:`frame_key`): the CRC of the last bytes of
-its last NAL unit, which an fMP4 fragment of the same frame also ends with, so a viewer's
-fragment can be matched to the moment the camera's frame arrived here.
+its last NAL unit, which an fMP4 fragment of the same frame also ends with (a viewer finds it
+there: ``viewer_load.fragment_key``), so a viewer's fragment can be matched to the moment the
+camera's frame arrived here.
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ KEY_BYTES = 64
 KEEPALIVE_S = 20.0
 
 
-def frame_key(data: bytes | bytearray | memoryview) -> int:
-    """The key of a frame whose bytes (a NAL unit, or a fragment holding it last) end ``data``."""
-    return zlib.crc32(data[-KEY_BYTES:])
+def frame_key(nal: bytes | bytearray | memoryview) -> int:
+    """The key of a frame: the CRC of the last bytes of its last NAL unit (``nal``)."""
+    return zlib.crc32(nal[-KEY_BYTES:])
 
 
 def stamp_of(frame: av.VideoFrame) -> int | None:

@@ -8,10 +8,10 @@ as a WHEP client).
 job: URL, headers, how many viewers), connects them, prints ``READY`` once every viewer has its
 first fragment (or ``FAILED <reason>``), then reads ``GO <t0> <t1>``: the measurement window in
 ``time.monotonic()`` seconds (CLOCK_MONOTONIC: one clock for every process of the machine).
-Inside the window it notes each fragment's arrival by its key
-(:func:`vms.bench.direct.frame_key`); after it, it writes the arrivals to ``<out>.keys``,
-``.times``, ``.viewers`` and ``.sizes`` (arrays: :data:`ARRAYS`), prints one JSON line of
-counts per viewer and exits once its viewers are closed.
+Inside the window it notes each fragment's arrival by its key (:func:`fragment_key`, the key
+:func:`vms.bench.direct.frame_key` gives its last frame); after it, it writes the arrivals to
+``<out>.keys``, ``.times``, ``.viewers`` and ``.sizes`` (arrays: :data:`ARRAYS`), prints one
+JSON line of counts per viewer and exits once its viewers are closed.
 
 The WebSocket client is written for this: a handshake, then frames parsed in
 ``data_received`` with one copy of each payload, no decoding, pings answered. A general
@@ -47,6 +47,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 KEY_BYTES = 64  # as vms.bench.direct.KEY_BYTES: the same frame, the same key
+START_CODE = b"\x00\x00\x00\x01"
 # Each arrival inside the window: its fragment's key, when (monotonic), which viewer, its size.
 ARRAYS = {"keys": "I", "times": "d", "viewers": "I", "sizes": "I"}
 CONNECT_AT_ONCE = 50  # handshakes in flight at a time
@@ -161,7 +162,7 @@ class Load:
 
     def arrived(self, viewer: int, data: bytes | bytearray) -> bool:
         """Note a fragment that just arrived; True when inside the window."""
-        return self.note(viewer, zlib.crc32(data[-KEY_BYTES:]), time.monotonic(), len(data))
+        return self.note(viewer, fragment_key(data), time.monotonic(), len(data))
 
     def note(self, viewer: int, key: int, at: float, size: int) -> bool:
         """Note a fragment by its key, arrival and size; True when inside the window."""
@@ -173,6 +174,23 @@ class Load:
         a["viewers"].append(viewer)
         a["sizes"].append(size)
         return True
+
+
+def fragment_key(data: bytes | bytearray) -> int:
+    """The key of the last NAL unit of an fMP4 fragment (``moof`` then ``mdat`` of
+    length-prefixed NAL units): its last bytes alone would take in the frame before when the
+    last frame is smaller than :data:`KEY_BYTES` (it happens: a frame after a big keyframe)."""
+    i = int.from_bytes(data[0:4], "big")  # past the moof
+    size = int.from_bytes(data[i : i + 4], "big")
+    end = i + size if size else len(data)
+    i += 8
+    last = (i, i)
+    while i + 4 <= end:
+        n = int.from_bytes(data[i : i + 4], "big")
+        last = (i + 4, i + 4 + n)
+        i += 4 + n
+    start, stop = last
+    return zlib.crc32(data[max(start, stop - KEY_BYTES) : stop])
 
 
 _PART = re.compile(r'^#EXT-X-PART:.*URI="([^"]*/parts/(\d+)\.mp4[^"]*)"', re.MULTILINE)
@@ -289,8 +307,9 @@ class _Keys:
     """A receiver's decoder that decodes nothing (see the module docstring)."""
 
     def decode(self, encoded_frame: Any) -> list[tuple[int, float, int]]:
-        data = encoded_frame.data  # Annex B: its last bytes are the last NAL unit's
-        return [(zlib.crc32(data[-KEY_BYTES:]), time.monotonic(), len(data))]
+        data = encoded_frame.data  # Annex B: no NAL unit holds a 4-byte start code
+        last = data[data.rfind(START_CODE) + len(START_CODE) :]
+        return [(zlib.crc32(last[-KEY_BYTES:]), time.monotonic(), len(data))]
 
 
 def _no_decoding() -> None:
