@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from vms.api.deps import ServerDep, find_camera
-from vms.api.errors import ERRORS, ErrorBody
+from vms.api.errors import LIVE_ERRORS, ErrorBody
 from vms.api.guard import CameraIdParam
 from vms.api.playback import audit_once
 from vms.auth import Action, Principal, local
@@ -35,7 +35,7 @@ from vms.config import StreamName
 from vms.errors import Detail, Kind, VmsError
 from vms.live.offer import MAX_OFFER_BYTES
 
-router = APIRouter(prefix="/api/v1/cameras/{camera_id}", tags=["live"], responses=ERRORS)
+router = APIRouter(prefix="/api/v1/cameras/{camera_id}", tags=["live"], responses=LIVE_ERRORS)
 
 SDP = "application/sdp"
 RESOURCE_TOKEN_S = 12 * 3600
