@@ -322,7 +322,7 @@ def test_sessions_are_limited_and_end_on_delete(site: Site) -> None:
     assert len(site.server.webrtc) == MAX_SESSIONS
     r = _post(site, offer)
     assert r.status_code == 503 and "WebRTC viewers" in r.json()["message"]
-    # Trickle ICE and ICE restarts are not taken: 405, as RFC 9725 has it.
+    # Trickle ICE and ICE restarts are not taken: 405, as WHEP has it.
     assert httpx.patch(site.base + resources[0], content="a=x").status_code == 405
     # Only the user who opened a session ends it (the local key is no user).
     local_key = httpx.delete(site.base + resources[0].split("?")[0],

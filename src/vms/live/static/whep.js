@@ -1,4 +1,5 @@
-// Live view over WebRTC through WHEP (RFC 9725); the server side: vms/live/webrtc.py.
+// Live view over WebRTC through WHEP (draft-ietf-wish-whep, the viewer's side of WHIP,
+// RFC 9725); the server side: vms/live/webrtc.py.
 //
 // window.vmsPlayers.webrtc(video, opts) -> stop, as player.js describes the contract. The
 // offer goes out with every candidate gathered (the server does not trickle), asks for video
