@@ -126,6 +126,8 @@ def test_every_route_has_a_response_model(client: TestClient) -> None:
             "segment_id",
             "export_id",
             "session_id",
+            "number",
+            "msn",
         }, route.path
 
 
