@@ -89,7 +89,7 @@ def test_every_route_has_a_response_model(client: TestClient) -> None:
             assert ok, (method, route.path, op["responses"])
             status, answer = next(iter(ok.items()))
             assert all(a.get("content") == answer.get("content") for a in ok.values()), route.path
-            if status == "204":
+            if status == "204" or route.path.endswith("/whep/{session_id}"):  # WHEP: 200, no body
                 assert "content" not in answer, route.path
                 continue
             contents = list(answer["content"].items())

@@ -1,10 +1,11 @@
-"""Live view over WebRTC through WHEP (RFC 9725): ``POST /api/v1/cameras/{camera_id}/whep``.
+"""Live view over WebRTC through WHEP: ``POST /api/v1/cameras/{camera_id}/whep``. (WHEP is
+draft-ietf-wish-whep, the viewer's side of WHIP, RFC 9725.)
 
 The body is the viewer's SDP offer (``Content-Type: application/sdp``, ``?stream=main|sub``);
 the answer is ``201`` with the server's SDP answer, every ICE candidate already in it (the
 server does not trickle), and ``Location:`` the session's resource. ``DELETE`` on the resource
-ends the session; ``PATCH`` (trickle ICE, ICE restart) answers 405, as RFC 9725 has a server
-that does neither answer. The media: :mod:`vms.live.webrtc` (an offer that opens a data
+ends the session; ``PATCH`` (trickle ICE, ICE restart) answers 405, as WHEP has a server that
+does neither answer. The media: :mod:`vms.live.webrtc` (an offer that opens a data
 channel is told there when the camera goes offline and comes back; the session stays up);
 the offer's checks and codecs: :mod:`vms.live.offer`. A camera offline when the offer comes
 answers 503 with ``Retry-After``; an H.265 stream answers 400 (the sub-stream or MSE will do).
@@ -133,7 +134,11 @@ async def whep_offer(
     return SdpResponse(answer, status_code=201, headers=headers)
 
 
-@router.delete("/whep/{session_id}", response_class=Response, responses={200: {}})
+@router.delete(
+    "/whep/{session_id}",
+    response_class=Response,
+    responses={200: {"description": "The session ended (WHEP answers 200, no body)"}},
+)
 async def whep_delete(
     request: Request,
     camera_id: CameraIdParam,
