@@ -192,7 +192,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         })  # fmt: skip
         with served_app(cfg) as (base, server):
             uid = server.auth.add_user("guard", PASSWORD, "viewer").id
-            server.auth.store.set_grants(uid, [Grant("cam1", None)])
+            server.auth.store.set_grants(uid, [Grant("cam1", None), Grant("flaky", None)])
             r = httpx.post(f"{base}/api/v1/auth/login",
                            json={"name": "guard", "password": PASSWORD})  # fmt: skip
             assert r.status_code == 200, r.text
@@ -307,7 +307,7 @@ def test_ffmpeg_decodes_the_live_playlist_with_a_media_token(site: Site, tmp_pat
 
 PAGE = "<!doctype html><html><body><video id=v muted playsinline></video></body></html>"
 
-PLAY = """async ([camera, stream, token]) => {
+PLAY = """async ([camera, stream, bearer, media]) => {
   const video = document.getElementById('v');
   window.frames_ = 0;
   const t0 = performance.now();
@@ -316,9 +316,13 @@ PLAY = """async ([camera, stream, token]) => {
     video.requestVideoFrameCallback(count);
   };
   video.requestVideoFrameCallback(count);
-  window.errors_ = [];
-  video.addEventListener('vms-error', (e) => window.errors_.push(e.detail));
-  window.stop_ = await window.vmsPlayers.llhls(video, {camera, stream, token, base: ''});
+  window.states_ = [];
+  window.latencies_ = [];
+  window.stop_ = await window.vmsPlayers.llhls(video, {
+    camera, stream, token: bearer, base: '', mediaToken: async (action) => media[action],
+    onState: (s, detail) => window.states_.push(detail ? `${s}: ${detail}` : s),
+    onLatency: (s) => window.latencies_.push(s),
+  });
   return true;
 }"""
 
@@ -336,21 +340,27 @@ SHOWN = """() => {
 }"""
 
 
+def _player_page(browser: Any, base: str) -> Any:
+    """A bare page on the app's origin with llhls.js (hls.js from where it looks for it)."""
+    page = browser.new_page()
+    page.route(f"{base}/test/page.html",
+               lambda route: route.fulfill(content_type="text/html", body=PAGE))  # fmt: skip
+    page.route(f"{base}/live/static/vendor/hls.min.js",
+               lambda route: route.fulfill(content_type="text/javascript", body=hls_js()))  # fmt: skip
+    page.route(f"{base}/test/llhls.js",
+               lambda route: route.fulfill(content_type="text/javascript",
+                                           body=(STATIC / "llhls.js").read_bytes()))  # fmt: skip
+    page.goto(f"{base}/test/page.html")
+    page.add_script_tag(url=f"{base}/test/llhls.js")
+    return page
+
+
 @pytestmark_camera
 def test_chromium_plays_llhls_through_hls_js_with_low_latency(site: Site) -> None:
     token = site.media_token()
     with chromium() as browser:
-        page = browser.new_page()
-        page.route(f"{site.base}/test/page.html",
-                   lambda route: route.fulfill(content_type="text/html", body=PAGE))  # fmt: skip
-        page.route(f"{site.base}/live/static/vendor/hls.min.js",
-                   lambda route: route.fulfill(content_type="text/javascript", body=hls_js()))  # fmt: skip
-        page.route(f"{site.base}/test/llhls.js",
-                   lambda route: route.fulfill(content_type="text/javascript",
-                                               body=(STATIC / "llhls.js").read_bytes()))  # fmt: skip
-        page.goto(f"{site.base}/test/page.html")
-        page.add_script_tag(url=f"{site.base}/test/llhls.js")
-        assert page.evaluate(PLAY, ["cam1", "main", token])
+        page = _player_page(browser, site.base)
+        assert page.evaluate(PLAY, ["cam1", "main", site.bearer, {"live": token}])
         page.wait_for_function("window.frames_ >= 25", timeout=30_000)
         first = page.evaluate(SHOWN)
         assert first["w"] == 320
@@ -363,7 +373,8 @@ def test_chromium_plays_llhls_through_hls_js_with_low_latency(site: Site) -> Non
         for _ in range(6):
             samples.append(page.evaluate("window.stop_.stats()"))
             page.wait_for_timeout(500)
-        assert page.evaluate("window.errors_") == []
+        assert page.evaluate("window.states_") == ["connecting", "live"]
+        assert page.evaluate("window.latencies_.length") > 0
         audio = page.evaluate("document.getElementById('v').webkitAudioDecodedByteCount")
         assert audio > 0, "the camera's AAC plays along"
         first_frame = page.evaluate("window.first_")
@@ -474,26 +485,40 @@ def test_a_camera_offline_while_watched_is_told_and_resumes_with_a_discontinuity
         url = site.url("flaky/live.m3u8")
         r = httpx.get(url, headers=site.admin, timeout=30)
         assert r.status_code == 200, r.text
-        # A viewer waiting for the next part is told as soon as the camera drops.
-        msn, index = _last_part(r.text)
-        answer: list[httpx.Response] = []
-        waiting = threading.Thread(target=lambda: answer.append(httpx.get(
-            url, params={"_HLS_msn": msn, "_HLS_part": index + 6}, headers=site.admin,
-            timeout=30)))  # fmt: skip
-        waiting.start()
-        cam.stop()
-        waiting.join(30)
-        assert answer and answer[0].status_code == 503, answer
-        assert "offline" in answer[0].json()["message"]
-        r = httpx.get(url, headers=site.admin)
-        assert r.status_code == 503 and "offline" in r.json()["message"]
-        # Back on the same address: the playlist goes on, the new stream after a
-        # discontinuity.
-        cam = StandinCamera(width=160, height=128, keyint=25, bitrate_kbps=150, port=port).start()
-        back = wait_for(lambda: (r := httpx.get(url, headers=site.admin, timeout=30)).status_code
-                        == 200 and "#EXT-X-DISCONTINUITY\n" in r.text and r, 60, "resumed")  # fmt: skip
-        assert re.search(r"#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=|#EXT-X-DISCONTINUITY\n#EXT-X-"
-                         r"PROGRAM-DATE-TIME", back.text)  # fmt: skip
+        with chromium() as browser:
+            page = _player_page(browser, site.base)
+            assert page.evaluate(
+                PLAY, ["flaky", "main", site.bearer, {"live": site.media_token("flaky")}]
+            )
+            page.wait_for_function("window.frames_ >= 10", timeout=30_000)
+            # A viewer waiting for the next part is told as soon as the camera drops.
+            msn, index = _last_part(httpx.get(url, headers=site.admin).text)
+            answer: list[httpx.Response] = []
+            waiting = threading.Thread(target=lambda: answer.append(httpx.get(
+                url, params={"_HLS_msn": msn, "_HLS_part": index + 6}, headers=site.admin,
+                timeout=30)))  # fmt: skip
+            waiting.start()
+            cam.stop()
+            waiting.join(30)
+            assert answer and answer[0].status_code == 503, answer
+            assert "offline" in answer[0].json()["message"]
+            r = httpx.get(url, headers=site.admin)
+            assert r.status_code == 503 and "offline" in r.json()["message"]
+            page.wait_for_function("window.states_.includes('offline')", timeout=30_000)
+            # Back on the same address: the playlist goes on, the new stream after a
+            # discontinuity, and the player with it.
+            shown = page.evaluate("window.frames_")
+            cam = StandinCamera(width=160, height=128, keyint=25, bitrate_kbps=150,
+                                port=port).start()  # fmt: skip
+            back = wait_for(lambda: (r := httpx.get(url, headers=site.admin, timeout=30)
+                                     ).status_code == 200 and "#EXT-X-DISCONTINUITY\n" in r.text
+                            and r, 60, "resumed")  # fmt: skip
+            assert re.search(r"#EXT-X-DISCONTINUITY\n(#EXT-X-MAP:URI=|#EXT-X-PROGRAM-DATE-TIME)",
+                             back.text)  # fmt: skip
+            page.wait_for_function(f"window.frames_ >= {shown + 25}", timeout=45_000)
+            states = page.evaluate("window.states_")
+            assert states[-1] == "live" and "error" not in " ".join(states), states
+            page.evaluate("window.stop_()")
     finally:
         cam.stop()
         site.server.remove_camera("flaky")
