@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketDenialResponse
 
 from tests.support.app import running_app
 from vms.api.routes import ROUTERS
@@ -32,19 +33,38 @@ OPEN = {
 }
 PARAMS = {
     "camera_id": "b", "user_id": "1", "key_id": "1", "name": "custom", "segment_id": "1",
-    "export_id": "0123456789abcdef", "number": "1", "msn": "1",
+    "export_id": "0123456789abcdef", "session_id": "0123456789abcdef", "number": "1",
+    "msn": "1",
 }  # fmt: skip
 PASSWORD = "a long enough password"
 FAST = {"argon2_time_cost": 1, "argon2_memory_kib": 8192, "argon2_parallelism": 1}
 
 
 def routes() -> list[tuple[str, str]]:
+    """(method, path) of every route; "WS" for a WebSocket."""
     out = []
     for router in ROUTERS:
         for r in router.routes:
             if isinstance(r, APIRoute):
                 out += [(m, r.path) for m in sorted(r.methods)]
+            elif isinstance(r, APIWebSocketRoute):
+                out.append(("WS", r.path))
+            else:
+                raise AssertionError(f"a route of a kind this test does not know: {r}")
     return out
+
+
+def call(client: TestClient, method: str, path: str, **kw: Any) -> Any:
+    """The answer to a request; for a WebSocket, the answer to its handshake when refused (a
+    socket that opens fails the test)."""
+    if method != "WS":
+        return client.request(method, path, json={}, **kw)
+    try:
+        with client.websocket_connect(path, **kw):
+            pass
+    except WebSocketDenialResponse as refused:
+        return refused
+    raise AssertionError(f"the WebSocket {path} opened")
 
 
 def fill(path: str, camera: str) -> str:
@@ -78,14 +98,31 @@ def test_the_route_table_is_all_guarded(app: tuple[TestClient, Server]) -> None:
     for method, path in table:
         if (method, path) in OPEN:
             continue
-        r = bare.request(method, fill(path, "a"), json={})
+        r = call(bare, method, fill(path, "a"))
         assert r.status_code == 401, (method, path, r.status_code, r.text[:200])
         assert r.headers.get("www-authenticate") == "Bearer", (method, path)
         assert r.json()["error"] == "unauthenticated"
         # A wrong credential is no credential either.
-        bad = bare.request(method, fill(path, "a"), json={}, headers={"X-API-Key": "vms_local_x"})
+        bad = call(bare, method, fill(path, "a"), headers={"X-API-Key": "vms_local_x"})
         assert bad.status_code == 401, (method, path)
     assert bare.get("/healthz").status_code == 200
+
+
+def test_outside_the_guarded_routers_only_docs_and_static_pages(
+    app: tuple[TestClient, Server],
+) -> None:
+    client, _ = app
+    served = set()
+    for r in client.app.routes:
+        router = getattr(r, "original_router", None)  # a router included as it is (FastAPI)
+        served |= {x.path for x in router.routes} if router else {r.path}  # type: ignore[attr-defined]
+    rest = served - {path for _, path in routes()}
+    docs = {"/api/openapi.json", "/api/docs"}
+    pages = {"/live", "/live/static/vendor/hls.min.js", "/live/static/{name}"}
+    assert rest == docs | pages
+    bare = TestClient(client.app)
+    page = bare.get("/live")
+    assert page.status_code == 200 and "<video" in page.text and "token" not in page.text.lower()
 
 
 def test_a_user_granted_one_camera_sees_nothing_of_another(
@@ -103,7 +140,7 @@ def test_a_user_granted_one_camera_sees_nothing_of_another(
     camera_routes = [(m, p) for m, p in routes() if "{camera_id}" in p]
     assert len(camera_routes) >= 7
     for method, path in camera_routes:
-        r = alice.request(method, fill(path, "b"), json={})
+        r = call(alice, method, fill(path, "b"))
         assert r.status_code == 404, (method, path, r.status_code)  # as if b did not exist
         assert "b" not in {c["id"] for c in listed}
     # On her own camera: what an operator does, yes; managing it, no (403, it exists for her).

@@ -21,7 +21,7 @@ import vms.api.recordings
 from tests.support.app import running_app
 from tests.support.polling import wait_for
 from vms.api.routes import ROUTERS
-from vms.api.security import CSP
+from vms.api.security import CSP, PAGE_CSP
 from vms.clock import SystemClock
 from vms.config import from_dict
 from vms.errors import VmsError
@@ -249,6 +249,16 @@ def test_docs_page_has_a_policy_of_its_own(client: TestClient) -> None:
     assert "frame-ancestors 'none'" in policy and "object-src 'none'" in policy
     assert "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0]
     assert r.headers["x-frame-options"] == "DENY"
+
+
+def test_the_live_page_has_a_policy_of_its_own(client: TestClient) -> None:
+    for path in ["/live", "/live/static/player.js", "/live/static/nope.js"]:
+        r = client.get(path)
+        policy = r.headers["content-security-policy"]
+        assert policy in (PAGE_CSP, CSP), path
+        assert "'unsafe-inline'" not in policy and "'unsafe-eval'" not in policy
+        assert r.headers["x-frame-options"] == "DENY", path
+    assert client.get("/live").headers["content-security-policy"] == PAGE_CSP
 
 
 # --- the origin check ----------------------------------------------------------------------

@@ -334,6 +334,20 @@ class ExportConfig(_Model):
     keep_days: float = Field(7, gt=0, le=365, title="Delete finished exports after this long")
 
 
+class TurnServer(_Model):
+    url: str = Field(title="TURN server", pattern=r"^turns?:[^\s]{1,253}$")
+    username: str = Field("", max_length=256, title="TURN user")
+    credential: SecretStr = Field(SecretStr(""), title="TURN password")
+
+
+class LiveConfig(_Model):
+    webrtc_max_sessions: int = Field(100, ge=0, le=10_000, title="WebRTC viewers at once")
+    stun_servers: list[Annotated[str, Field(pattern=r"^stuns?:[^\s]{1,253}$")]] = Field(
+        default_factory=list, title="STUN servers for WebRTC (stun:host:port)"
+    )
+    turn_servers: list[TurnServer] = Field(default_factory=list, title="TURN servers for WebRTC")
+
+
 class CatalogConfig(_Model):
     url: str | None = Field(None, title="SQLAlchemy URL; default SQLite in data_dir")
 
@@ -348,6 +362,7 @@ class Config(_Model):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     playback: PlaybackConfig = Field(default_factory=PlaybackConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    live: LiveConfig = Field(default_factory=LiveConfig)
     cameras: list[CameraConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -22,7 +22,7 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from vms.audit.log import AuditLog
 from vms.auth.service import bootstrap
@@ -47,6 +47,9 @@ from vms.recording.retention import Retention
 from vms.recording.storage import Storage
 from vms.recording.timeline import Timelines
 from vms.recording.writer import Writers
+
+if TYPE_CHECKING:
+    from vms.live.webrtc import WebRtcSessions
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +273,9 @@ class Server:
         self.exports = Exports(config.export, config.data_dir, source, self.clock)
         self.exports.open()  # the signing key is made at the first start
         self.reactor = Reactor(self.clock, self.stop_event)
+        from vms.live.webrtc import WebRtcSessions  # aiortc loads with a server, not a tool
+
+        self.webrtc: WebRtcSessions = WebRtcSessions(config.live, self.clock)
         self._retention_thread = threading.Thread(
             target=self.retention.loop, args=(self.stop_event,), name="retention", daemon=True
         )
@@ -282,6 +288,7 @@ class Server:
         if not self.started:
             return
         self.stop_event.set()
+        self.webrtc.close_all_from(self.loop, timeout)  # on the loop, which waits for stop()
         self.retention.wake.set()
         self.exports.stop()  # running exports cancelled: they only read recordings
         deadline = self.clock.monotonic() + timeout  # one budget for all: they stop in parallel

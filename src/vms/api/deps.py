@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path
+from starlette.requests import HTTPConnection
 
 from vms.errors import Detail, Kind, VmsError, capped
 from vms.server import Camera, Server
 
 
-async def get_server(request: Request) -> Server:
+async def get_server(request: HTTPConnection) -> Server:
     """The server this app runs; 503 while it is not running (its start failed)."""
     server = getattr(request.app.state, "server", None)
     if not isinstance(server, Server) or not server.started:

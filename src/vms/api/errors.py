@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
@@ -124,6 +124,12 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(validation_error(exc).to_dict(), status_code=400)
 
 
+async def _ws_validation_error(_: object, exc: Exception) -> JSONResponse:
+    # A WebSocket's parameters: the answer to its handshake (a denial response).
+    assert isinstance(exc, WebSocketRequestValidationError)
+    return JSONResponse(_problems(list(exc.errors()), 1).to_dict(), status_code=400)
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     # The status stays the framework's (405 is not a Kind) and so do its headers (Allow).
@@ -141,5 +147,6 @@ def install(app: FastAPI) -> None:
     """Map every failure of ``app`` to the one body."""
     app.add_exception_handler(VmsError, _vms_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(WebSocketRequestValidationError, _ws_validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _bug)

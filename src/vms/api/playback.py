@@ -28,6 +28,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from vms.api import models
@@ -374,7 +375,7 @@ _audit_lock = threading.Lock()
 
 
 def audit_once(
-    request: Request, server: Server, camera_id: str, key: tuple[Any, ...],
+    request: HTTPConnection, server: Server, camera_id: str, key: tuple[Any, ...],
     details: dict[str, Any], action: str = "playback",
 ) -> None:  # fmt: skip
     """Write ``action`` on ``camera_id`` to the audit trail, unless the same caller had the

@@ -16,11 +16,18 @@ Routers (each a module of this package):
   and ``segments/{segment_id}.mp4`` (a media token will do);
 - :data:`vms.api.hls.router`: ``/api/v1/cameras/{camera_id}/playback.m3u8`` (HLS, byte ranges
   of the stored files);
+- :data:`vms.api.whep.router`: ``/api/v1/cameras/{camera_id}/whep`` (live over WebRTC, WHEP)
+  and its sessions (a media token will do);
 - :data:`vms.api.live_hls.router`: ``/api/v1/cameras/{camera_id}/live.m3u8``,
   ``live/master.m3u8`` and the live parts, segments and init segments (LL-HLS; a media token
   will do);
 - :data:`vms.api.exports.router`: ``/api/v1/exports`` (export jobs, their files, the public
-  key): each route checks ``export`` on every camera a job names.
+  key): each route checks ``export`` on every camera a job names;
+- :data:`vms.api.live.router`: ``/api/v1/cameras/{camera_id}/live.ws`` (live view over a
+  WebSocket, a media token will do).
+
+Outside the API, not in :data:`ROUTERS`: the API docs page and :data:`vms.api.pages.router`,
+the live player page (``/live``, ``/live/static/*``): static files, no data, no credentials.
 
 Handlers take what they use as dependencies (:mod:`vms.api.deps`); the app holds one thing,
 ``app.state.server``, which ``vms.app.create_app`` sets. A guard is a dependency added where a
@@ -49,13 +56,16 @@ from vms.api import (
     errors,
     exports,
     hls,
+    live,
     live_hls,
+    pages,
     playback,
     recordings,
     security,
     system,
     thumbnails,
     timeline,
+    whep,
 )
 from vms.api.guard import camera_access, media_access, require
 from vms.auth.rbac import Action
@@ -81,10 +91,12 @@ GUARDED: tuple[tuple[APIRouter, list[Any]], ...] = (
     (timeline.router, []),  # several cameras a request: each checked by the handler
     (playback.router, [Depends(media_access(Action.PLAYBACK))]),
     (hls.router, [Depends(media_access(Action.PLAYBACK))]),
+    (live.router, [Depends(media_access(Action.LIVE))]),  # a WebSocket: refused before accept
     (live_hls.router, [Depends(media_access(Action.LIVE))]),
     (auth.router, []),
     (audit.router, [Depends(require(Action.ADMIN))]),
     (exports.router, []),
+    (whep.router, [Depends(media_access(Action.LIVE))]),
 )
 ROUTERS = tuple(router for router, _ in GUARDED)
 
@@ -113,6 +125,7 @@ def create_api(lifespan: Lifespan | None = None, *, config: ServerConfig | None 
     def docs() -> HTMLResponse:
         return HTMLResponse(page, headers={"Content-Security-Policy": policy})
 
+    app.include_router(pages.router)
     security.install(app, config.cors_origins)
     return app
 

@@ -3,9 +3,14 @@ web pages refused.
 
 **Headers.** Every response carries ``Content-Security-Policy: default-src 'self';
 frame-ancestors 'none'; object-src 'none'; base-uri 'none'`` (unless the route set a policy of
-its own: only the API docs page does, see :data:`DOCS_CSP`), ``X-Content-Type-Options:
-nosniff``, ``Referrer-Policy: no-referrer`` and ``X-Frame-Options: DENY``. The API answers JSON,
-so a camera name such as ``<script>`` is data, escaped by JSON and never run.
+its own: the API docs page, see :func:`docs_csp`, and the live player, :data:`PAGE_CSP`),
+``X-Content-Type-Options: nosniff``, ``Referrer-Policy: no-referrer`` and ``X-Frame-Options:
+DENY``. The API answers JSON, so a camera name such as ``<script>`` is data, escaped by JSON and
+never run.
+
+**WebSockets** (live view) pass through untouched: the origin check is for requests a page
+could make with a user's ambient credentials, and this API has none (no cookies): a WebSocket
+carries a media token or a header, which another site's page does not have.
 
 **Origin check.** A ``POST``, ``PUT``, ``PATCH`` or ``DELETE`` that carries an ``Origin``
 header is refused with 403 unless that origin is the server's own (its host and port are the
@@ -36,6 +41,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from vms.errors import Kind, VmsError
 
 CSP = "default-src 'self'; frame-ancestors 'none'; object-src 'none'; base-uri 'none'"
+# The live player page (vms.api.pages): its own scripts only; the video plays from a MediaSource
+# (a blob: URL) and hls.js runs its worker from a blob: too. 'self' covers the page's WebSocket
+# (ws: and wss: to its own host and port).
+PAGE_CSP = (
+    "default-src 'self'; media-src 'self' blob:; worker-src 'self' blob:; "
+    "frame-ancestors 'none'; object-src 'none'; base-uri 'none'"
+)
 HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",

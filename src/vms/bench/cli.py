@@ -14,7 +14,7 @@ from vms.bench.report import Progress, emit
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vms bench")
-    p.add_argument("name", choices=["recording", "crash", "api", "seek"])
+    p.add_argument("name", choices=["recording", "crash", "api", "seek", "live", "viewers"])
     p.add_argument("--quick", action="store_true", help="small run, under 50 s")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
     p.add_argument("--cameras", type=int, help="override the number of cameras")
@@ -34,6 +34,14 @@ def parser() -> argparse.ArgumentParser:
         "--data-dir",
         help="seek: write the archive here and keep it; a later run with the same cameras and "
         "hours reuses it",
+    )
+    p.add_argument(
+        "--protocols",
+        help="live, viewers: the protocols to measure, comma-separated (default: all of them)",
+    )
+    p.add_argument(
+        "--viewers",
+        help="viewers: the steps of the ramp, comma-separated (100 quick; 100,250,500,1000)",
     )
     return p
 
@@ -57,6 +65,14 @@ def run(args: argparse.Namespace) -> int:
         from vms.bench import seek
 
         result = seek.run(args, progress)
+    elif args.name == "live":
+        from vms.bench import live
+
+        result = live.run(args, progress)
+    elif args.name == "viewers":
+        from vms.bench import viewers
+
+        result = viewers.run(args, progress)
     else:
         print(f"vms: no benchmark {args.name!r}", file=sys.stderr)
         return 2

@@ -62,7 +62,10 @@ def gstreamer_available() -> bool:
 
 
 class StandinCamera:
-    """A stand-in RTSP camera process; start it with ``with`` or :meth:`start`."""
+    """A stand-in RTSP camera process; start it with ``with`` or :meth:`start`.
+
+    ``stamp``: each frame carries the wall clock of its capture (:mod:`vms.standin.stamp`),
+    over faint noise that holds the encoder at ``bitrate_kbps``; ``pattern`` is then unused."""
 
     def __init__(
         self,
@@ -81,6 +84,7 @@ class StandinCamera:
         change_resolution_after: float | None = None,
         mount: str = "/cam",
         pattern: str = "ball",
+        stamp: bool = False,
         port: int = 0,
         ready_timeout: float = 20.0,
     ) -> None:
@@ -109,6 +113,8 @@ class StandinCamera:
             self._args += ["--tls-cert", str(tls_cert), "--tls-key", str(tls_key)]
         if change_resolution_after is not None:
             self._args += ["--change-resolution-after", str(change_resolution_after)]
+        if stamp:
+            self._args.append("--stamp")
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
         self._port: int | None = None

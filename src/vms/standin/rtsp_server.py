@@ -12,13 +12,23 @@ The media factory is shared, so one encoder feeds every client of the mount; UDP
 interleaved TCP transports are both allowed. With ``--tls-cert``/``--tls-key`` the server
 speaks RTSPS (RTSP over TLS, URL scheme ``rtsps://``) on the same port, via
 ``GstRTSPAuth.set_tls_certificate``.
+
+With ``--stamp`` the frames come from this process instead of ``videotestsrc``: each one is
+drawn when it is captured, at 25 (``--fps``) a second, with the wall clock stamped into it
+(``stamp.py``, next to this file) over faint noise that keeps the encoder at its bitrate, and
+pushed through an ``appsrc`` into the same live encoder.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
+import random
 import signal
 import sys
+import threading
+import time
 from typing import Any
 
 import gi
@@ -28,8 +38,15 @@ gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import Gio, GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
+# stamp.py next to this file (the script's directory is on sys.path; ``vms`` is not).
+stamp = importlib.import_module("stamp")
+
 ROLE = "user"
 SRC_CAPS_NAME = "srccaps"
+STAMP_SRC_NAME = "stampsrc"
+# Noise of ±12 luma levels under the stamp: enough to keep x264 at its bitrate (it cannot
+# predict noise), faint enough to look like a dark sensor.
+NOISE_AMPLITUDE = 12
 TILE_WIDTH = 480
 TILE_HEIGHT = 270
 
@@ -65,6 +82,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="ball",
         help="videotestsrc pattern; 'ball' bounces in a 480x270 tile on black (cheap)",
     )
+    parser.add_argument(
+        "--stamp",
+        action="store_true",
+        help="frames drawn here with the capture time stamped in (stamp.py), not videotestsrc",
+    )
     args = parser.parse_args(argv)
     if (args.user is None) != (args.password is None):
         parser.error("--user and --password go together")
@@ -77,6 +99,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     if args.change_resolution_after is not None and (args.width < 4 or args.height < 4):
         parser.error("--change-resolution-after needs at least 4x4")
+    if args.stamp:
+        if args.change_resolution_after is not None:
+            parser.error("--stamp and --change-resolution-after do not go together")
+        if args.width % 2 or args.height % 2:
+            parser.error("--stamp needs an even width and height")
+        try:
+            stamp.region(args.width, args.height)
+        except ValueError as error:
+            parser.error(str(error))
     return args
 
 
@@ -92,6 +123,16 @@ def raw_caps(width: int, height: int, fps: int) -> str:
 
 
 def video_source(args: argparse.Namespace) -> str:
+    if args.stamp:
+        # do-timestamp: buffers get the pipeline's running time when pushed, as a live
+        # capture's would. The RTSP server's sinks hold each buffer until its running time
+        # plus the latency the pipeline declares: min-latency=0 declares none for the
+        # source, so the stamp is taken when the frame is drawn and x264's own latency
+        # (~20 ms) is what the camera adds.
+        return (
+            f"appsrc name={STAMP_SRC_NAME} is-live=true do-timestamp=true format=time "
+            f"min-latency=0 caps={raw_caps(args.width, args.height, args.fps)}"
+        )
     output = f"capsfilter name={SRC_CAPS_NAME} caps={raw_caps(args.width, args.height, args.fps)}"
     if args.pattern != "ball":
         return f"videotestsrc is-live=true pattern={args.pattern} ! {output}"
@@ -176,8 +217,74 @@ def schedule_resolution_change(media: GstRtspServer.RTSPMedia, args: argparse.Na
     GLib.timeout_add(int(args.change_resolution_after * 1000), change)
 
 
+class StampedFrames:
+    """Feeds a media's appsrc from a thread: a frame every 1/fps s of the monotonic clock,
+    each stamped with the wall clock of the moment it is drawn, until the media goes away."""
+
+    def __init__(self, appsrc: Gst.Element, args: argparse.Namespace) -> None:
+        self.appsrc = appsrc
+        self.width, self.height, self.fps = args.width, args.height, args.fps
+        # I420 as GStreamer lays it out by default: rows rounded up to 4 bytes.
+        self.stride = (self.width + 3) & ~3
+        chroma_stride = (self.width // 2 + 3) & ~3
+        self.luma_size = self.stride * self.height
+        self.chroma = bytes([128]) * (chroma_stride * (self.height // 2) * 2)
+        low = 128 - NOISE_AMPLITUDE
+        table = bytes(low + (i * (2 * NOISE_AMPLITUDE + 1)) // 256 for i in range(256))
+        self.noise = os.urandom(2 * self.luma_size).translate(table)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="stamped-frames", daemon=True)
+        self.last_ms = 0
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def frame(self, ms: int) -> bytes:
+        # A random window of the noise each frame: nothing for motion search to find.
+        offset = random.randrange(0, self.luma_size)
+        luma = bytearray(self.noise[offset : offset + self.luma_size])
+        stamp.draw(luma, self.width, self.height, ms, self.stride)
+        return bytes(luma) + self.chroma
+
+    def run(self) -> None:
+        period = 1.0 / self.fps
+        due = time.monotonic()
+        while not self.stopped.is_set():
+            delay = due - time.monotonic()
+            if delay > 0 and self.stopped.wait(delay):
+                break
+            # Late (a loaded machine): the frames missed follow at once, so that none is
+            # lost; more than a second behind, the schedule starts again from now.
+            due = max(due + period, time.monotonic() - 1.0)
+            # Frames drawn in a burst may share a millisecond: a stamp names one frame.
+            self.last_ms = max(time.time_ns() // 1_000_000, self.last_ms + 1)
+            data = self.frame(self.last_ms)
+            flow = self.appsrc.emit("push-buffer", Gst.Buffer.new_wrapped(data))
+            if flow != Gst.FlowReturn.OK:
+                log(f"stamped frames: push returned {flow.value_nick}, stopping")
+                break
+
+
+def feed_stamped_frames(media: GstRtspServer.RTSPMedia, args: argparse.Namespace) -> None:
+    element = media.get_element()
+    appsrc = element.get_by_name(STAMP_SRC_NAME) if isinstance(element, Gst.Bin) else None
+    if appsrc is None:
+        log("stamped frames: appsrc not found")
+        return
+    frames = StampedFrames(appsrc, args)
+    # A shared media outlives one client; a new one is configured after the last has gone.
+    media.connect("unprepared", lambda _media: frames.stop())
+    frames.start()
+
+
 def build_factory(args: argparse.Namespace) -> GstRtspServer.RTSPMediaFactory:
-    require_elements(["videotestsrc", "capsfilter", "videobox"])
+    if args.stamp:
+        require_elements(["appsrc"])
+    else:
+        require_elements(["videotestsrc", "capsfilter", "videobox"])
     branches = [video_branch(args), audio_branch(args.audio)]
     launch = "( " + " ".join(branch for branch in branches if branch) + " )"
     log(f"launch: {launch}")
@@ -191,12 +298,15 @@ def build_factory(args: argparse.Namespace) -> GstRtspServer.RTSPMediaFactory:
                 f"{ROLE}, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"
             )[0]
         )
-    if args.change_resolution_after is not None:
+    if args.change_resolution_after is not None or args.stamp:
 
         def on_configure(
             _factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSPMedia
         ) -> None:
-            schedule_resolution_change(media, args)
+            if args.stamp:
+                feed_stamped_frames(media, args)
+            else:
+                schedule_resolution_change(media, args)
 
         factory.connect("media-configure", on_configure)
     return factory

@@ -1,0 +1,117 @@
+"""Live view over a WebSocket for Media Source Extensions:
+``GET /api/v1/cameras/{camera_id}/live.ws?stream=main|sub`` (the messages: :mod:`vms.live.mse`).
+
+A browser cannot send a header with a WebSocket, so the route takes a media token for ``live``
+in ``?token=`` (``POST /api/v1/auth/media-token``), or the usual headers from other clients; the
+guard is added where the router is included (:mod:`vms.api.routes`). Every refusal (no or a
+wrong credential, an unknown camera or stream, a bad parameter) comes before the socket is
+accepted, as the HTTP answer to the handshake in the one error body; once accepted, errors are
+``{"type": "error"}`` messages.
+
+The viewer's messages are sent by one task while another reads the socket: the reader notices a
+viewer that went away even while nothing is sent (a camera offline), and either task ending
+ends the other, and the relay subscription with them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query, WebSocket
+from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocketDisconnect
+
+from vms.api.deps import ServerDep
+from vms.api.guard import CameraIdParam
+from vms.api.playback import audit_once
+from vms.cameras.pipeline import StreamPipeline
+from vms.config import StreamName
+from vms.errors import Detail, Kind, VmsError, capped
+from vms.live.mse import Message, MseFeed
+from vms.server import Server
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["live"])
+
+PROTOCOL = "mse"
+
+
+def stream_of(server: Server, camera_id: str, stream: StreamName) -> StreamPipeline | None:
+    """The stream's pipeline as the server runs it now (a camera that restarts gets a new one);
+    None when the camera or the stream is gone."""
+    try:
+        cam = server.camera(camera_id)
+    except VmsError:
+        return None
+    return cam.streams.get(stream)
+
+
+@router.websocket("/api/v1/cameras/{camera_id}/live.ws")
+async def live_ws(
+    websocket: WebSocket,
+    camera_id: CameraIdParam,
+    server: ServerDep,
+    stream: Annotated[StreamName, Query(description="main or sub")] = StreamName.MAIN,
+) -> None:
+    if stream_of(server, camera_id, stream) is None:
+        if stream_of(server, camera_id, StreamName.MAIN) is None:
+            raise VmsError(
+                Kind.NOT_FOUND, f"no camera {capped(camera_id)}",
+                [Detail("camera_id", "unknown camera")],
+            )  # fmt: skip
+        raise VmsError(
+            Kind.NOT_FOUND, f"camera {capped(camera_id)} has no {stream.value} stream",
+            [Detail("stream", "not configured")],
+        )  # fmt: skip
+    details = {"protocol": PROTOCOL, "stream": stream.value}
+    await run_in_threadpool(
+        audit_once, websocket, server, camera_id, ("live", camera_id, stream.value, PROTOCOL),
+        details, "live",
+    )  # fmt: skip
+    await websocket.accept()
+    feed = MseFeed(lambda: stream_of(server, camera_id, stream), stream.value, server.clock)
+    messages = feed.messages()
+    sender = asyncio.create_task(_send(websocket, messages))
+    reader = asyncio.create_task(_read(websocket))
+    try:
+        await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sender, reader):
+            task.cancel()
+        await asyncio.gather(sender, reader, return_exceptions=True)
+        await messages.aclose()  # unsubscribes, whatever the feed was doing
+        if feed.dropped:
+            log.info(
+                "live viewer of %s/%s fell behind: %d packets skipped",
+                camera_id, stream.value, feed.dropped,
+            )  # fmt: skip
+    if sender.done() and not sender.cancelled() and sender.exception() is None:
+        with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+            await websocket.close()  # the feed ended (the camera was removed)
+
+
+async def _send(websocket: WebSocket, messages: AsyncIterator[Message]) -> None:
+    async for m in messages:
+        try:
+            if isinstance(m, bytes):
+                await websocket.send_bytes(m)
+            else:
+                await websocket.send_text(m)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return  # the viewer went away mid-message: nothing to tell anyone
+
+
+async def _read(websocket: WebSocket) -> None:
+    """Until the viewer closes or goes away; what it sends is not used (yet)."""
+    try:
+        while True:
+            msg = await websocket.receive()
+            if msg["type"] == "websocket.disconnect":
+                return
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        return

@@ -1,0 +1,154 @@
+"""Live view over WebRTC through WHEP (RFC 9725): ``POST /api/v1/cameras/{camera_id}/whep``.
+
+The body is the viewer's SDP offer (``Content-Type: application/sdp``, ``?stream=main|sub``);
+the answer is ``201`` with the server's SDP answer, every ICE candidate already in it (the
+server does not trickle), and ``Location:`` the session's resource. ``DELETE`` on the resource
+ends the session; ``PATCH`` (trickle ICE, ICE restart) answers 405, as RFC 9725 has a server
+that does neither answer. The media: :mod:`vms.live.webrtc` (an offer that opens a data
+channel is told there when the camera goes offline and comes back; the session stays up);
+the offer's checks and codecs: :mod:`vms.live.offer`. A camera offline when the offer comes
+answers 503 with ``Retry-After``; an H.265 stream answers 400 (the sub-stream or MSE will do).
+
+Behind ``media_access(LIVE)``: a header, or a media token in ``?token=`` for a player that
+sends none. The resource URL carries a token of its own (for the same user, this camera and
+live only, :data:`RESOURCE_TOKEN_S`), so a player can still end its session after the token it
+started with has expired; only the user who opened a session can end it. One audit entry per
+caller, camera and stream a minute (``live``, ``{"protocol": "webrtc", "stream": …}``).
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from vms.api.deps import ServerDep, find_camera
+from vms.api.errors import ERRORS, ErrorBody
+from vms.api.guard import CameraIdParam
+from vms.api.playback import audit_once
+from vms.auth import Action, Principal, local
+from vms.config import StreamName
+from vms.errors import Detail, Kind, VmsError
+from vms.live.offer import MAX_OFFER_BYTES
+
+router = APIRouter(prefix="/api/v1/cameras/{camera_id}", tags=["live"], responses=ERRORS)
+
+SDP = "application/sdp"
+RESOURCE_TOKEN_S = 12 * 3600
+_ANSWER: dict[int | str, dict[str, Any]] = {
+    201: {
+        "description": "The SDP answer; `Location` names the session",
+        "content": {SDP: {"schema": {"type": "string"}}},
+    },
+    413: {"model": ErrorBody, "description": "The offer is too large"},
+    503: {"model": ErrorBody, "description": "The camera is offline, or viewers are too many"},
+}
+_OFFER = {
+    "requestBody": {
+        "required": True,
+        "description": "The viewer's SDP offer (recvonly H.264 video, audio optional)",
+        "content": {SDP: {"schema": {"type": "string"}}},
+    }
+}
+SessionIdParam = Annotated[str, Path(max_length=64, description="a WHEP session id")]
+
+
+class TokenQuery(BaseModel):
+    """Unknown parameters are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str | None = Field(None, max_length=4096, description="a media token")
+
+
+class WhepQuery(TokenQuery):
+    stream: StreamName = Field(StreamName.MAIN, description="main or sub")
+
+
+class SdpResponse(Response):
+    media_type = SDP
+
+
+async def _offer(request: Request) -> str:
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if kind != SDP:
+        raise VmsError(
+            Kind.INVALID_ARGUMENT,
+            f"the offer must be sent as {SDP}",
+            [Detail("content-type", "expected application/sdp")],
+        )
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_OFFER_BYTES:
+            raise VmsError(Kind.TOO_LARGE, f"the offer is over {MAX_OFFER_BYTES} bytes")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise VmsError(Kind.INVALID_ARGUMENT, "the SDP offer is not UTF-8 text") from None
+
+
+@router.post(
+    "/whep", status_code=201, response_class=Response, responses=_ANSWER, openapi_extra=_OFFER
+)
+async def whep_offer(
+    request: Request,
+    camera_id: CameraIdParam,
+    server: ServerDep,
+    q: Annotated[WhepQuery, Query()],
+) -> Response:
+    """Watch the camera live over WebRTC: post an SDP offer, get the answer."""
+    offer = await _offer(request)
+    camera = find_camera(server, camera_id)
+    pipeline = camera.streams.get(q.stream)
+    if pipeline is None:
+        raise VmsError(
+            Kind.NOT_FOUND,
+            f"camera {camera_id} has no {q.stream.value} stream",
+            [Detail("stream", "not configured")],
+        )
+    who: Principal = request.state.principal
+    session, answer = await server.webrtc.open(
+        offer, pipeline.relay, camera_id, q.stream.value, who.user_id
+    )
+    location = f"/api/v1/cameras/{urllib.parse.quote(camera_id)}/whep/{session.id}"
+    try:
+        if who.via != local.PRINCIPAL.via:
+            token = await run_in_threadpool(
+                server.auth.media_token, who, camera_id, Action.LIVE, RESOURCE_TOKEN_S
+            )
+            location += "?" + urllib.parse.urlencode({"token": token})
+        details = {"protocol": "webrtc", "stream": q.stream.value}
+        key = (camera_id, q.stream.value, "webrtc")
+        await run_in_threadpool(audit_once, request, server, camera_id, key, details, "live")
+    except BaseException:
+        await server.webrtc.close(session, "its answer was not sent")
+        raise
+    # The resource URL holds a token: no cache may keep it.
+    headers = {"Location": location, "Cache-Control": "no-store"}
+    return SdpResponse(answer, status_code=201, headers=headers)
+
+
+@router.delete("/whep/{session_id}", response_class=Response, responses={200: {}})
+async def whep_delete(
+    request: Request,
+    camera_id: CameraIdParam,
+    session_id: SessionIdParam,
+    server: ServerDep,
+    _: Annotated[TokenQuery, Query()],
+) -> Response:
+    """End a WebRTC session."""
+    who: Principal = request.state.principal
+    session = server.webrtc.get(camera_id, session_id)
+    if session is None or session.owner != who.user_id:
+        raise VmsError(
+            Kind.NOT_FOUND,
+            "no such WebRTC session (it may have ended)",
+            [Detail("session_id", "unknown session")],
+        )
+    await server.webrtc.close(session, "the viewer ended it")
+    return Response(status_code=200)
