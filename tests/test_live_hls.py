@@ -469,7 +469,7 @@ def test_a_segmenter_runs_only_while_someone_asks_and_a_session_is_audited_once(
     entries = site.server.audit.query(actor="guard", action="live", limit=100)
     subs = [e for e in entries if e.details.get("stream") == "sub"]
     assert len(subs) == 1 and subs[0].target == "cam1"
-    assert subs[0].details == {"protocol": "hls", "stream": "sub"}
+    assert subs[0].details == {"protocol": "llhls", "stream": "sub"}
 
 
 @pytestmark_camera
