@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.browser import chromium, hls_js, served_app
+from tests.support.browser import chromium, served_app
 from tests.support.counter_clip import counter_clip, decode
 from tests.support.polling import free_port, wait_for
 from vms.api.live_hls import live_of
@@ -34,7 +34,6 @@ from vms.standin import StandinCamera, gstreamer_available
 
 PASSWORD = "a long enough password"
 FAST = {"argon2_time_cost": 1, "argon2_memory_kib": 8192, "argon2_parallelism": 1}
-STATIC = Path(__file__).resolve().parents[1] / "src" / "vms" / "live" / "static"
 PART = re.compile(r'#EXT-X-PART:DURATION=([0-9.]+),URI="([^"]+)"(,INDEPENDENT=YES)?')
 START_US = 1_700_000_000_000_000
 
@@ -341,17 +340,12 @@ SHOWN = """() => {
 
 
 def _player_page(browser: Any, base: str) -> Any:
-    """A bare page on the app's origin with llhls.js (hls.js from where it looks for it)."""
+    """A bare page on the app's origin with llhls.js as the app serves it (and hls.js)."""
     page = browser.new_page()
     page.route(f"{base}/test/page.html",
                lambda route: route.fulfill(content_type="text/html", body=PAGE))  # fmt: skip
-    page.route(f"{base}/live/static/vendor/hls.min.js",
-               lambda route: route.fulfill(content_type="text/javascript", body=hls_js()))  # fmt: skip
-    page.route(f"{base}/test/llhls.js",
-               lambda route: route.fulfill(content_type="text/javascript",
-                                           body=(STATIC / "llhls.js").read_bytes()))  # fmt: skip
     page.goto(f"{base}/test/page.html")
-    page.add_script_tag(url=f"{base}/test/llhls.js")
+    page.add_script_tag(url=f"{base}/live/static/llhls.js")
     return page
 
 
@@ -379,6 +373,12 @@ def test_chromium_plays_llhls_through_hls_js_with_low_latency(site: Site) -> Non
         assert audio > 0, "the camera's AAC plays along"
         first_frame = page.evaluate("window.first_")
         page.evaluate("window.stop_()")
+        # The player page, on the sub stream: state, frames and latency as it shows them.
+        page.goto(f"{site.base}/live?token={site.bearer}&camera=cam1&stream=sub&protocol=llhls")
+        page.wait_for_function("() => window.vmsLive && window.vmsLive.state === 'live' "
+                               "&& window.vmsLive.frames >= 25 && window.vmsLive.latency > 0",
+                               timeout=30_000)  # fmt: skip
+        assert page.evaluate("document.getElementById('video').videoWidth") == 160
     latency = sorted(s["latency"] for s in samples)
     behind = sorted(s["behind"] for s in samples)
     print(f"\nLL-HLS in Chromium: latency (now - PROGRAM-DATE-TIME of the shown frame) median "
