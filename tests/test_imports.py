@@ -125,4 +125,4 @@ def test_vms_bench_is_reached_by_name(capsys: pytest.CaptureFixture[str]) -> Non
         "--data-dir",
     ):
         assert option in out
-    assert "{recording,crash,api,seek}" in out
+    assert "{recording,crash,api,seek,live,viewers}" in out

@@ -35,7 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from vms.api.deps import ServerDep, find_camera
-from vms.api.errors import ERRORS
+from vms.api.errors import LIVE_ERRORS
 from vms.api.guard import CameraIdParam
 from vms.api.hls import M3U8, TOKEN_MAX_S
 from vms.api.playback import MP4, audit_once
@@ -48,7 +48,7 @@ from vms.live.fmp4 import LiveMuxer
 from vms.live.hls import LiveStream, LiveStreams
 from vms.server import Server
 
-router = APIRouter(prefix="/api/v1/cameras/{camera_id}", tags=["live"], responses=ERRORS)
+router = APIRouter(prefix="/api/v1/cameras/{camera_id}", tags=["live"], responses=LIVE_ERRORS)
 
 PROTOCOL = "llhls"  # as the audit trail and the player page name it
 FIRST_SEGMENT_S = 10.0  # the first request waits this long for a stream's first segment
