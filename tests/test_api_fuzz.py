@@ -174,7 +174,10 @@ def test_every_operation_answers_what_its_schema_says(
         if known is not None:
             case.path_parameters[name] = known
     response = send(client, case)
-    case.validate_response(response, checks=CHECKS)
+    checks = CHECKS
+    if response.status_code == 503 and "503" in case.operation.definition.raw["responses"]:
+        checks = CHECKS[1:]  # a documented "not now" (a live route of a disabled camera)
+    case.validate_response(response, checks=checks)
 
 
 def test_the_local_key_is_no_user(app: tuple[TestClient, Server]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.browser import chromium, hls_js, served_app
+from tests.support.browser import chromium, served_app
 from tests.support.counter_clip import counter_clip, decode
 from tests.support.polling import free_port, wait_for
 from vms.api.live_hls import live_of
@@ -34,7 +34,6 @@ from vms.standin import StandinCamera, gstreamer_available
 
 PASSWORD = "a long enough password"
 FAST = {"argon2_time_cost": 1, "argon2_memory_kib": 8192, "argon2_parallelism": 1}
-STATIC = Path(__file__).resolve().parents[1] / "src" / "vms" / "live" / "static"
 PART = re.compile(r'#EXT-X-PART:DURATION=([0-9.]+),URI="([^"]+)"(,INDEPENDENT=YES)?')
 START_US = 1_700_000_000_000_000
 
@@ -192,7 +191,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         })  # fmt: skip
         with served_app(cfg) as (base, server):
             uid = server.auth.add_user("guard", PASSWORD, "viewer").id
-            server.auth.store.set_grants(uid, [Grant("cam1", None)])
+            server.auth.store.set_grants(uid, [Grant("cam1", None), Grant("flaky", None)])
             r = httpx.post(f"{base}/api/v1/auth/login",
                            json={"name": "guard", "password": PASSWORD})  # fmt: skip
             assert r.status_code == 200, r.text
@@ -307,7 +306,7 @@ def test_ffmpeg_decodes_the_live_playlist_with_a_media_token(site: Site, tmp_pat
 
 PAGE = "<!doctype html><html><body><video id=v muted playsinline></video></body></html>"
 
-PLAY = """async ([camera, stream, token]) => {
+PLAY = """async ([camera, stream, bearer, media]) => {
   const video = document.getElementById('v');
   window.frames_ = 0;
   const t0 = performance.now();
@@ -316,9 +315,13 @@ PLAY = """async ([camera, stream, token]) => {
     video.requestVideoFrameCallback(count);
   };
   video.requestVideoFrameCallback(count);
-  window.errors_ = [];
-  video.addEventListener('vms-error', (e) => window.errors_.push(e.detail));
-  window.stop_ = await window.vmsPlayers.llhls(video, {camera, stream, token, base: ''});
+  window.states_ = [];
+  window.latencies_ = [];
+  window.stop_ = await window.vmsPlayers.llhls(video, {
+    camera, stream, token: bearer, base: '', mediaToken: async (action) => media[action],
+    onState: (s, detail) => window.states_.push(detail ? `${s}: ${detail}` : s),
+    onLatency: (s) => window.latencies_.push(s),
+  });
   return true;
 }"""
 
@@ -336,21 +339,22 @@ SHOWN = """() => {
 }"""
 
 
+def _player_page(browser: Any, base: str) -> Any:
+    """A bare page on the app's origin with llhls.js as the app serves it (and hls.js)."""
+    page = browser.new_page()
+    page.route(f"{base}/test/page.html",
+               lambda route: route.fulfill(content_type="text/html", body=PAGE))  # fmt: skip
+    page.goto(f"{base}/test/page.html")
+    page.add_script_tag(url=f"{base}/live/static/llhls.js")
+    return page
+
+
 @pytestmark_camera
 def test_chromium_plays_llhls_through_hls_js_with_low_latency(site: Site) -> None:
     token = site.media_token()
     with chromium() as browser:
-        page = browser.new_page()
-        page.route(f"{site.base}/test/page.html",
-                   lambda route: route.fulfill(content_type="text/html", body=PAGE))  # fmt: skip
-        page.route(f"{site.base}/live/static/vendor/hls.min.js",
-                   lambda route: route.fulfill(content_type="text/javascript", body=hls_js()))  # fmt: skip
-        page.route(f"{site.base}/test/llhls.js",
-                   lambda route: route.fulfill(content_type="text/javascript",
-                                               body=(STATIC / "llhls.js").read_bytes()))  # fmt: skip
-        page.goto(f"{site.base}/test/page.html")
-        page.add_script_tag(url=f"{site.base}/test/llhls.js")
-        assert page.evaluate(PLAY, ["cam1", "main", token])
+        page = _player_page(browser, site.base)
+        assert page.evaluate(PLAY, ["cam1", "main", site.bearer, {"live": token}])
         page.wait_for_function("window.frames_ >= 25", timeout=30_000)
         first = page.evaluate(SHOWN)
         assert first["w"] == 320
@@ -363,11 +367,18 @@ def test_chromium_plays_llhls_through_hls_js_with_low_latency(site: Site) -> Non
         for _ in range(6):
             samples.append(page.evaluate("window.stop_.stats()"))
             page.wait_for_timeout(500)
-        assert page.evaluate("window.errors_") == []
+        assert page.evaluate("window.states_") == ["connecting", "live"]
+        assert page.evaluate("window.latencies_.length") > 0
         audio = page.evaluate("document.getElementById('v').webkitAudioDecodedByteCount")
         assert audio > 0, "the camera's AAC plays along"
         first_frame = page.evaluate("window.first_")
         page.evaluate("window.stop_()")
+        # The player page, on the sub stream: state, frames and latency as it shows them.
+        page.goto(f"{site.base}/live?token={site.bearer}&camera=cam1&stream=sub&protocol=llhls")
+        page.wait_for_function("() => window.vmsLive && window.vmsLive.state === 'live' "
+                               "&& window.vmsLive.frames >= 25 && window.vmsLive.latency > 0",
+                               timeout=30_000)  # fmt: skip
+        assert page.evaluate("document.getElementById('video').videoWidth") == 160
     latency = sorted(s["latency"] for s in samples)
     behind = sorted(s["behind"] for s in samples)
     print(f"\nLL-HLS in Chromium: latency (now - PROGRAM-DATE-TIME of the shown frame) median "
@@ -458,7 +469,7 @@ def test_a_segmenter_runs_only_while_someone_asks_and_a_session_is_audited_once(
     entries = site.server.audit.query(actor="guard", action="live", limit=100)
     subs = [e for e in entries if e.details.get("stream") == "sub"]
     assert len(subs) == 1 and subs[0].target == "cam1"
-    assert subs[0].details == {"protocol": "hls", "stream": "sub"}
+    assert subs[0].details == {"protocol": "llhls", "stream": "sub"}
 
 
 @pytestmark_camera
@@ -474,26 +485,40 @@ def test_a_camera_offline_while_watched_is_told_and_resumes_with_a_discontinuity
         url = site.url("flaky/live.m3u8")
         r = httpx.get(url, headers=site.admin, timeout=30)
         assert r.status_code == 200, r.text
-        # A viewer waiting for the next part is told as soon as the camera drops.
-        msn, index = _last_part(r.text)
-        answer: list[httpx.Response] = []
-        waiting = threading.Thread(target=lambda: answer.append(httpx.get(
-            url, params={"_HLS_msn": msn, "_HLS_part": index + 6}, headers=site.admin,
-            timeout=30)))  # fmt: skip
-        waiting.start()
-        cam.stop()
-        waiting.join(30)
-        assert answer and answer[0].status_code == 503, answer
-        assert "offline" in answer[0].json()["message"]
-        r = httpx.get(url, headers=site.admin)
-        assert r.status_code == 503 and "offline" in r.json()["message"]
-        # Back on the same address: the playlist goes on, the new stream after a
-        # discontinuity.
-        cam = StandinCamera(width=160, height=128, keyint=25, bitrate_kbps=150, port=port).start()
-        back = wait_for(lambda: (r := httpx.get(url, headers=site.admin, timeout=30)).status_code
-                        == 200 and "#EXT-X-DISCONTINUITY\n" in r.text and r, 60, "resumed")  # fmt: skip
-        assert re.search(r"#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=|#EXT-X-DISCONTINUITY\n#EXT-X-"
-                         r"PROGRAM-DATE-TIME", back.text)  # fmt: skip
+        with chromium() as browser:
+            page = _player_page(browser, site.base)
+            assert page.evaluate(
+                PLAY, ["flaky", "main", site.bearer, {"live": site.media_token("flaky")}]
+            )
+            page.wait_for_function("window.frames_ >= 10", timeout=30_000)
+            # A viewer waiting for the next part is told as soon as the camera drops.
+            msn, index = _last_part(httpx.get(url, headers=site.admin).text)
+            answer: list[httpx.Response] = []
+            waiting = threading.Thread(target=lambda: answer.append(httpx.get(
+                url, params={"_HLS_msn": msn, "_HLS_part": index + 6}, headers=site.admin,
+                timeout=30)))  # fmt: skip
+            waiting.start()
+            cam.stop()
+            waiting.join(30)
+            assert answer and answer[0].status_code == 503, answer
+            assert "offline" in answer[0].json()["message"]
+            r = httpx.get(url, headers=site.admin)
+            assert r.status_code == 503 and "offline" in r.json()["message"]
+            page.wait_for_function("window.states_.includes('offline')", timeout=30_000)
+            # Back on the same address: the playlist goes on, the new stream after a
+            # discontinuity, and the player with it.
+            shown = page.evaluate("window.frames_")
+            cam = StandinCamera(width=160, height=128, keyint=25, bitrate_kbps=150,
+                                port=port).start()  # fmt: skip
+            back = wait_for(lambda: (r := httpx.get(url, headers=site.admin, timeout=30)
+                                     ).status_code == 200 and "#EXT-X-DISCONTINUITY\n" in r.text
+                            and r, 60, "resumed")  # fmt: skip
+            assert re.search(r"#EXT-X-DISCONTINUITY\n(#EXT-X-MAP:URI=|#EXT-X-PROGRAM-DATE-TIME)",
+                             back.text)  # fmt: skip
+            page.wait_for_function(f"window.frames_ >= {shown + 25}", timeout=45_000)
+            states = page.evaluate("window.states_")
+            assert states[-1] == "live" and "error" not in " ".join(states), states
+            page.evaluate("window.stop_()")
     finally:
         cam.stop()
         site.server.remove_camera("flaky")

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from pathlib import Path
 
 import av
 import pytest
+from websockets.sync.client import connect
 
+from tests.support.browser import served_app
+from tests.support.polling import wait_for
+from vms.auth import local
 from vms.cameras.relay import Relay
+from vms.config import StreamName, from_dict
 from vms.ingest.pyav_source import read_clip
 from vms.live import transcode
 from vms.live.fmp4 import LiveMuxer
@@ -102,3 +108,32 @@ def test_a_browser_gets_the_h264_stream_of_an_hevc_camera_or_a_shared_rendition(
         sources.stop()
 
     asyncio.run(main())
+
+
+def test_a_browser_watching_an_hevc_camera_over_mse_gets_h264(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """The real path: an H.265 camera (a looped file), the server, its WebSocket."""
+    cfg = from_dict({
+        "data_dir": str(tmp_path / "data"),
+        "storage": {"roots": [{"name": "r1", "path": str(tmp_path / "r1"), "create": True,
+                               "min_free_bytes": 0}]},
+        "cameras": [{"id": "hevc", "main": {"url": clips["hevc"].as_uri()}}],
+    })  # fmt: skip
+    with served_app(cfg) as (base, server):
+        relay = server.camera("hevc").streams[StreamName.MAIN].relay
+        wait_for(lambda: relay.info is not None, 30, "the camera streaming")
+        url = base.replace("http://", "ws://") + "/api/v1/cameras/hevc/live.ws"
+        headers = local.headers(cfg.data_dir)
+        with connect(url, additional_headers=headers) as ws:
+            init = json.loads(ws.recv(timeout=30))
+            assert init["type"] == "init" and init["codecs"].startswith("avc1."), init
+            data = b"".join(ws.recv(timeout=30) for _ in range(30))  # init segment + 29 frames
+            (tc,) = server.live_sources._transcoders.values()
+            assert tc.running and tc.viewers == 1
+        with av.open(io.BytesIO(data)) as c:
+            assert c.streams.video[0].codec_context.name == "h264"
+            assert len(list(c.decode(video=0))) >= 25
+        with connect(url + "?hevc=true", additional_headers=headers) as ws:
+            init = json.loads(ws.recv(timeout=30))
+            assert init["codecs"].startswith(("hvc1.", "hev1.")), init  # a player that decodes it

@@ -22,8 +22,19 @@ from tests.support.browser import chromium, served_app
 from tests.support.polling import wait_for
 from vms.auth import local
 from vms.auth.store import Grant
+from vms.cameras.relay import Relay
 from vms.config import CameraConfig, from_dict
-from vms.live.webrtc import RtpClock
+from vms.live.webrtc import RtpClock, VideoPassthrough
+from vms.media import (
+    H264,
+    VIDEO,
+    Packet,
+    ParameterSets,
+    StreamInfo,
+    StreamStart,
+    VideoInfo,
+    length_prefix,
+)
 from vms.server import Server
 from vms.standin import StandinCamera, gstreamer_available
 
@@ -322,7 +333,7 @@ def test_sessions_are_limited_and_end_on_delete(site: Site) -> None:
     assert len(site.server.webrtc) == MAX_SESSIONS
     r = _post(site, offer)
     assert r.status_code == 503 and "WebRTC viewers" in r.json()["message"]
-    # Trickle ICE and ICE restarts are not taken: 405, as RFC 9725 has it.
+    # Trickle ICE and ICE restarts are not taken: 405, as WHEP has it.
     assert httpx.patch(site.base + resources[0], content="a=x").status_code == 405
     # Only the user who opened a session ends it (the local key is no user).
     local_key = httpx.delete(site.base + resources[0].split("?")[0],
@@ -417,3 +428,62 @@ def test_a_viewer_resumes_when_its_camera_returns_and_ends_when_it_is_removed(si
         cam.stop()
         for c in back:
             c.stop()
+
+
+class _Session:
+    """What a track asks of its session: the clock, and where to say what happened."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.said: list[str] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def ended(self, reason: str) -> None:
+        self.said.append(reason)
+
+    def stream_started(self) -> None:
+        self.said.append("started")
+
+    def stream_ended(self) -> None:
+        self.said.append("ended")
+
+
+def test_a_viewer_behind_skips_to_the_next_keyframe_but_a_start_s_backlog_is_sent() -> None:
+    sps, pps = b"\x67\x42\xc0\x1f\x01", b"\x68\xce\x3c\x80"
+    info = StreamInfo(VideoInfo(H264, 90_000, 320, 240, ParameterSets(H264, (sps,), (pps,))))
+    relay = Relay()  # no loop: publishing hands items over at once
+    session = _Session()
+
+    def frame(n: int, arrival: float) -> Packet:
+        key = n % 25 == 0
+        data = length_prefix([(b"\x65" if key else b"\x41") + bytes([n])])
+        return Packet(VIDEO, data, n * 3600, n * 3600, key, arrival)
+
+    async def run() -> list[Any]:
+        track = VideoPassthrough(session, relay, now=0.0)  # type: ignore[arg-type]
+        relay.publish(StreamStart(info))
+        for n in range(25):  # a GOP two seconds old when the viewer starts: sent, squeezed
+            relay.publish(frame(n, n * 0.04))
+        session.t = 3.0
+        got = [await track.recv() for _ in range(25)]
+        relay.publish(frame(25, 3.0))  # the live edge: caught up
+        got.append(await track.recv())
+        session.t = 5.0  # the sender fell 1.9 s behind: the rest of this GOP goes
+        for n in range(26, 50):
+            relay.publish(frame(n, 3.1 + (n - 26) * 0.04))
+        relay.publish(frame(50, 4.96))
+        got.append(await track.recv())
+        track.stop()
+        return [got, track.dropped, track.skips]
+
+    got, dropped, skips = asyncio.run(run())
+    assert len(got) == 27 and (dropped, skips) == (24, 1)
+    assert bytes(got[-1]).endswith(b"\x65\x32")  # frame 50, a keyframe, is the next one sent
+    # Every keyframe carries the stream's parameter sets, in Annex B form.
+    assert bytes(got[0]).startswith(b"\x00\x00\x00\x01" + sps + b"\x00\x00\x00\x01" + pps)
+    stamps = [p.pts for p in got]
+    assert all(b > a for a, b in itertools.pairwise(stamps))
+    assert stamps[24] - stamps[0] <= 0.15 * 90_000  # the backlog within the clock's slack
+    assert session.said == ["started"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vms.cameras import relay as relay_mod
-from vms.cameras.relay import Item, Relay, Subscription
+from vms.cameras.relay import BlockingSubscription, Item, Relay, Subscription
 from vms.clock import SystemClock
 from vms.ingest.pyav_source import open_source, read_clip
 from vms.media import (
@@ -258,30 +258,43 @@ def test_packets_queued_when_a_subscriber_joins_reach_it_once() -> None:
 
 
 def test_packets_published_while_a_subscriber_joins_arrive_exactly_once() -> None:
-    """A reader publishes from its thread while subscribers join on the loop: each subscriber
-    sees an unbroken run of packets from a keyframe on, never one twice."""
+    """A reader publishes from its thread while subscribers join, on the loop and from another
+    thread: each sees an unbroken run of packets from a keyframe on, never one twice."""
 
     async def body(loop: asyncio.AbstractEventLoop) -> None:
         relay = Relay(loop)
         relay.publish(StreamStart(INFO))
-        done = threading.Event()
+        done = threading.Event()  # every subscriber joined: the reader may stop
+        blocking: list[BlockingSubscription] = []
 
         def reader() -> None:
-            for i in range(5_000):
+            for i in itertools.count():
                 relay.publish(pkt(i, key=i % 10 == 0))
-            done.set()
+                if i % 100 == 99:
+                    # In bursts, until every subscriber has joined.
+                    if done.wait(0.001):
+                        return
 
-        thread = threading.Thread(target=reader)
-        thread.start()
+        def joiner() -> None:
+            for _ in range(20):
+                blocking.append(relay.subscribe_blocking(maxlen=1_000_000))
+                time.sleep(0.001)
+
+        threads = [threading.Thread(target=reader), threading.Thread(target=joiner)]
+        for t in threads:
+            t.start()
         subs = []
-        while not done.is_set() and len(subs) < 50:
-            subs.append(relay.subscribe(maxlen=100_000))
-            await asyncio.sleep(0)
-        await asyncio.to_thread(thread.join)
+        for _ in range(50):
+            subs.append(relay.subscribe(maxlen=1_000_000))
+            await asyncio.sleep(0.001)
+        await asyncio.to_thread(threads[1].join)
+        done.set()
+        await asyncio.to_thread(threads[0].join)
         relay.close()
-        assert len(subs) > 2
-        for sub in subs:
-            got = [it.pts for it in [x async for x in sub] if isinstance(it, Packet)]
+        runs = [[x async for x in sub] for sub in subs]
+        runs += await asyncio.to_thread(lambda: [list(sub) for sub in blocking])
+        for items in runs:
+            got = [it.pts for it in items if isinstance(it, Packet)]
             if got:
                 assert got[0] % 10 == 0  # starts at a keyframe
                 assert got == list(range(got[0], got[-1] + 1))  # none lost, none twice

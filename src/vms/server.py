@@ -39,6 +39,7 @@ from vms.export.source import playback_source
 from vms.health import CameraHealth
 from vms.ingest.pyav_reader import Ingest
 from vms.ingest.rtsp import Reactor, Session
+from vms.live.source import LiveSources
 from vms.media import MAIN, SUB
 from vms.playback.thumbnail import Thumbnails
 from vms.recording.recorder import Recorder
@@ -276,6 +277,8 @@ class Server:
         from vms.live.webrtc import WebRtcSessions  # aiortc loads with a server, not a tool
 
         self.webrtc: WebRtcSessions = WebRtcSessions(config.live, self.clock)
+        # H.265 streams for browsers; a transcoder ends with its camera's relay.
+        self.live_sources = LiveSources(self.loop)
         self._retention_thread = threading.Thread(
             target=self.retention.loop, args=(self.stop_event,), name="retention", daemon=True
         )

@@ -49,6 +49,7 @@ _DESCRIPTIONS = {
     404: "Not found",
     409: "Conflicts with the current state",
     429: "Too many failed attempts: wait for Retry-After",
+    503: "Not available now (the camera is offline or disabled): try again later",
 }
 
 
@@ -60,6 +61,8 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 # A route behind a guard: 401 without credentials, 403 without the permission.
 ERRORS = responses(400, 401, 403, 404)
+# A live route: also 503 while the camera cannot be watched.
+LIVE_ERRORS = responses(400, 401, 403, 404, 503)
 
 
 def body(error: str, message: str, details: list[Detail] | None = None) -> dict[str, Any]:

@@ -29,9 +29,11 @@ from vms.api.deps import ServerDep
 from vms.api.guard import CameraIdParam
 from vms.api.playback import audit_once
 from vms.cameras.pipeline import StreamPipeline
+from vms.cameras.relay import Relay
 from vms.config import StreamName
 from vms.errors import Detail, Kind, VmsError, capped
 from vms.live.mse import Message, MseFeed
+from vms.live.source import relay_of
 from vms.server import Server
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,10 @@ async def live_ws(
     camera_id: CameraIdParam,
     server: ServerDep,
     stream: Annotated[StreamName, Query(description="main or sub")] = StreamName.MAIN,
+    hevc: Annotated[
+        bool,
+        Query(description="the player decodes H.265 (Safari): an H.265 stream is sent as it is"),
+    ] = False,
 ) -> None:
     if stream_of(server, camera_id, stream) is None:
         if stream_of(server, camera_id, StreamName.MAIN) is None:
@@ -74,7 +80,17 @@ async def live_ws(
         details, "live",
     )  # fmt: skip
     await websocket.accept()
-    feed = MseFeed(lambda: stream_of(server, camera_id, stream), stream.value, server.clock)
+
+    def browser(pipeline: StreamPipeline) -> contextlib.AbstractContextManager[Relay]:
+        cam = server.camera(camera_id)
+        relays = {name.value: p.relay for name, p in cam.streams.items()}
+        relays[stream.value] = pipeline.relay
+        return relay_of(server.live_sources.for_browser(camera_id, relays, stream.value))
+
+    feed = MseFeed(
+        lambda: stream_of(server, camera_id, stream), stream.value, server.clock,
+        browser=None if hevc else browser,
+    )  # fmt: skip
     messages = feed.messages()
     sender = asyncio.create_task(_send(websocket, messages))
     reader = asyncio.create_task(_read(websocket))

@@ -35,7 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from vms.api.deps import ServerDep, find_camera
-from vms.api.errors import ERRORS
+from vms.api.errors import LIVE_ERRORS
 from vms.api.guard import CameraIdParam
 from vms.api.hls import M3U8, TOKEN_MAX_S
 from vms.api.playback import MP4, audit_once
@@ -48,8 +48,9 @@ from vms.live.fmp4 import LiveMuxer
 from vms.live.hls import LiveStream, LiveStreams
 from vms.server import Server
 
-router = APIRouter(prefix="/api/v1/cameras/{camera_id}", tags=["live"], responses=ERRORS)
+router = APIRouter(prefix="/api/v1/cameras/{camera_id}", tags=["live"], responses=LIVE_ERRORS)
 
+PROTOCOL = "llhls"  # as the audit trail and the player page name it
 FIRST_SEGMENT_S = 10.0  # the first request waits this long for a stream's first segment
 NUMBER = Path(ge=0, le=2**62, description="a number from the playlist")
 _PLAYLIST: dict[int | str, dict[str, Any]] = {
@@ -222,10 +223,10 @@ async def _audit(
     request: Request, server: Server, live: _Live, who: Principal, camera_id: str,
     stream: StreamName,
 ) -> None:  # fmt: skip
-    key = (camera_id, stream.value, "hls")
+    key = (camera_id, stream.value, PROTOCOL)
     viewer = (who.user_id, who.name, who.via, request.client.host if request.client else None)
     if live.session_starts((*viewer, *key), server.clock.monotonic()):
-        details = {"protocol": "hls", "stream": stream.value}
+        details = {"protocol": PROTOCOL, "stream": stream.value}
         await run_in_threadpool(audit_once, request, server, camera_id, key, details, "live")
 
 

@@ -1,10 +1,11 @@
-"""Live view over WebRTC through WHEP (RFC 9725): ``POST /api/v1/cameras/{camera_id}/whep``.
+"""Live view over WebRTC through WHEP: ``POST /api/v1/cameras/{camera_id}/whep``. (WHEP is
+draft-ietf-wish-whep, the viewer's side of WHIP, RFC 9725.)
 
 The body is the viewer's SDP offer (``Content-Type: application/sdp``, ``?stream=main|sub``);
 the answer is ``201`` with the server's SDP answer, every ICE candidate already in it (the
 server does not trickle), and ``Location:`` the session's resource. ``DELETE`` on the resource
-ends the session; ``PATCH`` (trickle ICE, ICE restart) answers 405, as RFC 9725 has a server
-that does neither answer. The media: :mod:`vms.live.webrtc` (an offer that opens a data
+ends the session; ``PATCH`` (trickle ICE, ICE restart) answers 405, as WHEP has a server that
+does neither answer. The media: :mod:`vms.live.webrtc` (an offer that opens a data
 channel is told there when the camera goes offline and comes back; the session stays up);
 the offer's checks and codecs: :mod:`vms.live.offer`. A camera offline when the offer comes
 answers 503 with ``Retry-After``; an H.265 stream answers 400 (the sub-stream or MSE will do).
@@ -27,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from vms.api.deps import ServerDep, find_camera
-from vms.api.errors import ERRORS, ErrorBody
+from vms.api.errors import LIVE_ERRORS, ErrorBody
 from vms.api.guard import CameraIdParam
 from vms.api.playback import audit_once
 from vms.auth import Action, Principal, local
@@ -35,7 +36,7 @@ from vms.config import StreamName
 from vms.errors import Detail, Kind, VmsError
 from vms.live.offer import MAX_OFFER_BYTES
 
-router = APIRouter(prefix="/api/v1/cameras/{camera_id}", tags=["live"], responses=ERRORS)
+router = APIRouter(prefix="/api/v1/cameras/{camera_id}", tags=["live"], responses=LIVE_ERRORS)
 
 SDP = "application/sdp"
 RESOURCE_TOKEN_S = 12 * 3600
@@ -133,7 +134,11 @@ async def whep_offer(
     return SdpResponse(answer, status_code=201, headers=headers)
 
 
-@router.delete("/whep/{session_id}", response_class=Response, responses={200: {}})
+@router.delete(
+    "/whep/{session_id}",
+    response_class=Response,
+    responses={200: {"description": "The session ended (WHEP answers 200, no body)"}},
+)
 async def whep_delete(
     request: Request,
     camera_id: CameraIdParam,

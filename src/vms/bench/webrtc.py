@@ -85,15 +85,6 @@ class Viewer:
         self.resource = r.headers["location"]
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=r.text, type="answer"))
 
-    async def inbound(self) -> tuple[int, int]:
-        """Packets received and lost so far."""
-        received = lost = 0
-        for s in (await self.pc.getStats()).values():
-            if getattr(s, "type", "") == "inbound-rtp":
-                received += s.packetsReceived
-                lost += s.packetsLost
-        return received, lost
-
     async def close(self, http: httpx.AsyncClient, base: str) -> None:
         if self.resource is not None:
             await http.delete(base + self.resource, headers=self.headers)
@@ -121,7 +112,6 @@ async def _window(
     camera0 = await asyncio.to_thread(_camera_frames, vms)
     frames0 = [d.frames for d in decoders]
     bytes0 = sum(d.bytes for d in decoders)
-    packets0 = [await v.inbound() for v in viewers]
     cpu0, mine0, t0 = cpu_seconds([server]), cpu_seconds([me]), time.monotonic()
     await asyncio.sleep(seconds)
     cpu1, mine1, t1 = cpu_seconds([server]), cpu_seconds([me]), time.monotonic()
@@ -129,16 +119,11 @@ async def _window(
     frames = [d.frames - f for d, f in zip(decoders, frames0, strict=True)]
     sent = await asyncio.to_thread(_camera_frames, vms) - camera0
     size = sum(d.bytes for d in decoders) - bytes0
-    packets = [await v.inbound() for v in viewers]
-    lost = sum(p[1] - q[1] for p, q in zip(packets, packets0, strict=True))
-    rtp = sum(p[0] - q[0] for p, q in zip(packets, packets0, strict=True))
     return {
         "server_cpu_pct": round(100 * (cpu1 - cpu0) / wall, 2),
         "clients_cpu_pct": round(100 * (mine1 - mine0) / wall, 2),
         "camera_fps": round(sent / wall, 1),
         "frames_min_pct": round(100 * min(frames) / sent, 1) if frames and sent else None,
-        "packets_lost": lost,
-        "rtp_packets_s_per_viewer": round(rtp / wall / len(viewers)) if viewers else None,
         "kbit_s_per_viewer": round(8 * size / wall / 1000 / len(viewers)) if viewers else None,
     }
 

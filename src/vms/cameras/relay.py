@@ -19,9 +19,11 @@ the packets since the latest video keyframe (bounded by ``GOP_SECONDS`` and ``GO
 them, or after a stream ends, it keeps nothing until the next keyframe), so a viewer's first
 picture comes at once instead of at the next keyframe. The trap is the hand-over: the packets a
 publisher queued before the subscriber joined must reach it exactly once, either in the replay
-or through the next drain. A short lock orders the two: a publisher keeps the GOP and queues
-under it, and :meth:`Relay._add` drains what is queued before it copies the GOP (both on the
-loop, each a few microseconds: a publisher never waits for a subscriber).
+or through the next drain. So a subscriber joins *in the queue*: under a short lock (a
+publisher keeps the GOP and queues under it too, a few microseconds), :meth:`Relay._add` copies
+the GOP and queues a join marker; the drain hands what was queued before the marker to the
+present subscribers only, adds the new one there, and gives it everything after. This works
+from any thread, the loop's or not.
 
 Subscribers are awaited from asyncio (:meth:`Relay.subscribe`, ``async for item in sub``) or
 read from a thread (:meth:`Relay.subscribe_blocking`, ``for item in sub``); a thread subscriber
@@ -199,12 +201,22 @@ class BlockingSubscription:
 _Sub = Union[Subscription, BlockingSubscription]  # noqa: UP007 - a runtime alias
 
 
+class _Join:
+    """A subscriber joining, queued among the items (see the module docstring)."""
+
+    __slots__ = ("first", "sub")
+
+    def __init__(self, sub: _Sub, first: list[Item]) -> None:
+        self.sub = sub
+        self.first = first  # the stream's start and the GOP, as they were when it joined
+
+
 class Relay:
     """The fan-out of one camera stream (see the module docstring)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._loop = loop
-        self._pending: collections.deque[Item] = collections.deque()
+        self._pending: collections.deque[Item | _Join] = collections.deque()
         self._scheduled = False
         self._inline = threading.Lock()  # drains on publishers' threads when there is no loop
         self._subs: tuple[_Sub, ...] = ()
@@ -212,6 +224,7 @@ class Relay:
         self._lock = threading.Lock()  # orders a publish against a subscriber joining
         self._gop: list[Packet] = []  # since the latest video keyframe; empty when none is kept
         self._gop_bytes = 0
+        self._joining = 0  # join markers queued, not drained yet
         self.info: StreamInfo | None = None  # the running stream's parameters; None when down
         self.drains = 0  # wakes of the loop (or inline drains) so far
 
@@ -227,7 +240,7 @@ class Relay:
             elif isinstance(item, StreamEnd):
                 self.info = None
                 self._gop, self._gop_bytes = [], 0
-            if not self._subs or self._closed:
+            if not (self._subs or self._joining) or self._closed:
                 return  # closed: a reader that outlived its stop must not reach ended subscribers
             self._pending.append(item)
         self._wake()
@@ -266,16 +279,33 @@ class Relay:
         self._scheduled = False
         self.drains += 1
         pending = self._pending
-        batch: list[Item] = []
+        batch: list[Item | _Join] = []
         while True:
             try:
                 batch.append(pending.popleft())
             except IndexError:
                 break
-        if not batch:
-            return
-        for sub in self._subs:
-            sub._offer(batch)
+        start = 0
+        for i, it in enumerate(batch):
+            if isinstance(it, _Join):
+                self._offer_all(batch[start:i])  # before it joined: not for it
+                start = i + 1
+                self._join(it)
+        self._offer_all(batch[start:] if start else batch)
+
+    def _offer_all(self, items: list[Item | _Join]) -> None:
+        if items:
+            for sub in self._subs:
+                sub._offer(items)  # type: ignore[arg-type]  # no _Join left in it
+
+    def _join(self, j: _Join) -> None:
+        with self._lock:
+            self._joining -= 1
+            if j.sub._q.closed:
+                return  # closed before it joined
+            if j.first:
+                j.sub._offer(j.first)
+            self._subs = (*self._subs, j.sub)  # copy-on-write: read without a lock
 
     # --- subscribers ---------------------------------------------------------------------
 
@@ -289,26 +319,24 @@ class Relay:
     def subscribe_blocking(
         self, maxlen: int = DEFAULT_MAXLEN, *, replay: bool = True
     ) -> BlockingSubscription:
-        """A subscriber read from a thread (call it on the loop's thread, or without a loop)."""
+        """A subscriber read from a thread (subscribed from any thread)."""
         sub = BlockingSubscription(self, maxlen)
         self._add(sub, replay)
         return sub
 
     def _add(self, sub: _Sub, replay: bool) -> None:
         with self._lock:
-            # What publishers queued so far goes to the present subscribers only: it is in
-            # the GOP copied below when the new one needs it.
-            if self._loop is None:
-                with self._inline:
-                    self._drain()
-            else:
-                self._drain()
             info = self.info
+            first: list[Item] = []
             if info is not None:
-                sub._offer([StreamStart(info), *(self._gop if replay else ())])
+                first = [StreamStart(info), *(self._gop if replay else ())]
             if self._closed:
+                sub._offer(first)
                 sub._end()
-            self._subs = (*self._subs, sub)  # copy-on-write: the drain reads it without a lock
+                return
+            self._joining += 1
+            self._pending.append(_Join(sub, first))
+        self._wake()
 
     def _remove(self, sub: _Sub) -> None:
         self._subs = tuple(s for s in self._subs if s is not sub)

@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import logging
 import math
 from collections.abc import Callable, Hashable, Sequence
 
@@ -57,11 +58,14 @@ from vms.live.fmp4 import LiveMuxer, with_params
 from vms.media import VIDEO, Packet, StreamEnd, StreamInfo, StreamStart
 from vms.times import iso
 
+log = logging.getLogger(__name__)
+
 PART_TARGET_S = 0.5
-# hls.js plays this far behind the last part. RFC 8216bis asks for at least twice the part
-# target and advises three times; twice keeps LL-HLS within its 1.5 s glass-to-glass budget,
-# and parts that split a GOP evenly are shorter than the target (three of them fit).
-PART_HOLD_BACK_S = 2 * PART_TARGET_S
+# PART-HOLD-BACK, in part targets: hls.js plays this far behind the newest part. RFC 8216bis
+# asks for at least two and advises three; two keeps LL-HLS near 1.1 s glass-to-glass (its
+# budget is 1.5 s), and parts that share out a GOP evenly are shorter than the target (three
+# of them fit).
+HOLD_BACK_PARTS = 2
 SEGMENT_TARGET_S = 2.0
 MAX_SEGMENT_S = 12.0
 WINDOW = 6  # complete segments kept (and listed)
@@ -231,7 +235,8 @@ class Segmenter:
             "#EXTM3U",
             f"#EXT-X-VERSION:{VERSION}",
             f"#EXT-X-TARGETDURATION:{self.target}",
-            f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={PART_HOLD_BACK_S:.3f}",
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,"
+            f"PART-HOLD-BACK={HOLD_BACK_PARTS * self.part_s:.3f}",
             f"#EXT-X-PART-INF:PART-TARGET={self.part_s:.3f}",
             f"#EXT-X-MEDIA-SEQUENCE:{segs[0].msn if segs else self.next_msn}",
             f"#EXT-X-DISCONTINUITY-SEQUENCE:{self.discontinuity_sequence}",
@@ -463,6 +468,8 @@ class LiveStream:
             async for item in self._sub:
                 if self.segmenter.feed(item):
                     self._wake()
+        except Exception:  # a bug: this stream's viewers get 404s and start it again
+            log.exception("live HLS segmenter stopped")
         finally:
             self._sub.close()
             self._halt()

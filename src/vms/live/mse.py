@@ -21,13 +21,14 @@ stream up again and follows the new one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from vms.cameras.pipeline import StreamPipeline
-from vms.cameras.relay import Item, Subscription
+from vms.cameras.relay import Item, Relay, Subscription
 from vms.clock import Clock
 from vms.live.fmp4 import LiveMuxer, with_params
 from vms.media import VIDEO, Packet, StreamEnd, StreamInfo, StreamStart
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 Message = str | bytes
 # The stream's pipeline as the server runs it now; None once the camera (or stream) is gone.
 Lookup = Callable[[], StreamPipeline | None]
+# What a browser viewer of a stream reads, while the context lasts (vms.live.source).
+Browser = Callable[[StreamPipeline], contextlib.AbstractContextManager[Relay]]
 
 BATCH = 32  # the most packets in one fragment (a viewer catching up after a stall)
 # A viewer's queue: a whole GOP fits (10 s of 25 fps video with AAC audio is ~720 packets), so
@@ -56,8 +59,12 @@ def message(kind: str, **fields: Any) -> str:
 class MseFeed:
     """The messages of one viewer of one stream (see the module docstring)."""
 
-    def __init__(self, lookup: Lookup, stream: str, clock: Clock, *, queue: int = QUEUE) -> None:
+    def __init__(
+        self, lookup: Lookup, stream: str, clock: Clock, *, queue: int = QUEUE,
+        browser: Browser | None = None,
+    ) -> None:  # fmt: skip
         self._lookup = lookup
+        self._browser = browser
         self._stream = stream
         self._clock = clock
         self._queue = queue
@@ -74,19 +81,28 @@ class MseFeed:
         """The feed; ends when the camera is gone. Close it (``aclose``) to unsubscribe."""
         pipeline = self._lookup()
         while pipeline is not None:
-            sub = self._sub = pipeline.relay.subscribe(self._queue)
-            try:
-                if pipeline.relay.info is None and self._online is not False:
-                    self._online = False
-                    yield message("offline", since=iso(pipeline.health.since_us))
-                async for m in self._follow(sub):
-                    yield m
-            finally:
-                self.dropped += sub.dropped
-                sub.close()
-                self._sub = None
+            with self._relay(pipeline) as relay:
+                sub = self._sub = relay.subscribe(self._queue)
+                try:
+                    # The camera's own relay says whether it is offline: a transcoder that
+                    # has just started has no picture yet, and that is no outage.
+                    if pipeline.relay.info is None and self._online is not False:
+                        self._online = False
+                        yield message("offline", since=iso(pipeline.health.since_us))
+                    async for m in self._follow(sub):
+                        yield m
+                finally:
+                    self.dropped += sub.dropped
+                    sub.close()
+                    self._sub = None
             pipeline = await self._next(pipeline)
         yield message("error", message="the camera was removed")
+
+    def _relay(self, pipeline: StreamPipeline) -> contextlib.AbstractContextManager[Relay]:
+        """The stream's relay, or what a browser plays of it (an H.265 stream's H.264)."""
+        if self._browser is None:
+            return contextlib.nullcontext(pipeline.relay)
+        return self._browser(pipeline)
 
     async def _next(self, old: StreamPipeline) -> StreamPipeline | None:
         """The stream's pipeline after ``old``'s relay ended (the camera restarts with a new

@@ -28,12 +28,19 @@ class Chosen:
     transcoded: bool
 
 
+@contextlib.contextmanager
+def relay_of(chosen: contextlib.AbstractContextManager[Chosen]) -> Iterator[Relay]:
+    """Only the relay of a choice (for a feed that needs no more)."""
+    with chosen as c:
+        yield c.relay
+
+
 class LiveSources:
     """The transcoders of a server, one per camera stream that needed one. Use on the event
     loop's thread."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.loop = loop  # None: the running loop at the first use
         self._transcoders: dict[tuple[str, str], Transcoder] = {}
 
     @contextlib.contextmanager
@@ -52,7 +59,8 @@ class LiveSources:
         key = (camera_id, stream)
         tc = self._transcoders.get(key)
         if tc is None or tc.source is not relay:
-            tc = self._transcoders[key] = Transcoder(relay, self.loop, f"{camera_id}/{stream}")
+            loop = self.loop or asyncio.get_running_loop()
+            tc = self._transcoders[key] = Transcoder(relay, loop, f"{camera_id}/{stream}")
         out = tc.acquire()
         try:
             yield Chosen(out, stream, True)

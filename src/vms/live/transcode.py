@@ -78,6 +78,7 @@ class Transcoder:
             self._stopping.cancel()
             self._stopping = None
         if self._thread is None:
+            self.relay = Relay(self.loop)  # a stopped one's relay has ended
             sub = self.source.subscribe_blocking()
             self._sub = sub
             self._thread = threading.Thread(
@@ -135,6 +136,10 @@ class Transcoder:
         except Exception:
             log.exception("%s: transcoding failed", self.name)
             self.relay.publish(StreamEnd("transcoding failed"))
+        # The source ended (the camera restarts with a new relay) or this was stopped: so do
+        # the viewers' subscriptions, and they look for the camera's stream again.
+        relay = self.relay
+        self.loop.call_soon_threadsafe(relay.close)
 
 
 class _Session:

@@ -1,5 +1,5 @@
-"""WebRTC viewers of a camera stream (WHEP, RFC 9725): the camera's H.264 passed through aiortc
-without decoding or encoding.
+"""WebRTC viewers of a camera stream (WHEP: draft-ietf-wish-whep, the viewer's side of WHIP,
+RFC 9725): the camera's H.264 passed through aiortc without decoding or encoding.
 
 Passthrough: aiortc's ``RTCRtpSender`` sends whatever its track's ``recv()`` returns. A
 ``Frame`` goes through an encoder; an ``av.Packet`` goes to its codec's ``pack()``, which for

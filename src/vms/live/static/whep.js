@@ -1,4 +1,5 @@
-// Live view over WebRTC through WHEP (RFC 9725); the server side: vms/live/webrtc.py.
+// Live view over WebRTC through WHEP (draft-ietf-wish-whep, the viewer's side of WHIP,
+// RFC 9725); the server side: vms/live/webrtc.py.
 //
 // window.vmsPlayers.webrtc(video, opts) -> stop, as player.js describes the contract. The
 // offer goes out with every candidate gathered (the server does not trickle), asks for video
@@ -12,6 +13,7 @@
   const GATHER_MS = 3000; // past this, offer the candidates gathered so far
   const RETRY_MS = 2000;
   const STATS_MS = 1000;
+  const DELETE_MS = 3000; // a server that does not answer: close anyway
 
   function gathered(pc) {
     if (pc.iceGatheringState === "complete") return Promise.resolve();
@@ -60,7 +62,7 @@
       clearInterval(s.timer);
       if (s.resource) {
         try {
-          await fetch(s.resource, { method: "DELETE" });
+          await fetch(s.resource, { method: "DELETE", signal: AbortSignal.timeout(DELETE_MS) });
         } catch (e) {
           // the server ends a session whose peer is gone by itself (ICE consent)
         }
