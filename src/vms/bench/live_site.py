@@ -12,7 +12,6 @@ import contextlib
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import yaml
@@ -34,17 +33,6 @@ class LiveSite:
         self.cam, self.vms, self.bearer, self.data = cam, vms, bearer, data
         self.base = vms.base
         self.camera = CAMERA
-
-    def media_token(self, action: str = "live") -> str:
-        """A fresh media token for the camera (they live ``auth.media_token_s``, 60 s)."""
-        r = httpx.post(f"{self.base}/api/v1/auth/media-token",
-                       json={"camera_id": self.camera, "action": action},
-                       headers={"Authorization": f"Bearer {self.bearer}"}, timeout=30)  # fmt: skip
-        r.raise_for_status()
-        return str(r.json()["token"])
-
-    def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.base + path, headers=self.vms.headers(), timeout=30)
 
 
 def _add_viewer(base: str, headers: dict[str, str]) -> str:
@@ -73,10 +61,8 @@ def live_site(
     kbps: int,
     keyint: int = 50,
     log_level: str = "warning",
-    config: dict[str, Any] | None = None,
 ) -> Iterator[LiveSite]:
-    """Start the stamped camera and the server (``config`` merged into the server's YAML at
-    its top level); stop both on exit."""
+    """Start the stamped camera and the server; stop both on exit."""
     progress.update("live: camera and server", 0, 2)
     with StandinCamera(width=width, height=height, fps=25, bitrate_kbps=kbps, keyint=keyint,
                        stamp=True) as cam:  # fmt: skip
@@ -87,11 +73,6 @@ def live_site(
         cfg.setdefault("auth", {}).update(
             {"argon2_time_cost": 1, "argon2_memory_kib": 8192, "argon2_parallelism": 1}
         )
-        for key, value in (config or {}).items():
-            if isinstance(value, dict):
-                cfg.setdefault(key, {}).update(value)
-            else:
-                cfg[key] = value
         path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
         vms = VmsProcess(path, port, tmp / "vms.log").start()
         try:
