@@ -474,3 +474,12 @@ def test_aac_channels_come_from_its_config() -> None:
         b"\x14\x08",
     )
     assert audio.channels == 1  # what the config says, not the rtpmap's "/2"
+
+
+def test_the_reactor_reads_more_often_while_a_camera_is_watched_live() -> None:
+    from vms.ingest.rtsp import LIVE_ROUND_S, ROUND_S, pause
+
+    assert pause(0.002, watched=False) == pytest.approx(ROUND_S - 0.002)
+    assert pause(0.002, watched=True) == pytest.approx(LIVE_ROUND_S - 0.002)
+    assert pause(0.2, watched=True) < 0  # a long round: no sleep at all
+    assert LIVE_ROUND_S <= ROUND_S / 4

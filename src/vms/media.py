@@ -114,6 +114,9 @@ class StreamSink(Protocol):
 
     def stopped(self, reason: str) -> None: ...
 
+    # A sink may also say ``watched`` (a bool property): someone reads the stream live, so the
+    # reader should hand packets on with less delay (vms.ingest.rtsp reads more often).
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class StreamStart:

@@ -81,6 +81,11 @@ class StreamPipeline:
     # --- RecordingEvents: the recorder's and the root writer's threads --------------------
 
     @property
+    def watched(self) -> bool:
+        """Someone reads the stream live (the reader then reads it more often)."""
+        return len(self.relay) > 0
+
+    @property
     def record_error(self) -> str | None:
         return self.health.record_error
 
