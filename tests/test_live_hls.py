@@ -252,7 +252,9 @@ def test_the_playlist_blocks_until_the_part_asked_for_exists(site: Site) -> None
     assert stream is not None
     held = []
     with httpx.Client(headers=site.admin, timeout=30) as client:
-        for _ in range(5):
+        for _ in range(15):  # until two tries were held (a loaded box bursts more often)
+            if len(held) >= 2:
+                break
             msn, index = stream.segmenter.position or (0, 0)
             asked = time.monotonic()
             r = client.get(url, params={"_HLS_msn": msn, "_HLS_part": index + 1})
@@ -266,7 +268,8 @@ def test_the_playlist_blocks_until_the_part_asked_for_exists(site: Site) -> None
             if asked < waited_for.published:
                 held.append((answered - asked, answered - waited_for.published))
     assert len(held) >= 2, "held until the part existed"
-    assert all(late < 0.5 for _, late in held), ("answered as soon as it existed", held)
+    # Answered once the part exists, not at a poll or timeout (3 target durations, 6 s).
+    assert all(late < 1.0 for _, late in held), ("answered as soon as it existed", held)
     print("\nblocking reload: held " + ", ".join(f"{h:.3f} s (answered {late * 1000:.1f} ms after "
                                                  "the part)" for h, late in held))  # fmt: skip
 
