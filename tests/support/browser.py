@@ -1,7 +1,7 @@
 """A real browser for the tests: Debian's Chromium driven by Playwright, and the app served by
 uvicorn on a loopback port (a browser cannot talk to a TestClient).
 
-Chromium is never downloaded (``playwright install``): ``./dev setup`` installs Debian's. Pages
+Chromium is :func:`vms.bench.browser.chromium` (the benchmarks' launcher, re-exported). Pages
 under test are served by the browser itself (``Page.route``) from the app's own origin, so
 they reach the API without CORS, exactly as a page served by ``vms serve`` would.
 """
@@ -13,21 +13,15 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import uvicorn
 
 from tests.support.polling import free_port, wait_for
 from vms.app import create_app, server_of
+from vms.bench.browser import chromium as chromium  # re-exported for the tests
 from vms.config import Config
 from vms.server import Server
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-]  # fmt: skip
 VENDOR = Path(__file__).resolve().parents[2] / ".cache" / "vendor"
 
 
@@ -68,16 +62,3 @@ def served_app(config: Config) -> Iterator[tuple[str, Server]]:
     finally:
         uv.should_exit = True
         thread.join(60)
-
-
-@contextlib.contextmanager
-def chromium() -> Iterator[Any]:
-    """A headless Chromium (Playwright's sync API), closed on exit."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
