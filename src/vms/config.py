@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from vms.detection_config import DetectConfig, DetectionConfig, EventsConfig
 from vms.errors import Kind, VmsError
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
@@ -63,6 +64,10 @@ class Transport(enum.StrEnum):
 
 class RecordMode(enum.StrEnum):
     CONTINUOUS = "continuous"
+    # Written like continuous, kept only where there was motion / an event (retention decides
+    # ``recording.decide_after_s`` after a segment closes): the pre-roll exists when it happens.
+    MOTION = "motion"
+    EVENTS = "events"
     OFF = "off"
 
 
@@ -168,7 +173,11 @@ class CameraConfig(_Model):
         "detection) whenever it is configured, recorded only when listed here.",
     )
     retention_days: float | None = Field(None, gt=0, title="Keep recordings at most this many days")
+    event_retention_days: float | None = Field(
+        None, gt=0, title="Keep recordings around events this many days (longer than the rest)"
+    )
     roots: list[str] | None = Field(None, title="Storage roots this camera may use (default: any)")
+    detect: DetectConfig | None = Field(None, title="Detection (none: this camera is not watched)")
 
     @model_validator(mode="after")
     def _recordable(self) -> CameraConfig:
@@ -237,6 +246,10 @@ class RecordingConfig(_Model):
     segment_seconds: float = Field(60.0, ge=2, le=600, title="Target segment length")
     fragment_seconds: float = Field(1.0, gt=0, le=1.0, title="Maximum fragment length")
     stagger: bool = Field(True, title="Stagger segment rotation across cameras")
+    decide_after_s: float = Field(
+        120, ge=10, le=86_400,
+        title="Record modes motion/events: keep or drop a closed segment after this long",
+    )  # fmt: skip
     write_backlog_seconds: float = Field(
         10.0,
         ge=1,
@@ -363,6 +376,8 @@ class Config(_Model):
     playback: PlaybackConfig = Field(default_factory=PlaybackConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
+    detection: DetectionConfig = Field(default_factory=DetectionConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
     cameras: list[CameraConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")

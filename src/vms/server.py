@@ -373,7 +373,7 @@ class Server:
             number = STREAM_NUMBERS[name]
             health = CameraHealth(cfg.id, self.clock, enabled=cfg.enabled)
             pipeline = StreamPipeline(cfg.id, number, health, Relay(self.loop))
-            if cfg.enabled and cfg.record == RecordMode.CONTINUOUS and name in cfg.record_streams:
+            if cfg.enabled and cfg.record != RecordMode.OFF and name in cfg.record_streams:
                 pipeline.recorder = Recorder(
                     cfg.id,
                     catalog=self.catalog,

@@ -1,0 +1,1 @@
+"""Detection: frames, motion, detector plugins, tracking, zones and the event state machine."""

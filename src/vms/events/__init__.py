@@ -1,0 +1,1 @@
+"""Events: the model, the in-process bus, and the catalog's events and motion tables."""

@@ -1,0 +1,1 @@
+"""The event bus's sinks: MQTT, NATS JetStream, webhooks and daily Parquet files."""
