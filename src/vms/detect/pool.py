@@ -1,0 +1,119 @@
+"""The detector threads every camera shares, and the rule that keeps latency flat: at most one
+frame waits per camera.
+
+A camera submits a job (a frame and where to look) whenever its motion says so. When that
+camera already has a job waiting, the new one *replaces* it and the old one counts as skipped:
+a detector slower than the cameras' frame rate then drops frames instead of queueing them, so
+the delay from a frame to its detection stays one inference plus one wait, whatever the load.
+A camera's jobs run one at a time and in order (a tracker must see frames in order), cameras
+are served oldest-waiting first so a busy camera cannot starve a quiet one, and each thread owns
+its detector instance unless the plugin says it is thread-safe (OpenCV's DNN nets are not).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Generic, Protocol, TypeVar
+
+from vms.detect.detector import Detector
+
+log = logging.getLogger(__name__)
+
+J = TypeVar("J")
+J_contra = TypeVar("J_contra", contravariant=True)
+
+
+class Owner(Protocol[J_contra]):
+    """A camera's side of the pool: runs its own jobs (on a pool thread)."""
+
+    name: str
+
+    def run_job(self, detector: Detector, job: J_contra) -> int:
+        """Do the job; returns the inferences it ran (0 or 1)."""
+        ...
+
+
+class DetectorPool(Generic[J]):
+    def __init__(self, make: collections.abc.Callable[[], Detector], threads: int) -> None:
+        self._make = make
+        self._threads_wanted = threads
+        self._threads: list[threading.Thread] = []
+        self._cond = threading.Condition()
+        # Waiting jobs by owner, oldest first. Replacing a waiting job keeps its owner's place.
+        self._waiting: collections.OrderedDict[int, tuple[Owner[J], J]] = (
+            collections.OrderedDict()
+        )
+        self._busy: set[int] = set()
+        self._stopping = False
+        self.inferences = 0
+        self.busy_s = 0.0  # summed over threads
+        self.skipped: collections.Counter[str] = collections.Counter()
+
+    def start(self) -> None:
+        for i in range(self._threads_wanted):
+            t = threading.Thread(target=self._work, name=f"detector-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def submit(self, owner: Owner[J], job: J) -> bool:
+        """Queue ``job`` for ``owner``; False when it replaced one still waiting (skipped)."""
+        with self._cond:
+            if self._stopping:
+                return False
+            key = id(owner)
+            replaced = key in self._waiting
+            self._waiting[key] = (owner, job)
+            if replaced:
+                self.skipped[owner.name] += 1
+            self._cond.notify()
+            return not replaced
+
+    def forget(self, owner: Owner[J]) -> None:
+        """Drop ``owner``'s waiting job and wait until its running one ends (it is stopping)."""
+        with self._cond:
+            self._waiting.pop(id(owner), None)
+            while id(owner) in self._busy:
+                self._cond.wait(1.0)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._waiting.clear()
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def _take(self) -> tuple[Owner[J], J] | None:
+        with self._cond:
+            while not self._stopping:
+                for key in self._waiting:
+                    if key not in self._busy:
+                        owner, job = self._waiting.pop(key)
+                        self._busy.add(key)
+                        return owner, job
+                self._cond.wait()
+            return None
+
+    def _work(self) -> None:
+        detector: Detector | None = None
+        while (taken := self._take()) is not None:
+            owner, job = taken
+            started = time.perf_counter()
+            try:
+                if detector is None:
+                    detector = self._make()
+                n = owner.run_job(detector, job)
+            except Exception:
+                # One camera's bad frame or a plugin's failure: that job is lost, the thread
+                # and every other camera go on.
+                log.exception("detection failed", extra={"camera": owner.name})
+                n = 0
+            with self._cond:
+                self._busy.discard(id(owner))
+                self.inferences += n
+                self.busy_s += time.perf_counter() - started
+                self._cond.notify_all()
