@@ -43,6 +43,8 @@ START = b"\x00\x00\x00\x01"
 # Packets queued for the decoder thread: several seconds of a sub-stream. Past it, the relay
 # drops them and resumes at a keyframe.
 QUEUE = 256
+# A frame this early for its slot still takes it (arrival jitter), not the one after.
+SLACK_S = 0.01
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -135,7 +137,7 @@ class Frames:
                     continue
                 for picture in pictures:
                     self.decoded += 1
-                    if item.arrival < self._next_mono:
+                    if item.arrival < self._next_mono - SLACK_S:
                         continue
                     # The next slot from this one, not from this frame's arrival: a steady rate
                     # whatever the jitter; from the arrival when a slot was missed (an outage).
