@@ -6,6 +6,7 @@ per size, about 3 s, and reused by every later run; the build itself is tested i
 
 from __future__ import annotations
 
+import itertools
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -175,3 +176,26 @@ def test_the_mark_comes_when_people_appear_in_the_stream(scene: Scene) -> None:
     # plus one frame period later (FFmpeg's parser waits for the next frame to end this one).
     seen = pictures[change][0]
     assert abs(seen - marks[0]) <= 0.5, seen - marks[0]
+
+
+@needs_gstreamer
+def test_each_loop_of_the_scene_gives_one_mark(tmp_path: Path) -> None:
+    # A one-second scene of ten grey levels, people "appearing" in frame 3.
+    path = tmp_path / "short.i420"
+    path.write_bytes(b"".join(bytes([16 + 20 * i]) * (64 * 48 * 3 // 2) for i in range(10)))
+    scene = Scene(path, 64, 48, Fraction(10), 10, 3)
+    assert scene.loop_s == 1.0
+    with StandinCamera(frames=scene, bitrate_kbps=100, keyint=10) as camera:
+        with av.open(camera.url, options={"rtsp_transport": "tcp"}, timeout=(10, 5)) as container:
+            deadline = time.monotonic() + 10
+            for _ in container.demux(container.streams.video[0]):
+                if len(camera.marks()) >= 4:
+                    break
+                assert time.monotonic() < deadline, f"marks: {camera.marks()}"
+        first = camera.marks()[0]
+        assert camera.wait_mark(first, timeout=0) == camera.marks()[1]
+        with pytest.raises(TimeoutError):
+            camera.wait_mark(time.time() + 60, timeout=0.2)
+    marks = camera.marks()
+    gaps = [later - earlier for earlier, later in itertools.pairwise(marks)]
+    assert all(abs(gap - 1.0) < 0.25 for gap in gaps), gaps
