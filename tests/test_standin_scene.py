@@ -172,8 +172,8 @@ def test_the_mark_comes_when_people_appear_in_the_stream(scene: Scene) -> None:
     for index in range(change, len(lumas)):
         assert changed(lumas[index], still).mean() > 0.005, index
     assert np.abs(lumas[change] - still).mean() > 2 * np.abs(lumas[change - 1] - still).mean() + 1
-    # The mark is taken when the frame goes into the encoder; the picture is decoded ~20 ms
-    # plus one frame period later (FFmpeg's parser waits for the next frame to end this one).
+    # The mark is taken when the frame goes into the encoder; PyAV gives the picture ~20 ms
+    # plus one frame period later (its demuxer holds a frame until the next one begins).
     seen = pictures[change][0]
     assert abs(seen - marks[0]) <= 0.5, seen - marks[0]
 
