@@ -5,6 +5,14 @@
 
     with StandinCamera(width=640, height=360) as cam:
         container = av.open(cam.url, options={"rtsp_transport": "tcp"})
+
+With ``frames=scene_frames(...)`` (:mod:`vms.standin.footage`) it plays real footage, and the
+server prints ``MARK <epoch ms>`` each time the first frame showing people enters its
+pipeline; a thread collects those lines (:meth:`StandinCamera.marks`,
+:meth:`StandinCamera.wait_mark`). The frame leaves the server about 20 ms after its mark
+(measured with a GStreamer client); PyAV's demuxer hands it over one frame period later still
+(at 5, 10 and 25 frames a second alike), it seems because FFmpeg's H.264 parser ends an access
+unit only when the next one begins.
 """
 
 from __future__ import annotations
@@ -16,10 +24,15 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Literal
+from typing import IO, TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    # Not imported at run time: footage imports PyAV and numpy, which a camera does not need.
+    from vms.standin.footage import Scene
 
 __all__ = [
     "SERVER_SCRIPT",
@@ -65,7 +78,10 @@ class StandinCamera:
     """A stand-in RTSP camera process; start it with ``with`` or :meth:`start`.
 
     ``stamp``: each frame carries the wall clock of its capture (:mod:`vms.standin.stamp`),
-    over faint noise that holds the encoder at ``bitrate_kbps``; ``pattern`` is then unused."""
+    over faint noise that holds the encoder at ``bitrate_kbps``; ``pattern`` is then unused.
+
+    ``frames``: the scene's raw frames are played in a loop instead (``pattern`` unused), at
+    the scene's size and rate, which replace ``width``, ``height`` and ``fps``."""
 
     def __init__(
         self,
@@ -85,6 +101,7 @@ class StandinCamera:
         mount: str = "/cam",
         pattern: str = "ball",
         stamp: bool = False,
+        frames: Scene | None = None,
         port: int = 0,
         ready_timeout: float = 20.0,
     ) -> None:
@@ -95,6 +112,11 @@ class StandinCamera:
         self.mount = mount if mount.startswith("/") else "/" + mount
         self.tls = tls_cert is not None
         self.ready_timeout = ready_timeout
+        if frames is not None:
+            if stamp or change_resolution_after is not None:
+                raise ValueError("frames goes with neither stamp nor change_resolution_after")
+            width, height, fps = frames.width, frames.height, max(1, round(frames.fps))
+        self.frames = frames
         self._args: list[str] = [
             "--port", str(port),
             "--mount", self.mount,
@@ -115,9 +137,18 @@ class StandinCamera:
             self._args += ["--change-resolution-after", str(change_resolution_after)]
         if stamp:
             self._args.append("--stamp")
+        if frames is not None:
+            rate = f"{frames.fps.numerator}/{frames.fps.denominator}"
+            self._args += ["--frames", str(frames.path), "--frames-fps", rate]
+            if frames.first_people is not None:
+                self._args += ["--frames-mark", str(frames.first_people)]
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
         self._port: int | None = None
+        self._marks: list[float] = []
+        self._marks_changed = threading.Condition()
+        self._stdout_reader: threading.Thread | None = None
+        self._stdout_ended = False
 
     @property
     def command(self) -> list[str]:
@@ -163,13 +194,22 @@ class StandinCamera:
             stderr=self._stderr,
         )
         try:
-            self._port = self._wait_ready()
+            self._port, rest = self._wait_ready()
         except BaseException:
             self.stop()
             raise
+        with self._marks_changed:
+            self._marks.clear()
+            self._stdout_ended = False
+        # The server's stdout is read on only when marks come: nothing else is written there.
+        if self.frames is not None and self.frames.first_people is not None:
+            self._stdout_reader = threading.Thread(
+                target=self._read_marks, args=(rest,), name="standin-marks", daemon=True
+            )
+            self._stdout_reader.start()
         return self
 
-    def _wait_ready(self) -> int:
+    def _wait_ready(self) -> tuple[int, bytes]:
         process = self._process
         assert process is not None and process.stdout is not None
         fd = process.stdout.fileno()
@@ -188,11 +228,64 @@ class StandinCamera:
                     process.wait(timeout=5)
                     self._fail(f"exited with status {process.returncode} before READY")
                 buffer += chunk
-        line = buffer.split(b"\n", 1)[0].decode(errors="replace").strip()
+        first, rest = buffer.split(b"\n", 1)
+        line = first.decode(errors="replace").strip()
         parts = line.split()
         if len(parts) != 2 or parts[0] != "READY" or not parts[1].isdigit():
             self._fail(f"unexpected first line {line!r}")
-        return int(parts[1])
+        return int(parts[1]), rest
+
+    def _read_marks(self, buffer: bytes) -> None:
+        process = self._process
+        assert process is not None and process.stdout is not None
+        fd = process.stdout.fileno()
+        try:
+            while True:
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    parts = line.split()
+                    if len(parts) == 2 and parts[0] == b"MARK" and parts[1].isdigit():
+                        with self._marks_changed:
+                            self._marks.append(int(parts[1]) / 1000)
+                            self._marks_changed.notify_all()
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                buffer += chunk
+        finally:
+            with self._marks_changed:
+                self._stdout_ended = True
+                self._marks_changed.notify_all()
+
+    def marks(self) -> list[float]:
+        """Unix times (seconds) at which the first frame showing people entered the server's
+        pipeline, one a loop of the scene, oldest first; empty without a scene with people."""
+        with self._marks_changed:
+            return list(self._marks)
+
+    def wait_mark(self, after: float, timeout: float) -> float:
+        """The first mark later than Unix time ``after``, waiting up to ``timeout`` seconds;
+        TimeoutError when none comes (a scene loops every ``frames.loop_s`` seconds)."""
+        if self.frames is None or self.frames.first_people is None:
+            raise ValueError("marks come only from a camera playing a scene with people")
+        deadline = time.monotonic() + timeout
+        with self._marks_changed:
+            while True:
+                later = [mark for mark in self._marks if mark > after]
+                if later:
+                    return later[0]
+                if self._stdout_ended:
+                    raise RuntimeError(
+                        "stand-in camera stopped before a mark came\n"
+                        f"stderr tail:\n{self.stderr_tail()}"
+                    )
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no mark after {after:.3f} within {timeout:g} s")
+                self._marks_changed.wait(remaining)
 
     def _fail(self, reason: str) -> None:
         raise RuntimeError(
@@ -211,6 +304,10 @@ class StandinCamera:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+            # The reader ends at end of file, once the server has gone; close after it.
+            if self._stdout_reader is not None:
+                self._stdout_reader.join(timeout=5)
+                self._stdout_reader = None
             if process.stdout is not None:
                 process.stdout.close()
         if self._stderr is not None:

@@ -2,22 +2,42 @@
 
 * :func:`footage_clip` gives real footage (people walking): OpenCV's ``vtest.avi`` from
   Debian's ``opencv-doc``, re-encoded once to H.264 MP4.
+* :func:`scene_frames` gives the same footage as raw I420 frames for the stand-in camera
+  (``StandinCamera(frames=...)``), after some seconds of the empty street, so that the frame in
+  which people first appear is known; or the empty street alone (a static camera).
 * :func:`synthetic_clip` encodes a generated moving pattern (no numpy needed).
+
+Traps of the scene files: the stand-in pushes the bytes as they are, and GStreamer lays I420
+rows out on 4-byte strides, so a scene width must be a multiple of 8 (luma and chroma rows then
+need no padding). The files are big (about 140 MB at 384×288) and cached by their parameters:
+a file is complete once its ``.json`` description exists, which is written last.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 import os
 import shutil
 import subprocess
 import tempfile
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import av.video.stream
+import numpy as np
 
-__all__ = ["VTEST_SYSTEM_PATH", "footage_clip", "synthetic_clip"]
+__all__ = [
+    "VTEST_SYSTEM_PATH",
+    "Scene",
+    "default_cache_dir",
+    "footage_clip",
+    "scene_frames",
+    "synthetic_clip",
+]
 
 VTEST_SYSTEM_PATH = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 _VTEST_IN_PACKAGE = VTEST_SYSTEM_PATH.relative_to("/")
@@ -211,3 +231,190 @@ def footage_clip(cache_dir: Path) -> Path:
     finally:
         temp.unlink(missing_ok=True)
     return target
+
+
+# Bump when what a scene file holds changes: files of an older format are then rebuilt.
+SCENE_FORMAT = 1
+# Frames whose per-pixel median makes the empty street: people cross it in a few seconds, so
+# a sample spread over the whole clip sees each spot empty far more often than not.
+MEDIAN_SAMPLES = 60
+
+
+def default_cache_dir() -> Path:
+    """``$VMS_FOOTAGE_DIR``, else ``~/.cache/vms/footage``: where tests and benchmarks keep
+    ``vtest.avi`` and the files made from it."""
+    configured = os.environ.get("VMS_FOOTAGE_DIR")
+    return Path(configured) if configured else Path.home() / ".cache" / "vms" / "footage"
+
+
+@dataclasses.dataclass(frozen=True)
+class Scene:
+    """Raw frames for the stand-in camera: ``frame_count`` I420 frames of ``width``×``height``,
+    packed one after another in ``path``, to be played at ``fps`` (vtest's own rate) in a loop.
+
+    Frames ``0 .. first_people-1`` are the empty street; ``first_people`` is the first frame of
+    the footage, in which people are visible. ``first_people`` is None for a static scene (the
+    empty street alone, one frame)."""
+
+    path: Path
+    width: int
+    height: int
+    fps: Fraction
+    frame_count: int
+    first_people: int | None
+
+    @property
+    def frame_size(self) -> int:
+        return self.width * self.height * 3 // 2
+
+    @property
+    def static(self) -> bool:
+        return self.first_people is None
+
+    @property
+    def loop_s(self) -> float:
+        """Seconds the stand-in takes to play the whole file once."""
+        return float(self.frame_count / self.fps)
+
+    def read_frame(self, index: int) -> np.ndarray:
+        """Frame ``index`` as a (height*3/2, width) uint8 array: luma rows, then U, then V."""
+        if not 0 <= index < self.frame_count:
+            raise IndexError(f"frame {index} is outside 0..{self.frame_count - 1}")
+        data = np.fromfile(
+            self.path, dtype=np.uint8, count=self.frame_size, offset=index * self.frame_size
+        )
+        return data.reshape(self.height * 3 // 2, self.width)
+
+
+def scene_frames(
+    cache_dir: Path,
+    width: int,
+    height: int,
+    *,
+    empty_s: float = 6.0,
+    static: bool = False,
+) -> Scene:
+    """The vtest scene as raw I420 for ``StandinCamera(frames=...)``, built once per parameters.
+
+    ``empty_s`` seconds of the empty street (the per-pixel median of frames sampled across the
+    clip), then the whole clip, both scaled to ``width``×``height`` (vtest is 768×576 at 10
+    frames a second). ``static=True`` gives the empty street alone, one frame, for a camera in
+    which nothing moves. ``width`` must be a multiple of 8, ``height`` even.
+    """
+    if width % 8 or height % 2 or width < 16 or height < 16:
+        raise ValueError(f"scene size {width}x{height}: width must be a multiple of 8, height even")
+    if not math.isfinite(empty_s) or empty_s < 0:
+        raise ValueError(f"empty_s must be a non-negative number of seconds, not {empty_s!r}")
+    cache_dir = Path(cache_dir)
+    variant = "static" if static else f"empty{round(empty_s * 1000)}ms"
+    name = f"scene{SCENE_FORMAT}-{width}x{height}-{variant}"
+    path = cache_dir / f"{name}.i420"
+    description = cache_dir / f"{name}.json"
+    scene = _load_scene(path, description, width, height)
+    if scene is not None:
+        return scene
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    source = _find_vtest(cache_dir)
+    frame_size = width * height * 3 // 2
+    temp = _temp_path_next_to(path)
+    try:
+        with temp.open("r+b") as out:
+            if static:
+                fps, _, median = _decode_scaled(source, width, height, None)
+                out.write(median.tobytes())
+                frame_count, first_people = 1, None
+            else:
+                # The footage goes after a hole for the empty frames, which are known (the
+                # median) only once the footage has been read.
+                probe_fps = _source_fps(source)
+                first_people = round(empty_s * probe_fps)
+                out.seek(first_people * frame_size)
+                fps, footage_count, median = _decode_scaled(source, width, height, out)
+                out.seek(0)
+                empty = median.tobytes()
+                for _ in range(first_people):
+                    out.write(empty)
+                frame_count = first_people + footage_count
+        temp.replace(path)
+    finally:
+        temp.unlink(missing_ok=True)
+    scene = Scene(path, width, height, fps, frame_count, first_people)
+    _write_description(scene, description)
+    return scene
+
+
+def _source_fps(source: Path) -> Fraction:
+    with av.open(str(source)) as reader:
+        stream = reader.streams.video[0]
+        return Fraction(stream.average_rate or stream.guessed_rate or 25)
+
+
+def _decode_scaled(
+    source: Path, width: int, height: int, out: BinaryIO | None
+) -> tuple[Fraction, int, np.ndarray]:
+    """Decode ``source`` scaled to I420 ``width``×``height``, writing each frame to ``out``;
+    returns the frame rate, the frame count and the median frame of a sample."""
+    samples: list[np.ndarray] = []
+    count = 0
+    with av.open(str(source)) as reader:
+        stream = reader.streams.video[0]
+        fps = Fraction(stream.average_rate or stream.guessed_rate or 25)
+        # AVI headers give the frame count; without one every frame is kept and thinned below.
+        step = max(1, stream.frames // MEDIAN_SAMPLES) if stream.frames else 1
+        for frame in reader.decode(stream):
+            # to_ndarray packs the three planes without their line padding.
+            planes = frame.reformat(width, height, format="yuv420p").to_ndarray()
+            if out is not None:
+                out.write(planes.tobytes())
+            if count % step == 0:
+                samples.append(planes)
+            count += 1
+    if not samples:
+        raise RuntimeError(f"{source} has no video frames")
+    samples = samples[:: max(1, len(samples) // MEDIAN_SAMPLES)]
+    median = np.rint(np.median(np.stack(samples), axis=0)).astype(np.uint8)
+    return fps, count, median
+
+
+def _write_description(scene: Scene, description: Path) -> None:
+    fields = {
+        "format": SCENE_FORMAT,
+        "width": scene.width,
+        "height": scene.height,
+        "fps": f"{scene.fps.numerator}/{scene.fps.denominator}",
+        "frame_count": scene.frame_count,
+        "first_people": scene.first_people,
+    }
+    temp = _temp_path_next_to(description)
+    try:
+        temp.write_text(json.dumps(fields, indent=1) + "\n")
+        temp.replace(description)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _load_scene(path: Path, description: Path, width: int, height: int) -> Scene | None:
+    """The cached scene, or None when it is missing, of another format, or incomplete."""
+    try:
+        fields = json.loads(description.read_text())
+        size = path.stat().st_size
+    except (OSError, ValueError):
+        return None
+    if not isinstance(fields, dict) or fields.get("format") != SCENE_FORMAT:
+        return None
+    try:
+        scene = Scene(
+            path,
+            int(fields["width"]),
+            int(fields["height"]),
+            Fraction(fields["fps"]),
+            int(fields["frame_count"]),
+            None if fields["first_people"] is None else int(fields["first_people"]),
+        )
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    if (scene.width, scene.height) != (width, height):
+        return None
+    if scene.frame_count <= 0 or size != scene.frame_count * scene.frame_size:
+        return None
+    return scene

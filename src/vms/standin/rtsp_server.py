@@ -17,12 +17,20 @@ With ``--stamp`` the frames come from this process instead of ``videotestsrc``: 
 drawn when it is captured, at 25 (``--fps``) a second, with the wall clock stamped into it
 (``stamp.py``, next to this file) over faint noise that keeps the encoder at its bitrate, and
 pushed through an ``appsrc`` into the same live encoder.
+
+With ``--frames FILE`` the frames are read from a file of raw I420 frames (``footage.py``'s
+``scene_frames``; GStreamer's default strides, so the width is a multiple of 8) and pushed the
+same way at ``--frames-fps``, in a loop that starts again at frame 0. Each time frame
+``--frames-mark`` is pushed, the server prints ``MARK <Unix time in ms>`` on stdout: the
+moment the first frame showing people entered the pipeline, for latency measurements. The
+file is mapped, not read: several stand-ins serving one scene share its pages.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import mmap
 import os
 import random
 import signal
@@ -43,7 +51,7 @@ stamp = importlib.import_module("stamp")
 
 ROLE = "user"
 SRC_CAPS_NAME = "srccaps"
-STAMP_SRC_NAME = "stampsrc"
+APP_SRC_NAME = "framesrc"
 # Noise of ±12 luma levels under the stamp: enough to keep x264 at its bitrate (it cannot
 # predict noise), faint enough to look like a dark sensor.
 NOISE_AMPLITUDE = 12
@@ -87,6 +95,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="frames drawn here with the capture time stamped in (stamp.py), not videotestsrc",
     )
+    parser.add_argument(
+        "--frames",
+        default=None,
+        metavar="FILE",
+        help="raw I420 frames of --width x --height to play in a loop, not videotestsrc",
+    )
+    parser.add_argument(
+        "--frames-fps",
+        default=None,
+        metavar="N[/D]",
+        help="frame rate of --frames (default: --fps)",
+    )
+    parser.add_argument(
+        "--frames-mark",
+        type=int,
+        default=None,
+        metavar="INDEX",
+        help="print 'MARK <epoch ms>' on stdout each time this frame of --frames is pushed",
+    )
     args = parser.parse_args(argv)
     if (args.user is None) != (args.password is None):
         parser.error("--user and --password go together")
@@ -108,7 +135,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             stamp.region(args.width, args.height)
         except ValueError as error:
             parser.error(str(error))
+    args.rate = (args.fps, 1)
+    if args.frames is not None:
+        check_frames(parser, args)
+    elif args.frames_fps is not None or args.frames_mark is not None:
+        parser.error("--frames-fps and --frames-mark need --frames")
     return args
+
+
+def check_frames(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.stamp or args.change_resolution_after is not None:
+        parser.error("--frames goes with neither --stamp nor --change-resolution-after")
+    if args.width % 8 or args.height % 2:
+        # Rows of a tightly packed file are GStreamer's 4-byte-aligned strides only then.
+        parser.error("--frames needs a width that is a multiple of 8 and an even height")
+    if args.frames_fps is not None:
+        numerator, _, denominator = args.frames_fps.partition("/")
+        try:
+            args.rate = (int(numerator), int(denominator or "1"))
+        except ValueError:
+            parser.error(f"--frames-fps {args.frames_fps!r} is not N or N/D")
+        if args.rate[0] <= 0 or args.rate[1] <= 0:
+            parser.error("--frames-fps must be positive")
+    try:
+        size = os.path.getsize(args.frames)
+    except OSError as error:
+        parser.error(f"--frames {args.frames}: {error.strerror}")
+    frame_size = args.width * args.height * 3 // 2
+    if size == 0 or size % frame_size:
+        parser.error(
+            f"--frames {args.frames}: {size} bytes is not a whole number of "
+            f"{args.width}x{args.height} I420 frames ({frame_size} bytes each)"
+        )
+    args.frame_count = size // frame_size
+    if args.frames_mark is not None and not 0 <= args.frames_mark < args.frame_count:
+        parser.error(f"--frames-mark must be a frame of the file, 0..{args.frame_count - 1}")
 
 
 def require_elements(names: list[str]) -> None:
@@ -117,23 +178,23 @@ def require_elements(names: list[str]) -> None:
         raise SystemExit(f"rtsp_server: missing GStreamer element(s): {', '.join(missing)}")
 
 
-def raw_caps(width: int, height: int, fps: int) -> str:
+def raw_caps(width: int, height: int, rate: tuple[int, int]) -> str:
     # format=I420 pins the cheapest path: without it x264enc may negotiate Y444.
-    return f"video/x-raw,format=I420,width={width},height={height},framerate={fps}/1"
+    return f"video/x-raw,format=I420,width={width},height={height},framerate={rate[0]}/{rate[1]}"
 
 
 def video_source(args: argparse.Namespace) -> str:
-    if args.stamp:
+    if args.stamp or args.frames is not None:
         # do-timestamp: buffers get the pipeline's running time when pushed, as a live
         # capture's would. The RTSP server's sinks hold each buffer until its running time
         # plus the latency the pipeline declares: min-latency=0 declares none for the
         # source, so the stamp is taken when the frame is drawn and x264's own latency
         # (~20 ms) is what the camera adds.
         return (
-            f"appsrc name={STAMP_SRC_NAME} is-live=true do-timestamp=true format=time "
-            f"min-latency=0 caps={raw_caps(args.width, args.height, args.fps)}"
+            f"appsrc name={APP_SRC_NAME} is-live=true do-timestamp=true format=time "
+            f"min-latency=0 caps={raw_caps(args.width, args.height, args.rate)}"
         )
-    output = f"capsfilter name={SRC_CAPS_NAME} caps={raw_caps(args.width, args.height, args.fps)}"
+    output = f"capsfilter name={SRC_CAPS_NAME} caps={raw_caps(args.width, args.height, args.rate)}"
     if args.pattern != "ball":
         return f"videotestsrc is-live=true pattern={args.pattern} ! {output}"
     # Painting "ball" over a full 1080p frame costs more CPU than encoding it, so the ball
@@ -143,7 +204,7 @@ def video_source(args: argparse.Namespace) -> str:
     tile_height = min(args.height, TILE_HEIGHT) & ~1
     return (
         "videotestsrc is-live=true pattern=ball ! "
-        f"{raw_caps(tile_width, tile_height, args.fps)} ! "
+        f"{raw_caps(tile_width, tile_height, args.rate)} ! "
         f"videobox autocrop=true fill=black ! {output}"
     )
 
@@ -211,19 +272,64 @@ def schedule_resolution_change(media: GstRtspServer.RTSPMedia, args: argparse.Na
         log(f"changing resolution to {width}x{height}")
         # The capsfilter sends a reconfigure upstream; videotestsrc renegotiates and the
         # encoder re-initialises on the new caps, emitting a new SPS/PPS and an IDR.
-        capsfilter.set_property("caps", Gst.Caps.from_string(raw_caps(width, height, args.fps)))
+        capsfilter.set_property("caps", Gst.Caps.from_string(raw_caps(width, height, args.rate)))
         return GLib.SOURCE_REMOVE
 
     GLib.timeout_add(int(args.change_resolution_after * 1000), change)
 
 
-class StampedFrames:
+class PacedFrames:
     """Feeds a media's appsrc from a thread: a frame every 1/fps s of the monotonic clock,
-    each stamped with the wall clock of the moment it is drawn, until the media goes away."""
+    made by :meth:`next_frame` when it is due, until the media goes away."""
+
+    def __init__(self, appsrc: Gst.Element, rate: tuple[int, int], name: str) -> None:
+        self.appsrc = appsrc
+        self.period = rate[1] / rate[0]
+        self.name = name
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def next_frame(self) -> bytes:
+        raise NotImplementedError
+
+    def pushed(self) -> None:
+        """Called after each frame has gone into the appsrc."""
+
+    def finished(self) -> None:
+        """Called by the thread when it stops."""
+
+    def run(self) -> None:
+        due = time.monotonic()
+        try:
+            while not self.stopped.is_set():
+                delay = due - time.monotonic()
+                if delay > 0 and self.stopped.wait(delay):
+                    break
+                # Late (a loaded machine): the frames missed follow at once, so that none is
+                # lost; more than a second behind, the schedule starts again from now.
+                due = max(due + self.period, time.monotonic() - 1.0)
+                data = self.next_frame()
+                flow = self.appsrc.emit("push-buffer", Gst.Buffer.new_wrapped(data))
+                if flow != Gst.FlowReturn.OK:
+                    log(f"{self.name}: push returned {flow.value_nick}, stopping")
+                    break
+                self.pushed()
+        finally:
+            self.finished()
+
+
+class StampedFrames(PacedFrames):
+    """Frames each stamped with the wall clock of the moment it is drawn."""
 
     def __init__(self, appsrc: Gst.Element, args: argparse.Namespace) -> None:
-        self.appsrc = appsrc
-        self.width, self.height, self.fps = args.width, args.height, args.fps
+        super().__init__(appsrc, args.rate, "stamped-frames")
+        self.width, self.height = args.width, args.height
         # I420 as GStreamer lays it out by default: rows rounded up to 4 bytes.
         self.stride = (self.width + 3) & ~3
         chroma_stride = (self.width // 2 + 3) & ~3
@@ -232,15 +338,7 @@ class StampedFrames:
         low = 128 - NOISE_AMPLITUDE
         table = bytes(low + (i * (2 * NOISE_AMPLITUDE + 1)) // 256 for i in range(256))
         self.noise = os.urandom(2 * self.luma_size).translate(table)
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self.run, name="stamped-frames", daemon=True)
         self.last_ms = 0
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stopped.set()
 
     def frame(self, ms: int) -> bytes:
         # A random window of the noise each frame: nothing for motion search to find.
@@ -249,39 +347,64 @@ class StampedFrames:
         stamp.draw(luma, self.width, self.height, ms, self.stride)
         return bytes(luma) + self.chroma
 
-    def run(self) -> None:
-        period = 1.0 / self.fps
-        due = time.monotonic()
-        while not self.stopped.is_set():
-            delay = due - time.monotonic()
-            if delay > 0 and self.stopped.wait(delay):
-                break
-            # Late (a loaded machine): the frames missed follow at once, so that none is
-            # lost; more than a second behind, the schedule starts again from now.
-            due = max(due + period, time.monotonic() - 1.0)
-            # Frames drawn in a burst may share a millisecond: a stamp names one frame.
-            self.last_ms = max(time.time_ns() // 1_000_000, self.last_ms + 1)
-            data = self.frame(self.last_ms)
-            flow = self.appsrc.emit("push-buffer", Gst.Buffer.new_wrapped(data))
-            if flow != Gst.FlowReturn.OK:
-                log(f"stamped frames: push returned {flow.value_nick}, stopping")
-                break
+    def next_frame(self) -> bytes:
+        # Frames drawn in a burst may share a millisecond: a stamp names one frame.
+        self.last_ms = max(time.time_ns() // 1_000_000, self.last_ms + 1)
+        return self.frame(self.last_ms)
 
 
-def feed_stamped_frames(media: GstRtspServer.RTSPMedia, args: argparse.Namespace) -> None:
+class FileFrames(PacedFrames):
+    """Frames of a raw I420 file, in a loop from frame 0; pushing frame ``--frames-mark``
+    prints ``MARK <epoch ms>`` on stdout, the time taken just before the push."""
+
+    def __init__(self, appsrc: Gst.Element, args: argparse.Namespace) -> None:
+        super().__init__(appsrc, args.rate, "file-frames")
+        self.frame_size = args.width * args.height * 3 // 2
+        with open(args.frames, "rb") as file:
+            # The mapping outlives the file object; a scene rebuilt meanwhile is a new file.
+            self.data = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        self.frame_count = len(self.data) // self.frame_size
+        self.mark: int | None = args.frames_mark
+        self.index = 0
+        self.mark_ms: int | None = None
+
+    def next_frame(self) -> bytes:
+        start = self.index * self.frame_size
+        data = self.data[start : start + self.frame_size]
+        if self.index == self.mark:
+            self.mark_ms = time.time_ns() // 1_000_000
+        self.index = (self.index + 1) % self.frame_count
+        return data
+
+    def pushed(self) -> None:
+        if self.mark_ms is None:
+            return
+        line, self.mark_ms = f"MARK {self.mark_ms}\n", None
+        try:
+            # One write a line: a new media's thread may print while an old one finishes.
+            sys.stdout.write(line)
+            sys.stdout.flush()
+        except (OSError, ValueError) as error:
+            log(f"{self.name}: cannot print the mark: {error}")
+
+    def finished(self) -> None:
+        self.data.close()
+
+
+def feed_frames(media: GstRtspServer.RTSPMedia, args: argparse.Namespace) -> None:
     element = media.get_element()
-    appsrc = element.get_by_name(STAMP_SRC_NAME) if isinstance(element, Gst.Bin) else None
+    appsrc = element.get_by_name(APP_SRC_NAME) if isinstance(element, Gst.Bin) else None
     if appsrc is None:
-        log("stamped frames: appsrc not found")
+        log("frames: appsrc not found")
         return
-    frames = StampedFrames(appsrc, args)
+    frames: PacedFrames = StampedFrames(appsrc, args) if args.stamp else FileFrames(appsrc, args)
     # A shared media outlives one client; a new one is configured after the last has gone.
     media.connect("unprepared", lambda _media: frames.stop())
     frames.start()
 
 
 def build_factory(args: argparse.Namespace) -> GstRtspServer.RTSPMediaFactory:
-    if args.stamp:
+    if args.stamp or args.frames is not None:
         require_elements(["appsrc"])
     else:
         require_elements(["videotestsrc", "capsfilter", "videobox"])
@@ -298,13 +421,13 @@ def build_factory(args: argparse.Namespace) -> GstRtspServer.RTSPMediaFactory:
                 f"{ROLE}, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"
             )[0]
         )
-    if args.change_resolution_after is not None or args.stamp:
+    if args.change_resolution_after is not None or args.stamp or args.frames is not None:
 
         def on_configure(
             _factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSPMedia
         ) -> None:
-            if args.stamp:
-                feed_stamped_frames(media, args)
+            if args.stamp or args.frames is not None:
+                feed_frames(media, args)
             else:
                 schedule_resolution_change(media, args)
 
