@@ -8,12 +8,15 @@ players subscribe to as they would to a camera's. A keyframe in is a keyframe ou
 joins at the source's GOP boundaries and the recorder's cadence is kept; audio goes through as
 it is. :meth:`Transcoder.acquire` starts it for the first viewer; :meth:`release` lets it run
 :data:`LINGER_S` more seconds (a viewer that reconnects, or switches tiles, finds it warm) and
-then stops it.
+then stops it. That lifecycle is :class:`Rendition`'s, which the audio transcoder
+(:mod:`vms.live.audio`) shares. :func:`h264_codecs` says what the rendition's codec string will
+be before one runs (a multivariant playlist lists it).
 
 The trap: the relay hands out packets in MP4's length-prefixed form, which FFmpeg's HEVC
 decoder reads only with an ``hvcC`` in its extradata; rather than building one, each packet is
 turned back into Annex B (start codes), the decoder's native input, with the parameter sets put
-in front of every keyframe that lacks them.
+in front of every keyframe that lacks them. And x264 takes the frame rate for its level from
+the time base unless told one: 1/90000 would make every SPS claim level 6.2.
 """
 
 from __future__ import annotations
