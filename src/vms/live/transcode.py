@@ -22,6 +22,7 @@ the time base unless told one: 1/90000 would make every SPS claim level 6.2.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import threading
@@ -133,7 +134,8 @@ class Rendition:
             relay.publish(StreamEnd(f"{self.what} failed"))
         # The source ended (the camera restarts with a new relay) or this was stopped: so do
         # the viewers' subscriptions, and they look for the camera's stream again.
-        self.loop.call_soon_threadsafe(relay.close)
+        with contextlib.suppress(RuntimeError):  # the loop has closed: the server stopped
+            self.loop.call_soon_threadsafe(relay.close)
 
 
 class Converter(Protocol):
