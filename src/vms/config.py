@@ -359,6 +359,10 @@ class LiveConfig(_Model):
         default_factory=list, title="STUN servers for WebRTC (stun:host:port)"
     )
     turn_servers: list[TurnServer] = Field(default_factory=list, title="TURN servers for WebRTC")
+    transcode_audio: bool = Field(
+        False, title="Transcode live audio a viewer's transport cannot carry (AAC to Opus for "
+        "WebRTC, G.711 to AAC for MSE), once per camera stream while watched"
+    )
 
 
 class CatalogConfig(_Model):

@@ -22,6 +22,7 @@ HEVC = "hevc"
 AAC = "aac"
 PCMU = "pcm_mulaw"
 PCMA = "pcm_alaw"
+OPUS = "opus"  # only ever made here (live audio for WebRTC), never from a camera
 
 VIDEO = 0
 AUDIO = 1

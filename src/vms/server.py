@@ -277,7 +277,8 @@ class Server:
         from vms.live.webrtc import WebRtcSessions  # aiortc loads with a server, not a tool
 
         self.webrtc: WebRtcSessions = WebRtcSessions(config.live, self.clock)
-        # H.265 streams for browsers; a transcoder ends with its camera's relay.
+        # Renditions for browsers (H.265 as H.264, audio a transport cannot carry); each ends
+        # with the relay it reads.
         self.live_sources = LiveSources(self.loop)
         self._retention_thread = threading.Thread(
             target=self.retention.loop, args=(self.stop_event,), name="retention", daemon=True

@@ -34,6 +34,7 @@ from vms.config import StreamName
 from vms.errors import Detail, Kind, VmsError, capped
 from vms.live.mse import Message, MseFeed
 from vms.live.source import relay_of
+from vms.media import AAC, AudioInfo
 from vms.server import Server
 
 log = logging.getLogger(__name__)
@@ -85,12 +86,14 @@ async def live_ws(
         cam = server.camera(camera_id)
         relays = {name.value: p.relay for name, p in cam.streams.items()}
         relays[stream.value] = pipeline.relay
-        return relay_of(server.live_sources.for_browser(camera_id, relays, stream.value))
+        return relay_of(server.live_sources.for_browser(
+            camera_id, relays, stream.value, hevc=hevc, plays=_plays_in_mp4, audio_into=into,
+        ))  # fmt: skip
 
+    into = AAC if server.config.live.transcode_audio else None
     feed = MseFeed(
-        lambda: stream_of(server, camera_id, stream), stream.value, server.clock,
-        browser=None if hevc else browser,
-    )  # fmt: skip
+        lambda: stream_of(server, camera_id, stream), stream.value, server.clock, browser=browser
+    )
     messages = feed.messages()
     sender = asyncio.create_task(_send(websocket, messages))
     reader = asyncio.create_task(_read(websocket))
@@ -109,6 +112,10 @@ async def live_ws(
     if sender.done() and not sender.cancelled() and sender.exception() is None:
         with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
             await websocket.close()  # the feed ended (the camera was removed)
+
+
+def _plays_in_mp4(audio: AudioInfo) -> bool:
+    return audio.codec == AAC
 
 
 async def _send(websocket: WebSocket, messages: AsyncIterator[Message]) -> None:

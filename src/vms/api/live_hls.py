@@ -2,11 +2,16 @@
 
 - ``GET …/live/master.m3u8``: the multivariant playlist, the camera's main and sub streams as
   two variants (``BANDWIDTH``, ``RESOLUTION``, ``CODECS``): a player picks by its size and
-  bandwidth, with no transcoding.
-- ``GET …/live.m3u8?stream=main|sub``: the media playlist (:mod:`vms.live.hls`), with blocking
-  reload: ``_HLS_msn`` (and ``_HLS_part``) hold the answer until that segment (part) exists,
-  at most three target durations (then 503); a request further ahead than RFC 8216bis lets a
-  client ask is 400 at once.
+  bandwidth, with no transcoding. An H.265 stream is listed as it is (Safari, players that
+  decode HEVC) and, unless the camera's other stream is H.264, once more as its H.264
+  rendition (``codec=h264``): players that decode no HEVC (hls.js in Chromium) drop the
+  first and play the second.
+- ``GET …/live.m3u8?stream=main|sub[&codec=h264]``: the media playlist (:mod:`vms.live.hls`),
+  with blocking reload: ``_HLS_msn`` (and ``_HLS_part``) hold the answer until that segment
+  (part) exists, at most three target durations (then 503); a request further ahead than RFC
+  8216bis lets a client ask is 400 at once. ``codec=h264`` is the stream as a browser gets it
+  (:mod:`vms.live.source`: for an H.265 stream the shared H.264 transcode, started with the
+  rendition's segmenter and released when it stops).
 - ``GET …/live/init/{n}.mp4``, ``…/live/{msn}.mp4`` (a segment), ``…/live/parts/{n}.mp4``
   (a part; the next one, which the playlist hints, is held until it exists).
 
@@ -25,9 +30,10 @@ stream with no pause of :data:`~vms.live.hls.IDLE_S`), not one per playlist relo
 
 from __future__ import annotations
 
+import contextlib
 import urllib.parse
 import weakref
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,11 +47,15 @@ from vms.api.hls import M3U8, TOKEN_MAX_S
 from vms.api.playback import MP4, audit_once
 from vms.auth import Action, Principal, local
 from vms.cameras.pipeline import StreamPipeline
+from vms.cameras.relay import Relay
 from vms.config import StreamName
 from vms.errors import Detail, Kind, VmsError
 from vms.live import hls
 from vms.live.fmp4 import LiveMuxer
 from vms.live.hls import LiveStream, LiveStreams
+from vms.live.source import relay_of
+from vms.live.transcode import h264_codecs
+from vms.media import HEVC
 from vms.server import Server
 
 router = APIRouter(prefix="/api/v1/cameras/{camera_id}", tags=["live"], responses=LIVE_ERRORS)
@@ -69,6 +79,10 @@ class LiveQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     stream: StreamName = Field(StreamName.MAIN, description="main or sub")
+    codec: Literal["h264"] | None = Field(
+        None, description="h264: the stream in H.264 (an H.265 one transcoded), for players "
+        "that decode no H.265",
+    )  # fmt: skip
     token: str | None = Field(None, max_length=4096, description="a media token")
 
 
@@ -132,9 +146,25 @@ def _offline(pipeline: StreamPipeline) -> VmsError:
                                       f"({pipeline.name} stream): {why}")  # fmt: skip
 
 
-def _running(server: Server, camera_id: str, stream: StreamName) -> LiveStream:
+def _key(camera_id: str, stream: StreamName, codec: str | None) -> tuple[str, ...]:
+    """A segmenter's key: the camera stream, and the rendition when it is one."""
+    return (camera_id, stream) if codec is None else (camera_id, stream, codec)
+
+
+def _rendition(server: Server, camera_id: str, stream: StreamName) -> hls.Via:
+    """What the H.264 rendition of a stream reads (see the module)."""
+
+    def via() -> contextlib.AbstractContextManager[Relay]:
+        relays = {n.value: p.relay for n, p in find_camera(server, camera_id).streams.items()}
+        return relay_of(server.live_sources.for_browser(camera_id, relays, stream.value))
+
+    return via
+
+
+def _running(server: Server, camera_id: str, q: LiveQuery) -> LiveStream:
+    stream = q.stream
     pipeline = _pipeline(server, camera_id, stream)
-    running = live_of(server).streams.running((camera_id, stream), pipeline.relay)
+    running = live_of(server).streams.running(_key(camera_id, stream, q.codec), pipeline.relay)
     if running is None:
         raise VmsError(Kind.NOT_FOUND, f"camera {camera_id}'s {stream.value} stream is not "
                                        "being served as HLS now: load its playlist")  # fmt: skip
@@ -167,11 +197,13 @@ async def live_m3u8(
         raise VmsError(Kind.INVALID_ARGUMENT, "_HLS_part needs _HLS_msn",
                        [Detail("_HLS_part", "without _HLS_msn")])  # fmt: skip
     live = live_of(server)
-    stream = live.streams.running((camera_id, q.stream), pipeline.relay)
+    key = _key(camera_id, q.stream, q.codec)
+    stream = live.streams.running(key, pipeline.relay)
     if stream is None:
         if pipeline.relay.info is None:
             raise _offline(pipeline)  # and nothing started for it
-        stream = live.streams.open((camera_id, q.stream), pipeline.relay)
+        via = _rendition(server, camera_id, q.stream) if q.codec is not None else None
+        stream = live.streams.open(key, pipeline.relay, via)
     seg = stream.segmenter
     if not seg.ready:
         if not await stream.until(lambda: seg.ready, FIRST_SEGMENT_S):
@@ -195,27 +227,33 @@ async def live_m3u8(
     who: Principal = request.state.principal
     await _audit(request, server, live, who, camera_id, q.stream)
     token = await _token_query(server, who, camera_id, q.token)
-    query = urllib.parse.urlencode({"stream": q.stream.value, **token})
+    query = urllib.parse.urlencode(_query(q.stream, q.codec, token))
 
     def uri(kind: str, number: int) -> str:
         return _PATHS[kind].format(number) + "?" + query
 
-    text = seg.playlist(uri, _reports(server, live, camera_id, q.stream, token))
+    text = seg.playlist(uri, _reports(server, live, camera_id, key, token))
     return Response(text, media_type=M3U8, headers=NO_STORE)
 
 
+def _query(stream: StreamName, codec: str | None, token: dict[str, str]) -> dict[str, str]:
+    return {"stream": stream.value, **({"codec": codec} if codec else {}), **token}
+
+
 def _reports(
-    server: Server, live: _Live, camera_id: str, stream: StreamName, token: dict[str, str]
+    server: Server, live: _Live, camera_id: str, key: tuple[str, ...], token: dict[str, str]
 ) -> list[str]:
-    """``EXT-X-RENDITION-REPORT`` lines for the camera's other streams being served."""
+    """``EXT-X-RENDITION-REPORT`` lines for the camera's other renditions being served."""
     out = []
     for name, pipeline in find_camera(server, camera_id).streams.items():
-        other = live.streams.running((camera_id, name), pipeline.relay, touch=False)
-        if name is not stream and other is not None:
-            query = urllib.parse.urlencode({"stream": name.value, **token})
-            line = other.segmenter.report(f"live.m3u8?{query}")
-            if line is not None:
-                out.append(line)
+        for codec in (None, "h264"):
+            other_key = _key(camera_id, name, codec)
+            other = live.streams.running(other_key, pipeline.relay, touch=False)
+            if other_key != key and other is not None:
+                query = urllib.parse.urlencode(_query(name, codec, token))
+                line = other.segmenter.report(f"live.m3u8?{query}")
+                if line is not None:
+                    out.append(line)
     return out
 
 
@@ -241,31 +279,37 @@ async def live_master(
     cam = find_camera(server, camera_id)
     if not cam.config.enabled:
         raise VmsError(Kind.UNAVAILABLE, f"camera {camera_id} is disabled")
-    variants: list[tuple[StreamName, str]] = []
-    for name, pipeline in cam.streams.items():
-        info = pipeline.relay.info
-        if info is None:
-            continue
-        h = pipeline.health
-        attrs: list[str] = [f"BANDWIDTH={max(64_000, round(h.bitrate * 1.25))}"]
-        try:
+    variants: list[tuple[StreamName, str | None, str]] = []
+    running = {n: p.relay.info for n, p in cam.streams.items() if p.relay.info is not None}
+    h264_beside = any(i.video.codec != HEVC for i in running.values())
+    for name, info in running.items():
+        h = cam.streams[name].health
+        size = f"RESOLUTION={h.width}x{h.height}" if h.width and h.height else None
+        codecs, muxer = None, None
+        with contextlib.suppress(ValueError):  # parameter sets only in-band: none until a key
             muxer = LiveMuxer(info)
-        except ValueError:  # parameter sets only in-band: no codec string until a keyframe
-            if h.width and h.height:
-                attrs.append(f"RESOLUTION={h.width}x{h.height}")
-        else:
-            attrs.append(f"RESOLUTION={muxer.width}x{muxer.height}")
-            attrs.append(f'CODECS="{muxer.codecs}"')
-        if h.fps:
-            attrs.append(f"FRAME-RATE={h.fps:.3f}")
-        variants.append((name, ",".join(attrs)))
+            size, codecs = f"RESOLUTION={muxer.width}x{muxer.height}", muxer.codecs
+        rate = f"FRAME-RATE={h.fps:.3f}" if h.fps else None
+        attrs = [f"BANDWIDTH={max(64_000, round(h.bitrate * 1.25))}", size,
+                 f'CODECS="{codecs}"' if codecs else None, rate]  # fmt: skip
+        variants.append((name, None, ",".join(a for a in attrs if a)))
+        if info.video.codec == HEVC and not h264_beside:
+            # The H.264 rendition: the same picture, CODECS as its encoder will make them
+            # (the audio goes through as it is); x264 at its fastest needs about twice
+            # HEVC's bits.
+            attrs[0] = f"BANDWIDTH={max(64_000, round(h.bitrate * 2.5))}"
+            if muxer is not None and codecs is not None:
+                video = await run_in_threadpool(h264_codecs, muxer.width, muxer.height)
+                audio = [c for c in codecs.split(",") if c.startswith("mp4a")]
+                attrs[2] = f'CODECS="{",".join([video, *audio])}"'
+            variants.append((name, "h264", ",".join(a for a in attrs if a)))
     if not variants:
         raise _offline(cam.main)
     who: Principal = request.state.principal
     token = await _token_query(server, who, camera_id, q.token, mint=True)
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{hls.VERSION}"]
-    for name, stream_inf in variants:
-        query = urllib.parse.urlencode({"stream": name.value, **token})
+    for name, codec, stream_inf in variants:
+        query = urllib.parse.urlencode(_query(name, codec, token))
         lines += [f"#EXT-X-STREAM-INF:{stream_inf}", f"../live.m3u8?{query}"]
     return Response("\n".join([*lines, ""]), media_type=M3U8, headers=NO_STORE)
 
@@ -278,7 +322,7 @@ async def live_init(
     q: Annotated[LiveQuery, Query()],
 ) -> Response:
     """An init segment the playlist names (``EXT-X-MAP``)."""
-    init = _running(server, camera_id, q.stream).segmenter.init(number)
+    init = _running(server, camera_id, q).segmenter.init(number)
     if init is None:
         raise VmsError(Kind.NOT_FOUND, f"no init segment {number} (no longer in the playlist)")
     return Response(init.data, media_type=MP4, headers=NO_STORE)
@@ -292,7 +336,7 @@ async def live_part(
     q: Annotated[LiveQuery, Query()],
 ) -> Response:
     """A part (``EXT-X-PART``); the next ones (``EXT-X-PRELOAD-HINT``) wait until they exist."""
-    stream = _running(server, camera_id, q.stream)
+    stream = _running(server, camera_id, q)
     seg = stream.segmenter
     found = seg.part(number)
     if found is None and seg.next_part <= number <= seg.next_part + 2:
@@ -314,7 +358,7 @@ async def live_segment(
 ) -> Response:
     """A whole segment (``EXTINF``): its parts, one after the other; one still being cut is
     answered once it is complete."""
-    stream = _running(server, camera_id, q.stream)
+    stream = _running(server, camera_id, q)
     seg = stream.segmenter
     found = seg.segment(msn)
     if found is not None and not found.complete:

@@ -8,7 +8,9 @@ ends the session; ``PATCH`` (trickle ICE, ICE restart) answers 405, as WHEP has 
 does neither answer. The media: :mod:`vms.live.webrtc` (an offer that opens a data
 channel is told there when the camera goes offline and comes back; the session stays up);
 the offer's checks and codecs: :mod:`vms.live.offer`. A camera offline when the offer comes
-answers 503 with ``Retry-After``; an H.265 stream answers 400 (the sub-stream or MSE will do).
+answers 503 with ``Retry-After``. An H.265 stream is sent as H.264 (the camera's other stream
+when it is H.264, else the shared transcode: :mod:`vms.live.source`), and audio WebRTC does not
+carry as Opus when ``live.transcode_audio`` is on (else the answer has no audio).
 
 Behind ``media_access(LIVE)``: a header, or a media token in ``?token=`` for a player that
 sends none. The resource URL carries a token of its own (for the same user, this camera and
@@ -20,6 +22,7 @@ caller, camera and stream a minute (``live``, ``{"protocol": "webrtc", "stream":
 from __future__ import annotations
 
 import urllib.parse
+from contextlib import AbstractContextManager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -35,6 +38,7 @@ from vms.auth import Action, Principal, local
 from vms.config import StreamName
 from vms.errors import Detail, Kind, VmsError
 from vms.live.offer import MAX_OFFER_BYTES
+from vms.live.source import Chosen, Plays
 
 router = APIRouter(prefix="/api/v1/cameras/{camera_id}", tags=["live"], responses=LIVE_ERRORS)
 
@@ -113,8 +117,15 @@ async def whep_offer(
             [Detail("stream", "not configured")],
         )
     who: Principal = request.state.principal
+    relays = {name.value: p.relay for name, p in camera.streams.items()}
+
+    def source(plays: Plays, audio_into: str | None) -> AbstractContextManager[Chosen]:
+        return server.live_sources.for_browser(
+            camera_id, relays, q.stream.value, plays=plays, audio_into=audio_into
+        )
+
     session, answer = await server.webrtc.open(
-        offer, pipeline.relay, camera_id, q.stream.value, who.user_id
+        offer, source, camera_id, q.stream.value, who.user_id
     )
     location = f"/api/v1/cameras/{urllib.parse.quote(camera_id)}/whep/{session.id}"
     try:

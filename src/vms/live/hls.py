@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import logging
 import math
@@ -75,6 +76,8 @@ MAX_STEP_S = 2.0  # a larger step between frames is a jump (as the muxer judges 
 
 # Where a resource is served: (kind, number) -> URI; kind is "init", "segment" or "part".
 Uri = Callable[[str, int], str]
+# The relay a stream reads instead of the camera's, held while the stream runs.
+Via = Callable[[], contextlib.AbstractContextManager[Relay]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -421,11 +424,15 @@ def pdt(us: int) -> str:
 
 class LiveStream:
     """A :class:`Segmenter` fed by a subscription to ``relay`` on the running event loop, until
-    :meth:`stop`, the relay's end, or :data:`IDLE_S` without a :meth:`touch`."""
+    :meth:`stop`, the relay's end, or :data:`IDLE_S` without a :meth:`touch`. With ``via`` it
+    reads the relay ``via()`` gives instead (a rendition of the camera's: the H.264 of an
+    H.265 stream), held while it runs; ``relay`` stays the camera's, which says whether this
+    stream is still the camera's current one."""
 
     def __init__(
-        self, relay: Relay, clock: Clock, idle_s: float, on_stop: Callable[[LiveStream], None]
-    ) -> None:
+        self, relay: Relay, clock: Clock, idle_s: float, on_stop: Callable[[LiveStream], None],
+        via: Via | None = None,
+    ) -> None:  # fmt: skip
         self.relay = relay
         self.clock = clock
         self.segmenter = Segmenter(clock)
@@ -435,7 +442,8 @@ class LiveStream:
         self._on_stop = on_stop
         self._changed = asyncio.Event()
         loop = asyncio.get_running_loop()
-        self._sub = relay.subscribe()
+        self._held = contextlib.ExitStack()
+        self._sub = (self._held.enter_context(via()) if via is not None else relay).subscribe()
         self._task = loop.create_task(self._run(), name="live-hls")
         self._timer = loop.call_later(idle_s, self._check_idle)
 
@@ -484,6 +492,7 @@ class LiveStream:
             return
         self.stopped = True
         self._timer.cancel()
+        self._held.close()  # a rendition it read: released (it lingers, then stops)
         self._wake()
         self._on_stop(self)
 
@@ -506,15 +515,16 @@ class LiveStreams:
         self.idle_s = idle_s
         self._streams: dict[Hashable, LiveStream] = {}
 
-    def open(self, key: Hashable, relay: Relay) -> LiveStream:
+    def open(self, key: Hashable, relay: Relay, via: Via | None = None) -> LiveStream:
         """The running stream of ``key``, started if there is none (or its camera's relay was
-        replaced: the camera was changed or restarted)."""
+        replaced: the camera was changed or restarted); ``via``: see :class:`LiveStream`."""
         stream = self.running(key, relay)
         if stream is None:
             old = self._streams.get(key)
             if old is not None:
                 old.stop()
-            stream = LiveStream(relay, self.clock, self.idle_s, lambda s: self._forget(key, s))
+            stream = LiveStream(relay, self.clock, self.idle_s, lambda s: self._forget(key, s),
+                                via)  # fmt: skip
             self._streams[key] = stream
         return stream
 

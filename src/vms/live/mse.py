@@ -9,6 +9,9 @@ A viewer's feed is a sequence of messages, text (JSON) or binary:
   is ready for more go out as one fragment (one frame when it keeps up);
 - ``{"type": "offline", "since": <ISO time>}`` when the camera's stream is down, and ``init``
   again when it is back;
+- ``{"type": "audio", "codec", "played": false, "message"}`` before ``init`` when the stream
+  has audio MSE does not play (it plays AAC; G.711 is AAC only with ``live.transcode_audio``):
+  the video plays without it;
 - ``{"type": "error", "message"}`` when the feed ends for good (the camera was removed).
 
 The feed subscribes to the stream's relay, which starts it at the current GOP (the first picture
@@ -30,8 +33,9 @@ from typing import Any
 from vms.cameras.pipeline import StreamPipeline
 from vms.cameras.relay import Item, Relay, Subscription
 from vms.clock import Clock
+from vms.live.audio import NAMES
 from vms.live.fmp4 import LiveMuxer, with_params
-from vms.media import VIDEO, Packet, StreamEnd, StreamInfo, StreamStart
+from vms.media import AAC, VIDEO, Packet, StreamEnd, StreamInfo, StreamStart
 from vms.times import iso
 
 log = logging.getLogger(__name__)
@@ -133,6 +137,13 @@ class MseFeed:
                     return
             if isinstance(item, StreamStart):
                 info, muxer, self._online = item.info, None, True
+                if info.audio is not None and info.audio.codec != AAC:
+                    yield message(
+                        "audio", codec=info.audio.codec, played=False,
+                        message=f"the camera's {NAMES.get(info.audio.codec, info.audio.codec)} "
+                        "audio is not played (MSE "
+                        "plays AAC; the server's live.transcode_audio makes AAC of it)",
+                    )  # fmt: skip
             elif isinstance(item, StreamEnd):
                 info, muxer = None, None
                 if self._online is not False:

@@ -1,11 +1,13 @@
 """A viewer's SDP offer, as WHEP receives it: checked with a message that says what is wrong,
-and the codecs the answer takes from it (the camera's H.264 profile, G.711 audio).
+and the codecs the answer takes from it (the camera's H.264 profile; G.711 audio as it is, or
+Opus from the server's audio transcoder).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 
 from aiortc import RTCRtpCodecCapability, RTCRtpSender
 from aiortc import sdp as aiortc_sdp
@@ -13,14 +15,16 @@ from aiortc.codecs import CODECS
 from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
 
 from vms.errors import Kind, VmsError, capped
-from vms.media import PCMA, PCMU, StreamInfo
+from vms.media import OPUS, PCMA, PCMU, AudioInfo, StreamInfo
 
 log = logging.getLogger(__name__)
 
 MAX_OFFER_BYTES = 64 * 1024
 VIDEO_RATE = 90_000
 G711_RATE = 8_000
+OPUS_RATE = 48_000
 _G711_MIME = {PCMU: "audio/PCMU", PCMA: "audio/PCMA"}
+_AUDIO_MIME = {**_G711_MIME, OPUS: "audio/opus"}
 
 # aiortc offers and accepts H.264 in (constrained) baseline only, and matches an offer's codec
 # by profile: a camera's Main or High stream would be answered as baseline. These make the
@@ -149,11 +153,8 @@ def h264_preferences(
     return (own or ours) + rtx
 
 
-def offered_audio(
-    viewer: str, description: aiortc_sdp.SessionDescription, info: StreamInfo
-) -> RTCRtpCodecCapability | None:
-    """The G.711 codec to pass the camera's audio through, or None (said why, once)."""
-    audio = info.audio
+def _wanted_audio(description: aiortc_sdp.SessionDescription) -> set[str]:
+    """The audio MIME types (lower case) the offer receives; empty when it takes no audio."""
     wanted = next(
         (
             m
@@ -162,17 +163,44 @@ def offered_audio(
         ),
         None,
     )
-    if audio is None or wanted is None:
+    return set() if wanted is None else {c.mimeType.lower() for c in wanted.rtp.codecs}
+
+
+def audio_wish(
+    description: aiortc_sdp.SessionDescription, transcode: bool
+) -> tuple[Callable[[AudioInfo], bool], str | None]:
+    """What the viewer plays as it is (G.711 at 8 kHz, mono, of a kind it offers), and the
+    codec to transcode other audio into (Opus, when ``transcode`` and the offer takes it)."""
+    mimes = _wanted_audio(description)
+
+    def plays(audio: AudioInfo) -> bool:
+        mime = _G711_MIME.get(audio.codec)
+        g711 = mime is not None and audio.sample_rate == G711_RATE and audio.channels == 1
+        return (g711 or audio.codec == OPUS) and _AUDIO_MIME[audio.codec].lower() in mimes
+
+    return plays, OPUS if transcode and "audio/opus" in mimes else None
+
+
+def offered_audio(
+    viewer: str, description: aiortc_sdp.SessionDescription, info: StreamInfo
+) -> RTCRtpCodecCapability | None:
+    """The codec to send the stream's audio in (G.711 as it comes, Opus from the transcoder),
+    or None (said why, once)."""
+    audio = info.audio
+    mimes = _wanted_audio(description)
+    if audio is None or not mimes:
         return None
-    mime = _G711_MIME.get(audio.codec)
-    if mime is None or audio.sample_rate != G711_RATE or audio.channels != 1:
-        log.info(
-            "WebRTC viewer %s: the camera's %s audio is not sent (WebRTC carries Opus and G.711)",
-            viewer,
-            audio.codec.upper(),
-        )
+    plays, _ = audio_wish(description, False)
+    if not plays(audio):
+        mime = _AUDIO_MIME.get(audio.codec)
+        if mime is not None and mime.lower() not in mimes:
+            log.info("WebRTC viewer %s: the offer takes no %s: audio is not sent", viewer, mime)
+        else:
+            log.info("WebRTC viewer %s: the camera's %s audio (%d Hz) is not sent (WebRTC "
+                     "carries Opus and 8 kHz G.711; live.transcode_audio makes Opus of it)",
+                     viewer, audio.codec.upper(), audio.sample_rate)  # fmt: skip
         return None
-    if not any(c.mimeType.lower() == mime.lower() for c in wanted.rtp.codecs):
-        log.info("WebRTC viewer %s: the offer takes no %s: audio is not sent", viewer, mime)
-        return None
-    return next(c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType == mime)
+    mime = _AUDIO_MIME[audio.codec].lower()
+    return next(
+        c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == mime
+    )

@@ -1,5 +1,7 @@
 """WebRTC viewers of a camera stream (WHEP: draft-ietf-wish-whep, the viewer's side of WHIP,
-RFC 9725): the camera's H.264 passed through aiortc without decoding or encoding.
+RFC 9725): the camera's H.264 passed through aiortc without decoding or encoding; an H.265
+stream as the camera's H.264 other stream or the shared H.264 rendition
+(:mod:`vms.live.source`, held for the session's life).
 
 Passthrough: aiortc's ``RTCRtpSender`` sends whatever its track's ``recv()`` returns. A
 ``Frame`` goes through an encoder; an ``av.Packet`` goes to its codec's ``pack()``, which for
@@ -8,8 +10,9 @@ NAL unit, STAP-A, FU-A). The sender still makes its ``H264Encoder`` object, but 
 opens a libx264 context only when asked to encode a frame, which never happens here; no
 decoder exists on the server side (our transceivers only send). G.711 is packed as it comes
 (aiortc's PCM "encoder" object opens a ``pcm_mulaw``/``pcm_alaw`` context it is never given a
-frame for). AAC cannot go over WebRTC (it carries Opus and G.711): it is dropped, and said so
-once per session.
+frame for). AAC cannot go over WebRTC (it carries Opus and G.711): with ``live.transcode_audio``
+it comes as Opus from a shared transcoder (packed as it comes, like G.711), else the answer
+has no audio (said why in the log, once per session).
 
 A session subscribes to the relay when aiortc's sender first asks for media (DTLS is up), so
 it starts at the relay's latest or next keyframe. RTP timestamps follow the camera's own
@@ -36,6 +39,7 @@ import fractions
 import json
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,11 +59,18 @@ from vms.cameras.relay import Relay, Subscription
 from vms.clock import Clock
 from vms.config import LiveConfig
 from vms.errors import Kind, VmsError
-from vms.live.offer import G711_RATE, VIDEO_RATE, h264_preferences, offered_audio, parse_offer
+from vms.live.offer import (
+    G711_RATE,
+    VIDEO_RATE,
+    audio_wish,
+    h264_preferences,
+    offered_audio,
+    parse_offer,
+)
+from vms.live.source import Chosen, Plays
 from vms.media import (
     AUDIO,
     H264,
-    HEVC,
     VIDEO,
     Packet,
     StreamEnd,
@@ -80,6 +91,9 @@ CLOCK_SLACK_S = 0.15  # how far RTP time may run from send time before it is pul
 # by every subscriber: the bound costs references, not copies.
 QUEUE = 1024
 _START = b"\x00\x00\x00\x01"
+# What a session reads while it lives: the relay for a browser of the stream (its audio as the
+# viewer plays it, else transcoded into the codec given when there is one).
+Source = Callable[[Plays, str | None], contextlib.AbstractContextManager[Chosen]]
 
 
 class RtpClock:
@@ -126,13 +140,15 @@ class _Passthrough(MediaStreamTrack):
 
     media = VIDEO
 
-    def __init__(self, session: WhepSession, relay: Relay, now: float) -> None:
+    def __init__(
+        self, session: WhepSession, relay: Relay, now: float, rate: int = G711_RATE
+    ) -> None:
         super().__init__()
         self._session = session
         self._relay = relay
         self._sub: Subscription | None = None
         self._info = relay.info
-        self._rate = VIDEO_RATE if self.media == VIDEO else G711_RATE
+        self._rate = VIDEO_RATE if self.media == VIDEO else rate  # audio: its codec's clock
         self._time_base = fractions.Fraction(1, self._rate)
         self._rtp = RtpClock(self._rate, now)
         self._caught_up = False
@@ -228,6 +244,7 @@ class WhepSession:
     closing: asyncio.Task[None] | None = None
     channel: RTCDataChannel | None = None  # the viewer's, when its offer opened one
     offline_since: str | None = None
+    held: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # its source
     _timer: asyncio.TimerHandle | None = None
 
     def now(self) -> float:
@@ -284,9 +301,10 @@ class WebRtcSessions:
         return servers
 
     async def open(
-        self, offer: str, relay: Relay, camera_id: str, stream: str, owner: int
+        self, offer: str, source: Source, camera_id: str, stream: str, owner: int
     ) -> tuple[WhepSession, str]:
-        """A session answering ``offer`` with ``relay``'s stream: the session and the answer."""
+        """A session answering ``offer`` with what ``source`` gives for it (held until the
+        session ends): the session and the answer."""
         if len(self._sessions) + self._opening >= self.config.webrtc_max_sessions:
             raise VmsError(
                 Kind.UNAVAILABLE,
@@ -294,32 +312,32 @@ class WebRtcSessions:
                 f"takes ({self.config.webrtc_max_sessions}): use MSE or HLS",
             )
         description = parse_offer(offer)
-        info = relay.info
-        if info is None:
-            raise VmsError(
-                Kind.UNAVAILABLE,
-                f"camera {camera_id}'s {stream} stream is not "
-                "running: try again when the camera is online",
-                headers={"Retry-After": "2"},
-            )
-        if info.video.codec == HEVC:
-            raise VmsError(
-                Kind.INVALID_ARGUMENT,
-                f"camera {camera_id}'s {stream} stream is "
-                "H.265, which WebRTC here does not carry: use the sub-stream or MSE",
-            )
-        if info.video.codec != H264:
-            raise VmsError(
-                Kind.INVALID_ARGUMENT,
-                f"camera {camera_id}'s {stream} stream is {info.video.codec}, not H.264",
-            )
+        held = contextlib.ExitStack()
+        with held:
+            wish = audio_wish(description, self.config.transcode_audio)
+            chosen = held.enter_context(source(*wish))
+            info = chosen.info
+            if info is None:
+                raise VmsError(
+                    Kind.UNAVAILABLE,
+                    f"camera {camera_id}'s {stream} stream is not "
+                    "running: try again when the camera is online",
+                    headers={"Retry-After": "2"},
+                )
+            if info.video.codec != H264:
+                raise VmsError(
+                    Kind.INVALID_ARGUMENT,
+                    f"camera {camera_id}'s {stream} stream is {info.video.codec}, not H.264",
+                )
+            held = held.pop_all()  # the session's from here
         self._opening += 1
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers()))
         session = WhepSession(
-            secrets.token_urlsafe(18), camera_id, stream, owner, pc, self, self.clock.monotonic()
-        )
+            secrets.token_urlsafe(18), camera_id, stream, owner, pc, self, self.clock.monotonic(),
+            held=held,
+        )  # fmt: skip
         try:
-            answer = await self._negotiate(session, description, offer, relay, info)
+            answer = await self._negotiate(session, description, offer, chosen.relay, info)
         except BaseException:
             await self._close_pc(session)
             raise
@@ -338,7 +356,8 @@ class WebRtcSessions:
 
         loop = asyncio.get_running_loop()
         session._timer = loop.call_later(CONNECT_TIMEOUT_S, session.ended, "it never connected")
-        log.info("WebRTC viewer %s of %s (%s stream) opened", session.id[:8], camera_id, stream)
+        log.info("WebRTC viewer %s of %s (%s stream) opened%s", session.id[:8], camera_id, stream,
+                 _served(chosen, stream))  # fmt: skip
         return session, answer
 
     async def _negotiate(
@@ -366,7 +385,7 @@ class WebRtcSessions:
 
         audio_codec = offered_audio(session.id[:8], description, info)
         if audio_codec is not None:
-            sound = AudioPassthrough(session, relay, now)
+            sound = AudioPassthrough(session, relay, now, audio_codec.clockRate)
             session.tracks.append(sound)
             pc.addTransceiver(sound, direction="sendonly").setCodecPreferences([audio_codec])
         try:
@@ -400,6 +419,7 @@ class WebRtcSessions:
             session._timer = None
         for t in session.tracks:
             t.stop()
+        session.held.close()  # a rendition it read lingers, then stops if no one else reads it
         try:
             await session.pc.close()
         except Exception:  # a broken transport must not keep the session
@@ -418,3 +438,15 @@ class WebRtcSessions:
         future = asyncio.run_coroutine_threadsafe(self.close_all(), loop)
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             future.result(timeout)
+
+
+def _served(chosen: Chosen, stream: str) -> str:
+    """What a session reads, when it is not the stream as it was asked for (for the log)."""
+    what = []
+    if chosen.transcoded:
+        what.append("its H.264 rendition")
+    elif chosen.stream != stream:
+        what.append(f"the {chosen.stream} stream (H.264)")
+    if chosen.audio_into is not None:
+        what.append(f"audio as {chosen.audio_into}")
+    return f": {', '.join(what)}" if what else ""
