@@ -102,8 +102,10 @@ class OnnxDetector:
             self._session = ort.InferenceSession(
                 model, sess_options=options, providers=["CPUExecutionProvider"]
             )
-        except Exception as e:  # onnxruntime raises its own exception types for a bad file
-            raise VmsError(Kind.CORRUPT, f"{cfg.path}: the model does not load: {_first(e)}")
+        except Exception as e:  # noqa: BLE001 - onnxruntime's errors derive from Exception only
+            raise VmsError(
+                Kind.CORRUPT, f"{cfg.path}: the model does not load: {_first(e)}"
+            ) from None
         inputs = self._session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             shapes = [i.shape for i in inputs]
@@ -128,8 +130,10 @@ class OnnxDetector:
         self._names = [o.name for o in self._session.get_outputs()]
         try:
             outputs = self._run(np.full((self._size, self._size, 3), PAD, np.uint8))
-        except Exception as e:
-            raise VmsError(Kind.CORRUPT, f"{cfg.path}: the model does not run: {_first(e)}")
+        except Exception as e:  # noqa: BLE001 - as above
+            raise VmsError(
+                Kind.CORRUPT, f"{cfg.path}: the model does not run: {_first(e)}"
+            ) from None
         self._layout, self._picks = self._find_layout(cfg.output, outputs)
 
     def detect(self, image: Image) -> list[Detection]:
@@ -200,10 +204,8 @@ class OnnxDetector:
         return (b, lg) if shapes[b][1] == shapes[lg][1] else None
 
     def _yolo(self, rows: np.ndarray, box: Letterbox) -> list[Detection]:
-        if self._layout is Layout.YOLO_V5:
-            scores_all = rows[:, 5:] * rows[:, 4:5]
-        else:
-            scores_all = rows[:, 4:]
+        v5 = self._layout is Layout.YOLO_V5
+        scores_all = rows[:, 5:] * rows[:, 4:5] if v5 else rows[:, 4:]
         classes = scores_all.argmax(axis=1)
         scores = scores_all[np.arange(len(rows)), classes]
         keep = np.flatnonzero(np.isfinite(scores) & (scores >= SCORE_FLOOR))
@@ -214,9 +216,7 @@ class OnnxDetector:
             idx = keep[classes[keep] == cls]
             cx, cy, w, h = (rows[idx, k] for k in range(4))
             xywh = np.stack([cx - w / 2, cy - h / 2, w, h], axis=1)
-            chosen = cv2.dnn.NMSBoxes(
-                xywh.tolist(), scores[idx].tolist(), SCORE_FLOOR, NMS_IOU
-            )
+            chosen = cv2.dnn.NMSBoxes(xywh.tolist(), scores[idx].tolist(), SCORE_FLOOR, NMS_IOU)
             for j in np.asarray(chosen, dtype=int).reshape(-1).tolist():
                 x, y, bw, bh = xywh[j].tolist()
                 found += self._detection(int(cls), float(scores[idx[j]]), box, x, y, x + bw, y + bh)
@@ -232,9 +232,8 @@ class OnnxDetector:
         s = self._size
         for i in np.flatnonzero(np.isfinite(scores) & (scores >= SCORE_FLOOR)).tolist():
             cx, cy, w, h = (boxes[i] * s).tolist()
-            found += self._detection(
-                int(classes[i]), float(scores[i]), box, cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
-            )
+            x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+            found += self._detection(int(classes[i]), float(scores[i]), box, x1, y1, x2, y2)
         found.sort(key=lambda d: -d.score)
         return found
 

@@ -43,7 +43,7 @@ _THRESHOLD = re.compile(rb"confidence_threshold:\s*[-+0-9.eE]+")
 class MobileNetSsd:
     """One MobileNet-SSD net; use it from one thread at a time."""
 
-    labels = VOC_LABELS
+    labels: tuple[str, ...] = VOC_LABELS
     input_size = (INPUT, INPUT)
     thread_safe = False
 
@@ -57,7 +57,8 @@ class MobileNetSsd:
             # A forward pass proves the weights fit the graph (a parse alone does not).
             self.detect(np.full((INPUT, INPUT, 3), 127, np.uint8))
         except cv2.error as e:
-            raise VmsError(Kind.CORRUPT, f"{source}: the model does not load: {_first_line(e)}")
+            message = f"{source}: the model does not load: {_first_line(e)}"
+            raise VmsError(Kind.CORRUPT, message) from None
 
     @classmethod
     def from_files(cls, prototxt: Path, caffemodel: Path) -> MobileNetSsd:
