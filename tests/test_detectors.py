@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from vms.detect import fetch, models
 from vms.detect.detector import Detection, Detector
 from vms.detect.onnx_detector import Letterbox, OnnxDetector
-from vms.detect.ssd import SCORE_FLOOR
+from vms.detect.ssd import SCORE_FLOOR, preprocess
 from vms.detection_config import DetectionConfig, ModelKind, OnnxModelConfig, OnnxOutput
 from vms.errors import Kind, VmsError
 from vms.events.model import Box
@@ -80,6 +80,18 @@ def test_ssd_factory_gives_each_thread_its_own_net(ssd_dir: Path) -> None:
     a, b = factory(), factory()
     assert a is not b and not a.thread_safe
     assert a.input_size == (300, 300) and "person" in a.labels
+
+
+def test_ssd_input_is_bgr_scaled_to_plus_minus_one() -> None:
+    image = np.zeros((150, 600, 3), np.uint8)
+    image[:, :, 2] = 255  # red, in BGR
+    image[:, :300, 1] = 51  # some green on the left half
+    blob = preprocess(image)
+    assert blob.shape == (1, 3, 300, 300) and blob.dtype == np.float32
+    np.testing.assert_allclose(blob[0, 0], -1.0)
+    np.testing.assert_allclose(blob[0, 2], 1.0)
+    np.testing.assert_allclose(blob[0, 1, :, :150], (51 - 127.5) / 127.5, rtol=1e-6)
+    np.testing.assert_allclose(blob[0, 1, :, 150:], -1.0)
 
 
 def test_ssd_rejects_a_picture_that_is_not_bgr(ssd: Detector) -> None:

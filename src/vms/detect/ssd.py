@@ -67,15 +67,19 @@ class MobileNetSsd:
     def detect(self, image: Image) -> list[Detection]:
         if image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
             raise VmsError(Kind.INVALID_ARGUMENT, f"expected a BGR image, got shape {image.shape}")
-        blob = cv2.dnn.blobFromImage(
-            cv2.resize(image, (INPUT, INPUT), interpolation=cv2.INTER_AREA),
-            SCALE,
-            (INPUT, INPUT),
-            MEAN,
-        )
+        blob = preprocess(image)
         self._net.setInput(blob)
         out = self._net.forward()
         return decode(out.reshape(-1, 7))
+
+
+def preprocess(image: Image) -> np.ndarray:
+    """The network's input: ``[1, 3, 300, 300]`` float32, BGR (as the Caffe model was trained),
+    ``(pixel - 127.5) / 127.5``."""
+    small = cv2.resize(image, (INPUT, INPUT), interpolation=cv2.INTER_AREA)
+    # The mean is a per-channel Scalar: a bare 127.5 would be subtracted from blue alone.
+    blob: np.ndarray = cv2.dnn.blobFromImage(small, SCALE, (INPUT, INPUT), (MEAN, MEAN, MEAN))
+    return blob
 
 
 def decode(rows: np.ndarray) -> list[Detection]:
