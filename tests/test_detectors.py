@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from vms.detect import fetch, models
 from vms.detect.detector import Detection, Detector
-from vms.detect.onnx_detector import Letterbox, OnnxDetector
+from vms.detect.onnx_detector import Letterbox, OnnxDetector, to_input
 from vms.detect.ssd import SCORE_FLOOR, preprocess
 from vms.detection_config import DetectionConfig, ModelKind, OnnxModelConfig, OnnxOutput
 from vms.errors import Kind, VmsError
@@ -219,6 +219,17 @@ def test_letterbox_geometry() -> None:
     assert Letterbox.fit(640, 320, 320) == Letterbox(0, 80, 320, 160)
     assert Letterbox.fit(100, 400, 320) == Letterbox(120, 0, 80, 320)
     assert Letterbox.fit(640, 320, 320).to_image(120, 140, 200, 180) == Box(*WIDE_BOX)
+
+
+def test_onnx_input_is_letterboxed_rgb_in_zero_one() -> None:
+    image = np.zeros((320, 640, 3), np.uint8)
+    image[:, :, 2] = 255  # red, in BGR
+    blob = to_input(image, Letterbox.fit(640, 320, 320), 320)
+    assert blob.shape == (1, 3, 320, 320) and blob.dtype == np.float32
+    picture, pad = blob[0, :, 80:240], np.concatenate([blob[0, :, :80], blob[0, :, 240:]], 1)
+    np.testing.assert_allclose(picture[0], 1.0)  # R first
+    np.testing.assert_allclose(picture[1:], 0.0)
+    np.testing.assert_allclose(pad, 114 / 255, rtol=1e-6)
 
 
 def test_yolo_v5_scores_nms_per_class_and_letterbox(tmp_path: Path) -> None:

@@ -149,14 +149,9 @@ class OnnxDetector:
         return self._yolo(rows, box)
 
     def _run(self, image: Image, box: Letterbox | None = None) -> list[np.ndarray]:
-        size = self._size
         if box is None:
-            box = Letterbox.fit(image.shape[1], image.shape[0], size)
-        canvas = np.full((size, size, 3), PAD, np.uint8)
-        resized = cv2.resize(image, (box.width, box.height), interpolation=cv2.INTER_LINEAR)
-        canvas[box.top : box.top + box.height, box.left : box.left + box.width] = resized
-        rgb = canvas[:, :, ::-1].transpose(2, 0, 1)[np.newaxis]
-        blob = (rgb.astype(np.float32) / 255).astype(self._dtype)
+            box = Letterbox.fit(image.shape[1], image.shape[0], self._size)
+        blob = to_input(image, box, self._size).astype(self._dtype, copy=False)
         outputs = self._session.run(self._names, {self._input: blob})
         return [np.asarray(o, dtype=np.float32) for o in outputs]
 
@@ -246,6 +241,16 @@ class OnnxDetector:
         if b.x2 <= b.x1 or b.y2 <= b.y1:  # wholly in the padding
             return []
         return [Detection(self.labels[cls], min(1.0, score), b)]
+
+
+def to_input(image: Image, box: Letterbox, size: int) -> np.ndarray:
+    """The model's input: the image letterboxed at ``box`` in a ``size`` square padded with
+    114, RGB, 0–1, ``[1, 3, size, size]`` float32."""
+    canvas = np.full((size, size, 3), PAD, np.uint8)
+    resized = cv2.resize(image, (box.width, box.height), interpolation=cv2.INTER_LINEAR)
+    canvas[box.top : box.top + box.height, box.left : box.left + box.width] = resized
+    rgb = canvas[:, :, ::-1].transpose(2, 0, 1)[np.newaxis]
+    return rgb.astype(np.float32) / 255
 
 
 def _clip(v: float) -> float:
