@@ -203,7 +203,8 @@ class OnnxDetector:
         scores_all = rows[:, 5:] * rows[:, 4:5] if v5 else rows[:, 4:]
         classes = scores_all.argmax(axis=1)
         scores = scores_all[np.arange(len(rows)), classes]
-        keep = np.flatnonzero(np.isfinite(scores) & (scores >= SCORE_FLOOR))
+        finite = np.isfinite(rows[:, :4]).all(axis=1) & np.isfinite(scores)
+        keep = np.flatnonzero(finite & (scores >= SCORE_FLOOR))  # NaN would upset the NMS
         if len(keep) > MAX_CANDIDATES:
             keep = keep[np.argsort(-scores[keep])[:MAX_CANDIDATES]]
         found = []
