@@ -50,7 +50,7 @@ class Subscriber:
 
     async def _read(self, c: aiomqtt.Client) -> None:
         async for m in c.messages:
-            self.got.append((str(m.topic), bytes(m.payload), bool(m.retain)))  # type: ignore[arg-type]
+            self.got.append((str(m.topic), bytes(m.payload), bool(m.retain)))
 
     def payloads(self, topic: str) -> list[bytes]:
         return [p for t, p, _ in list(self.got) if t == topic]
