@@ -192,6 +192,9 @@ class MqttSink:
                     why = f"{e}: {e.__cause__}" if e.__cause__ else str(e)
                     log.warning("%s: broker unreachable or lost (%s); retrying", self.name, why)
                 outage = True
+            except Exception:  # a bug here must not silence MQTT for good
+                log.exception("%s: connection task failed; retrying", self.name)
+                outage = True
             finally:
                 self._up.clear()
                 if link is not None:

@@ -85,6 +85,7 @@ class NatsSink:
         self._stream_lock = asyncio.Lock()
         self._outage = False
         self._closing = False
+        self._said: str | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -106,24 +107,40 @@ class NatsSink:
         self._task = asyncio.create_task(self._connect(), name=self.name)
 
     async def _connect(self) -> None:
-        assert self._nc is not None
-        await self._nc.connect(
-            servers=[self.config.url],
-            name="vms",
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=self._reconnect_wait,  # type: ignore[arg-type]
-            connect_timeout=5,
-            error_cb=self._on_error,
-            disconnected_cb=self._on_disconnected,
-            reconnected_cb=self._on_reconnected,
-        )
+        while True:
+            assert self._nc is not None
+            try:
+                await self._nc.connect(
+                    servers=[self.config.url],
+                    name="vms",
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,  # the first connection included: never give up
+                    reconnect_time_wait=self._reconnect_wait,  # type: ignore[arg-type]
+                    connect_timeout=5,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                )
+                break
+            except Exception as e:  # noqa: BLE001 - nats-py gave up after all: start afresh
+                await self._on_error(e)
+                with contextlib.suppress(Exception):
+                    await self._nc.close()
+                await asyncio.sleep(max(self._reconnect_wait, 1.0))
+                self._nc = NatsClient()
         log.info("%s: connected", self.name)
-        self._outage = False
+        self._outage, self._said = False, None
         self._connected.set()
         await self._ensure_stream_quietly()
 
     async def _on_error(self, e: Exception) -> None:
+        if not isinstance(e, (*_TRANSIENT, nats.errors.NoServersError)):
+            # The server complained (a permission, bad credentials): said once, not at every
+            # retry of a connection it keeps refusing.
+            if _why(e) != self._said:
+                self._said = _why(e)
+                log.warning("%s: %s", self.name, self._said)
+            return
         if not self._outage:
             self._outage = True
             log.warning("%s: server unreachable or lost (%s); retrying", self.name, _why(e))
@@ -137,7 +154,7 @@ class NatsSink:
 
     async def _on_reconnected(self) -> None:
         log.info("%s: connected again", self.name)
-        self._outage = False
+        self._outage, self._said = False, None
         self._connected.set()
         await self._ensure_stream_quietly()
 
