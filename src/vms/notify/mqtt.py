@@ -21,7 +21,10 @@ Traps:
 - aiomqtt waits for a QoS 1 acknowledgement until its timeout even when the connection is gone;
   ``deliver`` races the publish against the connection's loss, so a cut costs a reconnect, not
   a timeout. A message whose PUBACK was lost in the cut is sent again on the new connection
-  (at least once, as QoS 1 promises).
+  (at least once, as QoS 1 promises). A connection that dies silently (no FIN: a cable, a NAT)
+  looks alive until the keepalive (30 s) drops it; meanwhile an unacknowledged message is sent
+  again every ``PUBLISH_TIMEOUT_S`` rather than given up. Only a broker that refuses a message
+  on a live connection costs it (after ``MAX_TRIES``).
 - The loss is noticed through the subscription to our own ``available`` topic: aiomqtt's
   message iterator is its public way of saying the connection dropped.
 - The password comes from a ``SecretStr`` and goes only to the client; log lines name the host.
@@ -33,6 +36,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import random
 from typing import Any
 
@@ -111,17 +115,21 @@ class MqttSink:
         while True:
             link = await self._wait_link()
             publish = asyncio.ensure_future(
-                link.client.publish(topic, payload, qos=1, retain=retain, timeout=PUBLISH_TIMEOUT_S)
+                link.client.publish(topic, payload, qos=1, retain=retain, timeout=math.inf)
             )
             lost = asyncio.ensure_future(link.lost.wait())
             try:
-                await asyncio.wait({publish, lost}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {publish, lost}, timeout=PUBLISH_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
                 lost.cancel()
                 if not publish.done():
                     publish.cancel()
-            if publish.done() and not publish.cancelled() and publish.exception() is None:
+            if publish in done and publish.exception() is None:
                 return
+            if not done:
+                continue  # a silent connection: sent again until the keepalive drops a dead one
             if not link.lost.is_set():
                 # paho may refuse a publish on a socket it just found closed before aiomqtt
                 # hears of the loss: give the loss a moment to show before counting a try.

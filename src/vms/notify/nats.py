@@ -12,10 +12,12 @@ Traps:
   connection included; it runs as a task of its own so that a server that is down when the
   VMS starts delays events, never the start, and the sink picks it up when it comes.
 - A JetStream publish is a request: while the connection is away, it times out. ``deliver``
-  then waits for the reconnection and publishes again. The first copy may still have been
-  buffered and sent by nats-py on reconnecting, so every message carries a ``Nats-Msg-Id``
-  (kept across its tries) and JetStream drops the duplicate within its window (2 minutes by
-  default).
+  then waits for the reconnection and publishes again; a timeout on a connection that looks
+  up but does not answer a ping (it died silently; the pings drop it within a minute) is no
+  try either, so only a server that answers yet does not store the message costs it. The
+  first copy may still have been buffered and sent by nats-py on reconnecting, so every
+  message carries a ``Nats-Msg-Id`` (kept across its tries) and JetStream drops the duplicate
+  within its window (2 minutes by default).
 - "No responders" means no stream takes the subject (it was deleted): the stream is ensured
   again and the message sent once more; a stream of our name whose subjects do not cover ours
   gives the message up after a few tries instead of looping.
@@ -117,6 +119,8 @@ class NatsSink:
                     max_reconnect_attempts=-1,  # the first connection included: never give up
                     reconnect_time_wait=self._reconnect_wait,  # type: ignore[arg-type]
                     connect_timeout=5,
+                    ping_interval=20,  # a connection that died silently is dropped in a minute
+                    max_outstanding_pings=3,
                     error_cb=self._on_error,
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
@@ -210,7 +214,7 @@ class NatsSink:
                 last = e
             except _TRANSIENT as e:
                 last = e
-                if not self._nc.is_connected:
+                if not self._nc.is_connected or not await self._answers():
                     continue  # an outage: wait for the reconnection, it is no try
             except nats.js.errors.APIError as e:
                 raise VmsError(
@@ -222,6 +226,15 @@ class NatsSink:
             Kind.UNAVAILABLE,
             f"{self.name}: no acknowledgement for {subject} after {tries} tries: {_why(last)}",
         )
+
+    async def _answers(self) -> bool:
+        """Whether the server answers a ping now (a connection that died silently does not)."""
+        assert self._nc is not None
+        try:
+            await self._nc.flush(timeout=2)
+        except Exception:  # noqa: BLE001 - any failure means no answer
+            return False
+        return True
 
     async def stop(self) -> None:
         self._closing = True
