@@ -49,6 +49,7 @@ from collections.abc import Callable, Sequence
 
 from vms.detect.tracker import Track
 from vms.detect.zones import ENTER, ZoneChange, Zones
+from vms.errors import Kind, VmsError
 from vms.events.model import Change, CountMessage, Event, EventMessage
 
 SCORE_STEP = 0.05
@@ -98,7 +99,7 @@ class CameraEvents:
         new_id: Callable[[], str] = _uuid,
     ) -> None:
         if end_after_s < 0:
-            raise ValueError("end_after_s must not be negative")
+            raise VmsError(Kind.INVALID_ARGUMENT, "end_after_s must not be negative")
         self._camera_id = camera_id
         self._stream = stream
         self._labels = frozenset(labels)

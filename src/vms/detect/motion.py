@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vms.detection_config import MotionConfig, Polygon
+from vms.errors import Kind, VmsError
 from vms.events.model import Box, MotionMessage
 
 TRAINING_FRAMES = 2
@@ -74,7 +75,10 @@ class Motion:
     def update(self, y: Luma) -> MotionResult:
         """Compare one frame's luma (H×W ``uint8``, any row stride) with the background."""
         if y.ndim != 2 or y.dtype != np.uint8 or y.shape[0] < 2 or y.shape[1] < 2:
-            raise ValueError(f"motion needs a 2-D uint8 luma plane, not {y.dtype} {y.shape}")
+            raise VmsError(
+                Kind.INVALID_ARGUMENT,
+                f"motion needs a 2-D uint8 luma plane, not {y.dtype} {y.shape}",
+            )
         if y.shape != self._shape:
             self._resize(y.shape[0], y.shape[1])
         blurred = cv2.GaussianBlur(shrink(y, self._small), _BLUR, 0)
@@ -202,7 +206,7 @@ class MotionSwitch:
 
     def __init__(self, camera_id: str, hold_s: float = 5.0) -> None:
         if hold_s < 0:
-            raise ValueError("hold_s must not be negative")
+            raise VmsError(Kind.INVALID_ARGUMENT, "hold_s must not be negative")
         self._camera_id = camera_id
         self._hold_us = round(hold_s * SECOND_US)
         self._on = False

@@ -44,6 +44,7 @@ import numpy.typing as npt
 from scipy.optimize import linear_sum_assignment
 
 from vms.detect.detector import Detection
+from vms.errors import Kind, VmsError
 from vms.events.model import Box
 
 _FAR = 1e6  # the cost of a pair that may not be matched
@@ -111,11 +112,11 @@ class Tracker:
         stationary_move: float = 0.02,
     ) -> None:
         if not 0 < match_iou <= 1:
-            raise ValueError("match_iou must be in (0, 1]")
+            raise VmsError(Kind.INVALID_ARGUMENT, "match_iou must be in (0, 1]")
         if min_hits < 1:
-            raise ValueError("min_hits must be at least 1")
+            raise VmsError(Kind.INVALID_ARGUMENT, "min_hits must be at least 1")
         if max_lost_s < 0 or stationary_s < 0 or stationary_move < 0:
-            raise ValueError("times and distances must not be negative")
+            raise VmsError(Kind.INVALID_ARGUMENT, "times and distances must not be negative")
         if callable(high):
             self._high = high
         else:

@@ -33,6 +33,7 @@ import numpy.typing as npt
 
 from vms.detect.tracker import Track
 from vms.detection_config import Polygon, ZoneConfig
+from vms.errors import Kind, VmsError
 from vms.events.model import Box
 
 ENTER = "enter"
@@ -68,7 +69,7 @@ class Zones:
     def __init__(self, zones: Sequence[ZoneConfig], masks: Sequence[Polygon] = ()) -> None:
         names = [z.name for z in zones]
         if len(set(names)) != len(names):
-            raise ValueError("two zones have the same name")
+            raise VmsError(Kind.INVALID_ARGUMENT, "two zones have the same name")
         self._zones = list(zones)
         self._contours = [_contour(z.polygon) for z in zones]
         self._masks = [_contour(m) for m in masks]
