@@ -84,7 +84,9 @@ def test_a_still_scene_has_no_motion_after_warm_up() -> None:
     still = with_rect(noise(rng), 200, 100)
     for i in range(30):
         frame = noise(rng)
-        frame[100 : 100 + RECT_H, 200 : 200 + RECT_W] = still[100 : 100 + RECT_H, 200 : 200 + RECT_W]
+        frame[100 : 100 + RECT_H, 200 : 200 + RECT_W] = still[
+            100 : 100 + RECT_H, 200 : 200 + RECT_W
+        ]
         result = motion.update(frame)
         if i >= 2:
             assert result.score == 0 and result.regions == [], i
