@@ -223,7 +223,8 @@ class CameraEvents:
             event.score = track.score
             event.box = track.box
             event.top_score = max(event.top_score, track.score)
-            if event.top_score >= live.published.top_score + SCORE_STEP:
+            # 0.85 - 0.8 is 0.04999… in binary: a step is a step within a rounding error.
+            if event.top_score - live.published.top_score >= SCORE_STEP - 1e-9:
                 live.pending = True
             if t_us - live.path_us >= live.path_gap_us:
                 event.path.append((t_us, track.box))
