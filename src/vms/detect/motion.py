@@ -43,9 +43,10 @@ from vms.events.model import Box, MotionMessage
 TRAINING_FRAMES = 2
 _BLUR = (5, 5)  # at 320 pixels wide: smooths sensor noise and compression blocks
 _DILATE = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))  # joins a walker's limbs
-MINUTE_US = 60_000_000
-Luma = npt.NDArray[np.uint8]
 SECOND_US = 1_000_000
+MINUTE_US = 60_000_000
+
+Luma = npt.NDArray[np.uint8]
 
 
 @dataclasses.dataclass

@@ -145,8 +145,8 @@ class Tracker:
 
         pairs, confirmed_left, high_left = self._match(confirmed, high, t_us)
         rescued, _, _ = self._match(confirmed_left, low, t_us)
-        born, tentative_left, high_left = self._match(tentative, high_left, t_us)
-        for state, det in (*pairs, *rescued, *born):
+        grown, tentative_left, high_left = self._match(tentative, high_left, t_us)
+        for state, det in (*pairs, *rescued, *grown):
             self._hit(state, det, t_us)
 
         missed = {id(s) for s in tentative_left}
