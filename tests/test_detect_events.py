@@ -332,58 +332,76 @@ def test_from_detections_to_events() -> None:
     assert [c.kind for c in zone_changes] == ["enter", "leave"]
 
 
-# Random histories: tracks come and go, change score, zone and stillness.
-track_state = st.tuples(
-    st.integers(1, 6),  # id
-    st.booleans(),  # seen in this frame
-    st.floats(0.3, 1),  # score
-    st.floats(0, 0.9),  # x
-    st.booleans(),  # confirmed
-    st.booleans(),  # stationary
-    st.sampled_from(["person", "car", "dog"]),
+# Random histories: three objects (two people, a car) come and go, are seen or missed, change
+# score, walk in and out of a zone, stand still; frames mostly 200 ms apart, sometimes seconds.
+LABEL_OF = {1: "person", 2: "car", 3: "person"}
+object_state = st.tuples(
+    st.sampled_from([True, True, True, False]),  # the tracker holds it
+    st.sampled_from([True, True, False]),  # seen in this frame
+    st.sampled_from([0.5, 0.6, 0.8, 0.95]),  # score
+    st.sampled_from([0.1, 0.45, 0.6]),  # x: 0.45 and 0.6 stand in the driveway
+    st.sampled_from([False, False, False, True]),  # stationary
 )
 history = st.lists(
-    st.tuples(st.integers(1, 1_500_000), st.lists(track_state, max_size=5)), max_size=40
+    st.tuples(
+        st.one_of(st.just(FRAME_US), st.integers(1, 3 * S)),
+        st.tuples(object_state, object_state, object_state),
+    ),
+    max_size=60,
 )
 
 
 @settings(max_examples=60, deadline=None)
 @given(history)
-def test_every_new_gets_exactly_one_end(frames: list[tuple[int, list[tuple]]]) -> None:
+def test_every_new_gets_exactly_one_end(frames: list[tuple[int, tuple[tuple, ...]]]) -> None:
     zones = Zones([ZoneConfig(name="driveway", polygon=DRIVEWAY, loiter_s=1)])
     events = counter_ids()
     known: dict[int, Track] = {}
+    next_id = itertools.count(1)
     t_us = T0
-    messages: list[EventMessage] = []
+    messages: list[tuple[int, EventMessage]] = []
+    counts: dict[str, int] = {}
+    sent: dict[str, list[int]] = {}
     for gap, states in frames:
         t_us += gap
         tracks: dict[int, Track] = {}
-        for tid, seen, score, x, confirmed, stationary, label in states:
-            old = known.get(tid)
+        for obj, (held, seen, score, x, stationary) in enumerate(states, start=1):
+            old = known.get(obj)
+            if not held or (old is None and not seen):
+                continue  # dropped: it comes back, if ever, as a new track
             if old is None:
-                if not seen:
-                    continue
-                old = trk(tid, t_us, x=x, score=score, label=label, first_us=t_us, confirmed=False)
-            confirmed = confirmed or old.confirmed
-            tracks[tid] = dataclasses.replace(
+                old = trk(
+                    next(next_id), t_us, x=x, score=score, label=LABEL_OF[obj], confirmed=False
+                )
+                old.first_us = t_us
+            tracks[obj] = dataclasses.replace(
                 old,
                 box=trk(x=x).box if seen else old.box,
                 score=score if seen else old.score,
                 top_score=max(old.top_score, score) if seen else old.top_score,
                 last_us=t_us if seen else old.last_us,
-                confirmed=confirmed,
-                stationary=stationary and confirmed,
+                confirmed=old.confirmed or (seen and old.last_us < t_us),
+                stationary=old.confirmed and (stationary if seen else old.stationary),
             )
         known = tracks
         ordered = list(tracks.values())
-        messages += events.update(ordered, zones, zones.update(ordered, t_us), t_us).messages
-    messages += events.close(t_us + 1)
+        update = events.update(ordered, zones, zones.update(ordered, t_us), t_us)
+        messages += [(t_us, m) for m in update.messages]
+        for c in update.counts:
+            counts[c.label] = c.count
+        active = [e.label for e in events.active]
+        assert {k: v for k, v in counts.items() if v} == {k: active.count(k) for k in active}
+    messages += [(t_us + 1, m) for m in events.close(t_us + 1)]
     assert events.active == []
 
     by_event: dict[str, list[EventMessage]] = {}
-    for m in messages:
+    for sent_us, m in messages:
         by_event.setdefault(m.after.id, []).append(m)
-    for chain in by_event.values():
+        sent.setdefault(m.after.id, []).append(sent_us)
+    for event_id, chain in by_event.items():
+        # Two a second at most (the end is never held back).
+        times = sent[event_id][:-1]
+        assert all(b - a >= 500_000 for a, b in itertools.pairwise(times))
         assert [m.change for m in chain] == [
             Change.NEW,
             *[Change.UPDATE] * (len(chain) - 2),
