@@ -119,6 +119,12 @@ def merge(runs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
+def covered(watched: Collection[int], start_us: int, end_us: int) -> bool:
+    """Whether each minute ``[start_us, end_us)`` touches is in ``watched`` (minute starts)."""
+    first = start_us - start_us % MINUTE_US
+    return all(t in watched for t in range(first, end_us, MINUTE_US))
+
+
 class EventStore:
     """The events and motion tables of one catalog. Thread-safe; each method one transaction."""
 
@@ -307,14 +313,20 @@ class EventStore:
                     out.append((t, score))
         return out
 
-    def watched(self, camera_id: str, start_us: int, end_us: int) -> bool:
-        """Whether every minute ``[start_us, end_us)`` touches has a motion row: the camera's
-        motion was measured all along (see the module's traps)."""
-        if end_us <= start_us:
-            return True
+    def watched_minutes(self, camera_id: str, start_us: int, end_us: int) -> set[int]:
+        """The minutes (their start, µs) touching ``[start_us, end_us)`` that have a motion
+        row: when the camera's motion was measured (see the module's traps)."""
+        m = minutes.c
         first = start_us - start_us % MINUTE_US
-        want = (end_us - 1 - first) // MINUTE_US + 1
-        return len(self._minutes(camera_id, start_us, end_us)) == want
+        q = sa.select(m.minute_us).where(
+            m.camera_id == camera_id, m.minute_us >= first, m.minute_us < end_us
+        )
+        with self.catalog.read() as c:
+            return {int(r.minute_us) for r in c.execute(q)}
+
+    def watched(self, camera_id: str, start_us: int, end_us: int) -> bool:
+        """Whether every minute ``[start_us, end_us)`` touches has a motion row."""
+        return covered(self.watched_minutes(camera_id, start_us, end_us), start_us, end_us)
 
     def expire_motion(self, before_us: int, limit: int = 5000) -> int:
         """Delete at most ``limit`` motion rows of minutes that ended before ``before_us``,
