@@ -141,13 +141,14 @@ def site_factory(tmp_path: Path) -> Iterator[Any]:
 def test_motion_mode_keeps_only_segments_near_motion_after_decide_after_s(
     site_factory: Any,
 ) -> None:
-    site = site_factory([{"id": "m", "record": "motion"}, {"id": "c"}])
+    both = ["main", "sub"]
+    site = site_factory([{"id": "m", "record": "motion", "record_streams": both}, {"id": "c"}])
     for cam in ("m", "c"):
         site.run(cam, BASE, 12)  # 0–120 s, ten-second segments
         site.watched(cam, BASE - MINUTE_US, 4, {BASE + 25 * S: 30})  # one second moves at 25 s
     site.run("m", BASE, 12, stream=SUB)  # the sub stream is judged the same way
     site.event("m", BASE + 70 * S, BASE + 75 * S)
-    site.segment("m", BASE + 120 * S, None)  # open: never judged
+    live = site.segment("m", BASE + 120 * S, None)  # open: never judged
     everything = [(k * SEG_S, (k + 1) * SEG_S) for k in range(12)]
 
     site.at(BASE + 130 * S)  # 120 s after the first segment ended: it alone is judged
@@ -163,9 +164,17 @@ def test_motion_mode_keeps_only_segments_near_motion_after_decide_after_s(
     assert site.left("m", SUB) == kept
     assert site.files("m") == 2 * len(kept) + 1, "the files went with their rows"
     assert site.left("c") == everything, "a continuous camera keeps everything"
-    assert site.retention.run_once() == 0, "judged once: nothing more to do"
+    # The open one closes; judged on a later pass, once it too ended 120 s ago.
+    site.catalog.close_segment(live, end_us=BASE + 135 * S, init_bytes=100, size=1000,
+                               fragments=1, frag_index=b"", crc32=0)  # fmt: skip
+    site.storage.roots[0].add_closed(1000)
+    site.at(BASE + 252 * S)  # judged again (10 s on), but it ended only 117 s ago
+    assert site.retention.run_once() == 0
+    site.at(BASE + 262 * S)
+    assert site.retention.run_once() == 1
+    assert site.left("m") == kept
     entries = site.audit.query(action="retention.")
-    assert sum(e.details["segments"] for e in entries) == 2 * (12 - len(kept))
+    assert sum(e.details["segments"] for e in entries) == 2 * (12 - len(kept)) + 1
     assert all(e.details["cameras"] == ["m"] for e in entries)
     assert all("record: motion" in e.details["reason"] for e in entries)
 

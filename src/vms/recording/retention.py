@@ -22,10 +22,11 @@ What each rule deletes (docs/design/detection.md, "Recording modes"):
   most once a minute; a camera whose ``event_retention_days`` is longer keeps its events that
   long (its recordings' reason to stay).
 
-Traps: the segments a rule has judged are walked once, in ``(end_us, id)`` order from a mark
-kept in memory, not re-read every second; after a restart each rule walks a camera's segments
-once more from the first (in bounded batches a pass). A row that reaches the catalog late
-(after an outage), ending before the mark, is judged at the next restart.
+Traps: record modes and event retention judge at most every :data:`JUDGE_EVERY_S`, and walk
+the segments once each, in ``(end_us, id)`` order from a mark kept in memory, not re-read
+every second; after a restart each rule walks a camera's segments once more from the first
+(in bounded batches a pass). A row that reaches the catalog late (after an outage), ending
+before the mark, is judged at the next restart.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from collections.abc import Callable, Sequence
 from vms.audit.log import AuditLog
 from vms.catalog.store import Catalog, Segment
 from vms.clock import Clock
-from vms.config import CameraConfig, Config, RecordMode
+from vms.config import CameraConfig, Config, RecordMode, StreamName
 from vms.errors import Kind, VmsError
 from vms.events.model import Event
 from vms.events.snapshots import Snapshots
@@ -55,6 +56,9 @@ DAY_US = 86_400 * 1_000_000
 # batches per camera and rule in one pass (the first pass after a start walks them all).
 JUDGE_BATCH = 64
 JUDGE_BATCHES = 8
+# ... at most this often: a segment closes once a minute by default, and a query per camera
+# stream every second (what passes for the quotas) cost 1-2 ms of CPU each for nothing.
+JUDGE_EVERY_S = 10.0
 # Events and motion rows: expired at most this often, this many a transaction.
 EXPIRE_EVERY_S = 60.0
 # Beyond ``events.pre_s``, before a segment is judged: a minute's motion row is written when the
@@ -109,6 +113,7 @@ class Retention:
         self._marks: dict[tuple[str, int, str], tuple[int, int]] = {}
         self._unwatched_warned: set[str] = set()
         self._next_expiry: float | None = None
+        self._next_judge: float | None = None
 
     def run_once(self) -> int:
         """One pass over cameras and roots. Returns the number of segments deleted."""
@@ -116,9 +121,14 @@ class Retention:
         self.storage.verify()
         now = self.clock.wall_us()
         cameras = self.cameras()
+        tick = self.clock.monotonic()
+        judge = self._next_judge is None or tick >= self._next_judge
+        if judge:
+            self._next_judge = tick + JUDGE_EVERY_S
         for cam in cameras:
-            self._record_mode(cam, now)
-            self._by_days(cam, now)
+            if judge:
+                self._record_mode(cam, now)
+            self._by_days(cam, now, judge)
         self._expire_events(cameras, now)
         for root in self.storage.usable():
             self._enforce_root(root)
@@ -134,7 +144,7 @@ class Retention:
                 break
             self._delete(expired, reason)
 
-    def _by_days(self, cam: CameraConfig, now: int) -> None:
+    def _by_days(self, cam: CameraConfig, now: int, judge: bool) -> None:
         days = cam.retention_days
         if days is None:
             return
@@ -143,10 +153,11 @@ class Retention:
             self._older_than(cam, now - int(days * DAY_US), f"older than {days:g} days")
             return
         self._older_than(cam, now - int(longer * DAY_US), f"older than {longer:g} days")
-        self._judge(
-            cam, "days", now - int(days * DAY_US), ("events",), watched=False,
-            reason=f"older than {days:g} days, no event",
-        )  # fmt: skip
+        if judge:
+            self._judge(
+                cam, "days", now - int(days * DAY_US), ("events",), watched=False,
+                reason=f"older than {days:g} days, no event",
+            )  # fmt: skip
 
     def _record_mode(self, cam: CameraConfig, now: int) -> None:
         if cam.record not in (RecordMode.MOTION, RecordMode.EVENTS):
@@ -176,7 +187,9 @@ class Retention:
         minute has a motion row. Each segment is judged once (see the module's traps)."""
         pre = int(self.config.events.pre_s * 1e6)
         post = int(self.config.events.post_s * 1e6)
-        for stream in (MAIN, SUB):
+        streams = [MAIN] if StreamName.MAIN in cam.record_streams else []
+        streams += [SUB] if StreamName.SUB in cam.record_streams else []
+        for stream in streams:
             key = (cam.id, stream, rule)
             for _ in range(JUDGE_BATCHES):
                 mark = self._marks.get(key)
