@@ -34,7 +34,7 @@ OPEN = {
 PARAMS = {
     "camera_id": "b", "user_id": "1", "key_id": "1", "name": "custom", "segment_id": "1",
     "export_id": "0123456789abcdef", "session_id": "0123456789abcdef", "number": "1",
-    "msn": "1",
+    "msn": "1", "event_id": "0123abcd-0000-4000-8000-00000000cafe",
 }  # fmt: skip
 PASSWORD = "a long enough password"
 FAST = {"argon2_time_cost": 1, "argon2_memory_kib": 8192, "argon2_parallelism": 1}

@@ -34,6 +34,8 @@ from vms.catalog.store import Catalog
 from vms.clock import Clock, SystemClock
 from vms.config import CameraConfig, Config, Reader, RecordMode, StreamName, Transport
 from vms.errors import Kind, VmsError
+from vms.events.snapshots import Snapshots
+from vms.events.store import EventStore
 from vms.export.jobs import Exports
 from vms.export.source import playback_source
 from vms.health import CameraHealth
@@ -263,9 +265,12 @@ class Server:
             clock=self.clock,
             root_names=[r.name for r in config.storage.roots],
         )
+        self.event_store = EventStore(self.catalog)
+        self.snapshots = Snapshots(config.data_dir)
         self.retention = Retention(
             config, self.catalog, self.storage, self.clock,
             cameras=lambda: [c.config for c in self.cameras], audit=self.audit,
+            events=self.event_store, snapshots=self.snapshots,
         )  # fmt: skip
         self.writers = Writers(self.catalog, self.clock)
         open_files = self.writers.catalog_thread.open_files

@@ -24,7 +24,11 @@ Routers (each a module of this package):
 - :data:`vms.api.exports.router`: ``/api/v1/exports`` (export jobs, their files, the public
   key): each route checks ``export`` on every camera a job names;
 - :data:`vms.api.live.router`: ``/api/v1/cameras/{camera_id}/live.ws`` (live view over a
-  WebSocket, a media token will do).
+  WebSocket, a media token will do);
+- :data:`vms.api.events.router`: ``/api/v1/events`` (the list: the cameras the caller may
+  view), one event, its snapshot and its clip (per route: an event of a camera the caller may
+  not view is 404; a media token will do for the snapshot and the clip);
+- :data:`vms.api.events.camera_router`: ``/api/v1/cameras/{camera_id}/motion``.
 
 Outside the API, not in :data:`ROUTERS`: the API docs page and :data:`vms.api.pages.router`,
 the live player page (``/live``, ``/live/static/*``): static files, no data, no credentials.
@@ -54,6 +58,7 @@ from vms.api import (
     auth,
     cameras,
     errors,
+    events,
     exports,
     hls,
     live,
@@ -97,6 +102,8 @@ GUARDED: tuple[tuple[APIRouter, list[Any]], ...] = (
     (audit.router, [Depends(require(Action.ADMIN))]),
     (exports.router, []),
     (whep.router, [Depends(media_access(Action.LIVE))]),
+    (events.router, []),  # per route: view on the event's camera (a media token will do)
+    (events.camera_router, [Depends(camera_access(Action.PLAYBACK))]),
 )
 ROUTERS = tuple(router for router, _ in GUARDED)
 

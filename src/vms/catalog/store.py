@@ -556,6 +556,31 @@ class Catalog:
         with self._read() as c:
             return [_segment(r) for r in c.execute(q)]
 
+    def ended_after(
+        self,
+        camera_id: str,
+        stream: int,
+        after: tuple[int, int] | None,
+        before_us: int,
+        limit: int,
+    ) -> list[Segment]:
+        """Closed or quarantined segments of one camera stream that end at or before
+        ``before_us`` and after ``after`` (an ``(end_us, id)`` already seen; None: from the
+        first), in that order, without their fragment index: retention's record modes walk
+        them once each. Open rows hold :data:`OPEN_END_US` and never qualify."""
+        s = segments.c
+        cols = [c for c in segments.c if c.name != "frag_index"]
+        q = sa.select(*cols).where(
+            s.camera_id == camera_id, s.stream == stream, s.end_us <= before_us,
+            s.state.in_(DELETABLE),
+        )  # fmt: skip
+        if after is not None:
+            end, seg_id = after
+            q = q.where(sa.or_(s.end_us > end, sa.and_(s.end_us == end, s.id > seg_id)))
+        q = q.order_by(s.end_us, s.id).limit(limit)
+        with self._read() as c:
+            return [_segment(r) for r in c.execute(q)]
+
     def delete_segments(self, segs: Sequence[Segment]) -> list[tuple[int, int, str]]:
         """Move segments to garbage in one transaction; returns (garbage id, root id, path)."""
         out = []
