@@ -34,6 +34,7 @@ from vms.catalog.store import Catalog
 from vms.clock import Clock, SystemClock
 from vms.config import CameraConfig, Config, Reader, RecordMode, StreamName, Transport
 from vms.errors import Kind, VmsError
+from vms.detect.service import Detection
 from vms.events.snapshots import Snapshots
 from vms.events.store import EventStore
 from vms.export.jobs import Exports
@@ -42,6 +43,7 @@ from vms.health import CameraHealth
 from vms.ingest.pyav_reader import Ingest
 from vms.ingest.rtsp import Reactor, Session
 from vms.live.source import LiveSources
+from vms.notify import sinks
 from vms.media import MAIN, SUB
 from vms.playback.thumbnail import Thumbnails
 from vms.recording.recorder import Recorder
@@ -231,6 +233,7 @@ class Server:
         self._retention_thread.start()
         self._audit_thread.start()
         self.exports.start()
+        self.detection.open(sinks.from_config(self.config, self.event_store))
         for cam in self._cameras.values():
             self._start_readers(cam)
         self.reactor.start()
@@ -267,6 +270,10 @@ class Server:
         )
         self.event_store = EventStore(self.catalog)
         self.snapshots = Snapshots(config.data_dir)
+        # What a crash left open ends at its last update, before any new event begins.
+        if ended := self.event_store.end_active():
+            log.info("ended %d event(s) left open by the previous run", len(ended))
+        self.detection = Detection(config, self.clock, self.event_store, self.snapshots)
         self.retention = Retention(
             config, self.catalog, self.storage, self.clock,
             cameras=lambda: [c.config for c in self.cameras], audit=self.audit,
@@ -309,6 +316,8 @@ class Server:
             self._join_threads(cam, deadline)
             for p in cam.streams.values():
                 p.close()
+        # Open events end and every sink gets what is queued (the catalog is still open).
+        self.detection.stop(timeout)
         self.writers.stop(max(timeout, 30.0))  # returns as soon as every file is closed
         for thread in (self._retention_thread, self._audit_thread):
             if thread.is_alive():
@@ -400,6 +409,7 @@ class Server:
         return cam
 
     def _start_readers(self, cam: Camera) -> Camera:
+        self.detection.attach(cam.config, cam.streams)  # its health at least goes out
         if cam.config.enabled:
             for name, pipeline in cam.streams.items():
                 self._start_reader(cam, name, pipeline)
@@ -439,6 +449,7 @@ class Server:
         ingest.start()
 
     def _stop_camera(self, cam: Camera, timeout: float) -> None:
+        self.detection.detach(cam.config.id, timeout)  # its open events end first
         cam.stop.set()
         for session in cam.sessions:
             if not self.reactor.remove(session, timeout):
