@@ -3,15 +3,13 @@ prefix of its own whose retained messages are cleared afterwards."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import uuid
 from collections.abc import Iterator
 
-import aiomqtt
 import pytest
 
+from tests.support.brokers import BROKER, Subscriber, clear_retained
 from tests.support.events import event, new
 from tests.support.polling import wait_for
 from tests.support.tcp_proxy import TcpProxy
@@ -19,65 +17,6 @@ from vms.detection_config import MqttConfig
 from vms.events.bus import EventBus
 from vms.events.model import CountMessage, HealthMessage, MotionMessage
 from vms.notify.mqtt import MqttSink
-
-BROKER = ("127.0.0.1", 1883)
-
-
-class Subscriber:
-    """An aiomqtt client on a thread of its own, keeping (topic, payload, retained) it gets."""
-
-    def __init__(self, topic_filter: str) -> None:
-        self.filter = topic_filter
-        self.got: list[tuple[str, bytes, bool]] = []
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
-        self._thread.start()
-        assert self._ready.wait(10), "the test subscriber did not connect"
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._task = asyncio.current_task()
-        async with aiomqtt.Client(*BROKER, identifier=f"sub-{uuid.uuid4().hex[:8]}") as c:
-            await c.subscribe(self.filter, qos=1)
-            self._ready.set()
-            with_cancel = asyncio.ensure_future(self._read(c))
-            try:
-                await with_cancel
-            except asyncio.CancelledError:
-                return
-
-    async def _read(self, c: aiomqtt.Client) -> None:
-        async for m in c.messages:
-            self.got.append((str(m.topic), bytes(m.payload), bool(m.retain)))
-
-    def payloads(self, topic: str) -> list[bytes]:
-        return [p for t, p, _ in list(self.got) if t == topic]
-
-    def close(self) -> None:
-        if self._loop is not None and self._task is not None:
-            self._loop.call_soon_threadsafe(self._task.cancel)
-        self._thread.join(5)
-
-
-def clear_retained(prefix: str) -> None:
-    """Empty retained payloads delete what a test left on the shared broker."""
-
-    async def main() -> None:
-        topics: set[str] = set()
-        async with aiomqtt.Client(*BROKER, identifier=f"clr-{uuid.uuid4().hex[:8]}") as c:
-            await c.subscribe(f"{prefix}/#")
-            try:
-                async with asyncio.timeout(0.5):  # retained ones arrive at once on subscribe
-                    async for m in c.messages:
-                        topics.add(str(m.topic))
-            except TimeoutError:
-                pass
-            for t in topics:
-                await c.publish(t, b"", qos=1, retain=True)
-
-    asyncio.run(main())
 
 
 @pytest.fixture

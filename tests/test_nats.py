@@ -4,11 +4,9 @@ and a subject prefix of its own, deleted afterwards."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import nats
@@ -16,6 +14,7 @@ import nats.js.errors
 import pytest
 from nats.js.api import StreamConfig
 
+from tests.support.brokers import SERVER, fetch, js_call, stored, stream_config
 from tests.support.events import event, new
 from tests.support.polling import wait_for
 from tests.support.tcp_proxy import TcpProxy
@@ -23,52 +22,6 @@ from vms.detection_config import NatsConfig
 from vms.events.bus import EventBus
 from vms.events.model import CountMessage, HealthMessage
 from vms.notify.nats import NatsSink
-
-SERVER = ("127.0.0.1", 4222)
-
-
-async def js_call(fn: Callable[[Any], Awaitable[Any]]) -> Any:
-    nc = await nats.connect(f"nats://{SERVER[0]}:{SERVER[1]}")
-    try:
-        return await fn(nc.jetstream())
-    finally:
-        await nc.close()
-
-
-def stream_config(name: str) -> StreamConfig | None:
-    async def info(js: Any) -> StreamConfig | None:
-        try:
-            return (await js.stream_info(name)).config
-        except nats.js.errors.NotFoundError:
-            return None
-
-    return asyncio.run(js_call(info))
-
-
-def fetch(stream: str, subject: str, n: int, timeout: float = 10) -> list[dict[str, Any]]:
-    """The first ``n`` messages of ``subject`` in ``stream`` (an ephemeral pull consumer)."""
-
-    async def get(js: Any) -> list[dict[str, Any]]:
-        sub = await js.pull_subscribe(subject, stream=stream)
-        got: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout
-        while len(got) < n and time.monotonic() < deadline:
-            try:
-                for m in await sub.fetch(n - len(got), timeout=1):
-                    got.append(json.loads(m.data))
-                    await m.ack()
-            except nats.errors.TimeoutError:
-                continue
-        return got
-
-    return asyncio.run(js_call(get))
-
-
-def stored(stream: str) -> int:
-    async def count(js: Any) -> int:
-        return int((await js.stream_info(stream)).state.messages)
-
-    return asyncio.run(js_call(count))
 
 
 @pytest.fixture

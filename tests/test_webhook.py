@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
+from tests.support.brokers import HANG, Receiver
 from tests.support.events import event, new
 from tests.support.polling import wait_for
 from vms.detection_config import WebhookConfig
@@ -23,51 +22,6 @@ from vms.events.model import HealthMessage, MotionMessage
 from vms.notify.webhook import WebhookSink, display_url, retry_after_s, sign, verify
 
 SECRET = "s3cret-key"
-HANG = "hang"
-
-
-class Receiver:
-    """An HTTP server answering its ``script`` one request after another (the last repeats).
-
-    An answer is a status (with headers) or HANG: no answer until the test ends.
-    """
-
-    def __init__(self, script: list[Any]) -> None:
-        self.script = script
-        self.requests: list[tuple[float, dict[str, str], bytes, str]] = []
-        self.release = threading.Event()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                n = len(receiver.requests)
-                receiver.requests.append((time.monotonic(), dict(self.headers), body, self.path))
-                answer = receiver.script[min(n, len(receiver.script) - 1)]
-                if answer == HANG:
-                    receiver.release.wait(30)
-                    return
-                status, headers = answer if isinstance(answer, tuple) else (answer, {})
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
