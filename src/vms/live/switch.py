@@ -1,0 +1,75 @@
+"""What a live viewer needs to switch between a camera's streams (its renditions, main and sub)
+without a black frame: the MSE feed (:mod:`vms.live.mse`) and the WebRTC video track
+(:mod:`vms.live.webrtc`) both use it.
+
+A switch subscribes to the new stream's relay while the old stream keeps flowing, reads the new
+subscription ahead (:func:`read_ahead`) until it holds a video keyframe, and only then drops
+the old one: a decoder can start only at a keyframe, and the relay replays the current GOP to a
+new subscriber, so the keyframe is there at once, at the next drain of the relay.
+
+The traps:
+
+- The viewer's task waits for the old stream's next packet, and a switch asked by another task
+  (the WebSocket's reader, the data channel's callback) must not wait for it: a camera that is
+  offline sends nothing for a long time. :class:`Waiter` runs the wait under an
+  ``asyncio.timeout`` that :meth:`Waiter.wake` expires at once; the cancelled wait leaves the
+  packet it waited for in the subscription's queue (the queue pops only after the wait).
+- While a switch is under way, the viewer waits on two subscriptions. Rather than a task per
+  packet (twice the cost of a viewer that keeps up), it waits on the old one for at most
+  :data:`POLL_S` at a time and looks at the new one in between: a switch is short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from vms.cameras.relay import Item, Subscription
+from vms.media import VIDEO, Packet
+
+POLL_S = 0.02  # while switching, how often the new stream is looked at when the old is quiet
+
+
+def is_keyframe(item: Item) -> bool:
+    return isinstance(item, Packet) and item.kind == VIDEO and item.keyframe
+
+
+async def read_ahead(sub: Subscription, held: list[Item]) -> bool:
+    """Move what ``sub`` has queued into ``held``, up to and including its first video
+    keyframe; True once ``held`` ends with one (the switch can be made). Never waits."""
+    if held and is_keyframe(held[-1]):
+        return True
+    while len(sub):
+        item = await anext(sub)  # queued: returns at once
+        held.append(item)
+        if is_keyframe(item):
+            return True
+    return False
+
+
+class Waiter:
+    """A viewer's wait for its stream's next item, which another task may cut short."""
+
+    def __init__(self) -> None:
+        self._waiting: asyncio.Timeout | None = None
+
+    async def next(self, sub: Subscription, timeout: float | None = None) -> Item | None:
+        """``sub``'s next item; None when woken (:meth:`wake`) or after ``timeout`` seconds.
+        StopAsyncIteration when the relay ended."""
+        if len(sub):
+            return await anext(sub)  # queued: returns at once
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(None if timeout is None else loop.time() + timeout) as t:
+                self._waiting = t
+                try:
+                    return await anext(sub)
+                finally:
+                    self._waiting = None
+        except TimeoutError:
+            return None
+
+    def wake(self) -> None:
+        """End the wait under way, if any (on the loop, from another task)."""
+        waiting = self._waiting
+        if waiting is not None and not waiting.expired():
+            waiting.reschedule(asyncio.get_running_loop().time())
