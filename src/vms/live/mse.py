@@ -52,8 +52,8 @@ from vms.cameras.pipeline import StreamPipeline
 from vms.cameras.relay import Item, Relay, Subscription
 from vms.clock import Clock
 from vms.live.fmp4 import LiveMuxer, with_params
-from vms.live.switch import POLL_S, Waiter, read_ahead
-from vms.media import AAC, VIDEO, Packet, StreamEnd, StreamInfo, StreamStart, dimensions
+from vms.live.switch import POLL_S, Waiter, read_ahead, sizes
+from vms.media import AAC, VIDEO, Packet, StreamEnd, StreamInfo, StreamStart
 from vms.times import iso
 
 log = logging.getLogger(__name__)
@@ -78,17 +78,6 @@ GONE_AFTER_S = 10.0
 
 def message(kind: str, **fields: Any) -> str:
     return json.dumps({"type": kind, **fields}, separators=(",", ":"))
-
-
-def size_of(info: StreamInfo) -> tuple[int, int]:
-    """A stream's picture size: its parameter sets', else its description's."""
-    params = info.video.params
-    if params is not None and params.complete:
-        try:
-            return dimensions(params)
-        except (ValueError, IndexError):
-            pass
-    return info.video.width, info.video.height
 
 
 @dataclasses.dataclass(eq=False)
@@ -245,10 +234,10 @@ class MseFeed:
             self._pending = None
 
     def _state(self) -> str:
-        fields: dict[str, str] = {"stream": self._stream}
+        fields: dict[str, Any] = {"stream": self._stream}
         if self._pending is not None:
             fields["switching"] = self._pending.stream
-        return message("state", **fields)
+        return message("state", **fields, streams=self._sizes())
 
     def _switch(self) -> str:
         """Make the stream being switched to the current one; its state message."""
@@ -390,13 +379,8 @@ class MseFeed:
         )  # fmt: skip
 
     def _sizes(self) -> dict[str, list[int]]:
-        out: dict[str, list[int]] = {}
-        for name in self._streams:
-            pipeline = self._lookup(name)
-            info = None if pipeline is None else pipeline.relay.info
-            if info is not None:
-                out[name] = list(size_of(info))
-        return out
+        pipelines = {name: self._lookup(name) for name in self._streams}
+        return sizes({name: p.relay for name, p in pipelines.items() if p is not None})
 
 
 def _continued(info: StreamInfo, after: LiveMuxer | None) -> LiveMuxer:

@@ -22,11 +22,34 @@ The traps:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
-from vms.cameras.relay import Item, Subscription
-from vms.media import VIDEO, Packet
+from vms.cameras.relay import Item, Relay, Subscription
+from vms.media import VIDEO, Packet, StreamInfo, dimensions
 
 POLL_S = 0.02  # while switching, how often the new stream is looked at when the old is quiet
+
+
+def size_of(info: StreamInfo) -> tuple[int, int]:
+    """A stream's picture size: its parameter sets', else its description's."""
+    params = info.video.params
+    if params is not None and params.complete:
+        try:
+            return dimensions(params)
+        except (ValueError, IndexError):
+            pass
+    return info.video.width, info.video.height
+
+
+def sizes(relays: Mapping[str, Relay | None]) -> dict[str, list[int]]:
+    """The picture sizes of a camera's running streams, for a player that chooses between
+    them (``{"main": [1280, 720], "sub": [320, 240]}``)."""
+    out = {}
+    for name, relay in relays.items():
+        info = None if relay is None else relay.info
+        if info is not None:
+            out[name] = list(size_of(info))
+    return out
 
 
 def is_keyframe(item: Item) -> bool:

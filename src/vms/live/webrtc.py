@@ -67,7 +67,7 @@ from vms.config import LiveConfig
 from vms.errors import Kind, VmsError
 from vms.live.ice import aiortc_servers
 from vms.live.offer import G711_RATE, VIDEO_RATE, h264_preferences, offered_audio, parse_offer
-from vms.live.switch import POLL_S, Waiter, read_ahead
+from vms.live.switch import POLL_S, Waiter, read_ahead, sizes
 from vms.media import (
     AUDIO,
     H264,
@@ -355,7 +355,7 @@ class WhepSession:
             return f"the camera's {stream} stream is {info.video.codec}, not H.264"
         video = next(t for t in self.tracks if isinstance(t, VideoPassthrough))
         if video.select(relay, stream):
-            self.tell({"type": "state", "stream": self.stream, "switching": stream})
+            self.tell(self.state(switching=stream))
         else:
             self.switched(stream)
         return None
@@ -366,7 +366,14 @@ class WhepSession:
             log.info("WebRTC viewer %s of %s switched to the %s stream",
                      self.id[:8], self.camera_id, stream)  # fmt: skip
         self.stream = stream
-        self.tell({"type": "state", "stream": stream})
+        self.tell(self.state())
+
+    def state(self, switching: str | None = None) -> dict[str, Any]:
+        """The state message: the stream sent, the one being switched to, the camera's
+        streams and their sizes."""
+        extra = {} if switching is None else {"switching": switching}
+        streams = sizes({n: self.relays(n) for n in STREAMS}) if self.relays else {}
+        return {"type": "state", "stream": self.stream, **extra, "streams": streams}
 
     def ended(self, reason: str) -> None:
         """Close this session soon (from a callback on the loop)."""
@@ -472,6 +479,7 @@ class WebRtcSessions:
         def _channel(channel: RTCDataChannel) -> None:
             session.channel = channel
             channel.on("message", session.received)
+            session.tell(session.state())
             if session.offline_since is not None:
                 session.tell({"type": "offline", "since": session.offline_since})
 
