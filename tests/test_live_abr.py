@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import av
@@ -69,7 +70,7 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def site(tmp_path_factory: pytest.TempPathFactory, clips: dict[str, Path]) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("live-abr")
     (tmp / "r1").mkdir()
     turn = f"turn:127.0.0.1:{free_port()}?transport=tcp"  # refused at once: nothing to wait
@@ -93,16 +94,20 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                  "record": "off"},
                 {"id": "solo", "main": {"url": sub.url}, "record": "off"},
                 {"id": "hidden", "main": {"url": sub.url}, "record": "off"},
+                # H.265 both: a browser gets each through its own shared transcode.
+                {"id": "hevc", "main": {"url": clips["hevc"].as_uri()},
+                 "sub": {"url": clips["hevc"].as_uri()}, "record": "off"},
             ],
         })  # fmt: skip
         with served_app(cfg) as (base, server):
             uid = server.auth.add_user("guard", PASSWORD, "viewer").id
-            server.auth.store.set_grants(uid, [Grant("cam1", None), Grant("solo", None)])
+            grants = [Grant(c, None) for c in ("cam1", "solo", "hevc")]
+            server.auth.store.set_grants(uid, grants)
             r = httpx.post(f"{base}/api/v1/auth/login",
                            json={"name": "guard", "password": PASSWORD})  # fmt: skip
             assert r.status_code == 200, r.text
             for cam, stream in [("cam1", StreamName.MAIN), ("cam1", StreamName.SUB),
-                                ("solo", StreamName.MAIN)]:  # fmt: skip
+                                ("solo", StreamName.MAIN), ("hevc", StreamName.SUB)]:  # fmt: skip
                 relay = server.camera(cam).streams[stream].relay
                 wait_for(lambda r=relay: r.info is not None, 30, f"{cam} {stream} streaming")
             yield Site(base, server, str(r.json()["access_token"]), uid, stun, turn)
@@ -171,6 +176,39 @@ def test_mse_switches_to_sub_and_back_at_keyframes_on_one_timeline(site: Site) -
         assert new[0].video_base == old[-1].video_base + old[-1].video_duration
     bases = [m.video_base for m in itertools.chain(*moofs)]
     assert all(b > a for a, b in itertools.pairwise(bases)), bases
+
+
+def _switched_to_sub(url: str) -> tuple[dict[str, Any], dict[str, Any], list[mp4.FragmentInfo]]:
+    """The first init, the one after a select of sub, and the fragments of both."""
+    with connect(url) as ws:
+        first = json.loads(ws.recv(timeout=30))
+        assert first["type"] == "init", first
+        moofs = [_moof(m) for m in [ws.recv(timeout=30) for _ in range(6)][1:]]
+        ws.send(json.dumps({"type": "select", "stream": "sub"}))
+        before, init = _until_init(ws, timeout=30)
+        moofs += [_moof(m) for m in before if isinstance(m, bytes)]
+        switched = len(moofs)
+        assert ws.recv(timeout=30)[4:8] == b"ftyp"
+        moofs += [_moof(ws.recv(timeout=30)) for _ in range(5)]
+    assert moofs[switched].keyframe
+    bases = [m.video_base for m in moofs]
+    assert all(b > a for a, b in itertools.pairwise(bases)), bases
+    return first, init, moofs
+
+
+def test_mse_switches_the_streams_of_an_hevc_camera_transcoded_or_not(site: Site) -> None:
+    url = site.ws("hevc")
+    first, init, _ = _switched_to_sub(url)
+    # Each stream through its own shared transcode: H.264 before and after.
+    assert first["codecs"].startswith("avc1.") and init["codecs"].startswith("avc1."), init
+    assert init["switch"] and init["stream"] == "sub"
+    transcoders = site.server.live_sources._transcoders
+    assert {key for key, tc in transcoders.items() if tc.running} >= {("hevc", "main"),
+                                                                       ("hevc", "sub")}
+    # A player that decodes H.265 (hevc=true) switches what the camera sends.
+    first, init, _ = _switched_to_sub(site.ws("hevc", hevc="true"))
+    assert first["codecs"].startswith(("hvc1.", "hev1.")), first
+    assert init["codecs"].startswith(("hvc1.", "hev1.")) and init["switch"], init
 
 
 def test_mse_refuses_a_stream_the_camera_lacks_and_goes_on(site: Site) -> None:

@@ -74,6 +74,7 @@ LOOKUP_EVERY_S = 0.2  # how often a feed whose relay ended looks for the stream'
 # A camera being changed is briefly absent (its old pipeline is stopped before the new one is
 # added): only a camera absent for this long is gone.
 GONE_AFTER_S = 10.0
+MAX_NOTES = 8  # messages told and not yet sent, at most
 
 
 def message(kind: str, **fields: Any) -> str:
@@ -136,8 +137,11 @@ class MseFeed:
         self._waiter.wake()
 
     def tell(self, text: str) -> None:
-        """Send the viewer a message (from another task: the feed's is the one that sends)."""
-        self._notes.append(text)
+        """Send the viewer a message (from another task: the feed's is the one that sends).
+        A viewer that keeps sending what it should not while reading nothing is told only
+        the first few times: the messages are not kept without end."""
+        if len(self._notes) < MAX_NOTES:
+            self._notes.append(text)
         self._waiter.wake()
 
     async def messages(self) -> AsyncGenerator[Message, None]:
@@ -327,8 +331,10 @@ class MseFeed:
     def _handle_requests(self) -> list[Message]:
         out: list[Message] = list(self._notes)
         self._notes.clear()
-        while self._requests:
-            out += self._answer(self._requests.pop(0))
+        if self._requests:
+            # The latest select wins: those before it would be undone at once.
+            out += self._answer(self._requests[-1])
+            self._requests.clear()
         if self._pending is not None and self._pending.keyed:
             out.append(self._switch())
         return out

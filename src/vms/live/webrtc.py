@@ -93,6 +93,7 @@ CLOCK_SLACK_S = 0.15  # how far RTP time may run from send time before it is pul
 QUEUE = 1024
 STREAMS = ("main", "sub")
 MAX_MESSAGE = 1024  # a select is some 40 bytes
+MAX_BUFFERED = 64 * 1024  # bytes queued on the data channel past which no more is told
 _START = b"\x00\x00\x00\x01"
 # A stream's relay as the server runs it now, by stream name; None when the camera has none.
 RelayLookup = Callable[[str], Relay | None]
@@ -311,10 +312,13 @@ class WhepSession:
         return self.sessions.clock.monotonic()
 
     def tell(self, message: dict[str, Any]) -> None:
-        """A state message for the viewer, on its data channel if it opened one."""
+        """A state message for the viewer, on its data channel if it opened one; dropped when
+        the viewer does not read what it was sent (a peer that floods the channel with what
+        it should not send, and reads nothing, grows no queue here)."""
         channel = self.channel
         if channel is not None and channel.readyState == "open":
-            channel.send(json.dumps(message))
+            if channel.bufferedAmount <= MAX_BUFFERED:
+                channel.send(json.dumps(message))
 
     def stream_ended(self) -> None:
         self.offline_since = iso(self.sessions.clock.wall_us())
