@@ -290,8 +290,13 @@ class MseFeed:
                 item: Item | None = held
                 held = None
             else:
+                cur = self._cur
+                assert cur is not None
                 try:
-                    item = await self._take()
+                    if cur.held or self._requests or self._notes or self._pending is not None:
+                        item = await self._take()
+                    else:
+                        item = await self._waiter.next(cur.sub)  # the common case, at once
                 except StopAsyncIteration:
                     if self._pending is not None:
                         # Its relay ended (the camera changed): go on with the other one.
@@ -325,8 +330,26 @@ class MseFeed:
                         held = nxt
                         break
                     batch.append(nxt)
-                async for m in self._packets(self._info, batch):
-                    yield m
+                while batch:
+                    muxer = self._muxer
+                    if muxer is None or muxer.params_changed(batch[0]):
+                        after = self._after if muxer is None else None
+                        muxer, batch = self._start(self._info, batch, after)
+                        self._muxer = muxer
+                        if muxer is None:
+                            break
+                        self._after = None
+                        yield self._init(muxer, switch=muxer.continues)
+                        yield muxer.init
+                    # Parameter sets that change inside the batch start a new init segment.
+                    cut = next(
+                        (i for i, p in enumerate(batch) if i and muxer.params_changed(p)),
+                        len(batch),
+                    )
+                    data = muxer.fragment(batch[:cut])
+                    if data:
+                        yield data
+                    batch = batch[cut:]
 
     def _handle_requests(self) -> list[Message]:
         out: list[Message] = list(self._notes)
@@ -338,27 +361,6 @@ class MseFeed:
         if self._pending is not None and self._pending.keyed:
             out.append(self._switch())
         return out
-
-    async def _packets(self, info: StreamInfo, batch: list[Packet]) -> AsyncIterator[Message]:
-        while batch:
-            muxer = self._muxer
-            if muxer is None or muxer.params_changed(batch[0]):
-                after = self._after if muxer is None else None
-                muxer, batch = self._start(info, batch, after)
-                self._muxer = muxer
-                if muxer is None:
-                    break
-                self._after = None
-                yield self._init(muxer, switch=muxer.continues)
-                yield muxer.init
-            # Parameter sets that change inside the batch start a new init segment.
-            cut = next(
-                (i for i, p in enumerate(batch) if i and muxer.params_changed(p)), len(batch)
-            )
-            data = muxer.fragment(batch[:cut])
-            if data:
-                yield data
-            batch = batch[cut:]
 
     def _start(
         self, info: StreamInfo, batch: list[Packet], after: LiveMuxer | None

@@ -11,9 +11,9 @@ The traps:
 
 - The viewer's task waits for the old stream's next packet, and a switch asked by another task
   (the WebSocket's reader, the data channel's callback) must not wait for it: a camera that is
-  offline sends nothing for a long time. :class:`Waiter` runs the wait under an
-  ``asyncio.timeout`` that :meth:`Waiter.wake` expires at once; the cancelled wait leaves the
-  packet it waited for in the subscription's queue (the queue pops only after the wait).
+  offline sends nothing for a long time. :meth:`Waiter.wake` cancels the wait; the cancelled
+  wait leaves the packet it waited for in the subscription's queue (the queue pops only after
+  the wait).
 - While a switch is under way, the viewer waits on two subscriptions. Rather than a task per
   packet (twice the cost of a viewer that keeps up), it waits on the old one for at most
   :data:`POLL_S` at a time and looks at the new one in between: a switch is short.
@@ -70,29 +70,43 @@ async def read_ahead(sub: Subscription, held: list[Item]) -> bool:
 
 
 class Waiter:
-    """A viewer's wait for its stream's next item, which another task may cut short."""
+    """A viewer's wait for its stream's next item, which another task may cut short.
+
+    The wait is cut short by cancelling the waiting task, marked as ours so that the
+    cancellation is taken back (``Task.uncancel``) and told apart from one that comes from
+    outside, which goes on. It is what ``asyncio.timeout`` does, without an object and a
+    context manager for each packet: this wait is on every viewer's path for every packet.
+    """
 
     def __init__(self) -> None:
-        self._waiting: asyncio.Timeout | None = None
+        self._task: asyncio.Task[object] | None = None  # waiting now
+        self._woken = False
 
     async def next(self, sub: Subscription, timeout: float | None = None) -> Item | None:
         """``sub``'s next item; None when woken (:meth:`wake`) or after ``timeout`` seconds.
         StopAsyncIteration when the relay ended."""
         if len(sub):
             return await anext(sub)  # queued: returns at once
-        loop = asyncio.get_running_loop()
+        task = self._task = asyncio.current_task()
+        assert task is not None
+        timer = None if timeout is None else task.get_loop().call_later(timeout, self.wake)
         try:
-            async with asyncio.timeout(None if timeout is None else loop.time() + timeout) as t:
-                self._waiting = t
-                try:
-                    return await anext(sub)
-                finally:
-                    self._waiting = None
-        except TimeoutError:
-            return None
+            return await anext(sub)
+        except asyncio.CancelledError:
+            # Ours only: a cancellation from outside as well must go on.
+            if self._woken:
+                self._woken = False
+                if task.uncancel() == 0:
+                    return None
+            raise
+        finally:
+            self._task = None
+            if timer is not None:
+                timer.cancel()
 
     def wake(self) -> None:
         """End the wait under way, if any (on the loop, from another task)."""
-        waiting = self._waiting
-        if waiting is not None and not waiting.expired():
-            waiting.reschedule(asyncio.get_running_loop().time())
+        task = self._task
+        if task is not None and not self._woken:
+            self._woken = True
+            task.cancel()
