@@ -30,8 +30,15 @@ from tests.support.polling import free_port, wait_for
 from tests.support.stun import stun_server
 from vms.auth.rbac import Action, Scope
 from vms.auth.store import Grant
+from vms.cameras.pipeline import StreamPipeline
+from vms.cameras.relay import Relay
+from vms.clock import SystemClock
 from vms.config import StreamName, from_dict
 from vms.errors import VmsError
+from vms.health import CameraHealth
+from vms.ingest.pyav_source import read_clip
+from vms.live.mse import MseFeed
+from vms.media import StreamEnd, StreamStart
 from vms.recording import mp4
 from vms.server import Server
 from vms.standin import StandinCamera, gstreamer_available
@@ -473,3 +480,55 @@ def test_whep_js_gathers_with_the_servers_and_chooses_sub_for_a_small_tile(site:
         assert page.evaluate("window.stop.rendition") == "sub"
         page.evaluate("window.stop()")
     wait_for(lambda: len(site.server.webrtc) == 0, 10, "the session ended")
+
+
+# --- the feed itself: a select while the current stream sends nothing ------------------------
+
+
+def test_a_select_is_done_while_the_current_stream_is_offline(clips: dict[str, Path]) -> None:
+    main_info, main_packets = read_clip(clips["h264"])
+    sub_info, sub_packets = read_clip(clips["h264_small"])
+
+    async def body() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        pipelines = {
+            name: StreamPipeline("c", 0, CameraHealth("c", SystemClock()), Relay(loop))
+            for name in ("main", "sub")
+        }
+        feed = MseFeed(pipelines.get, "main", SystemClock())
+        messages = feed.messages()
+        main, sub = pipelines["main"].relay, pipelines["sub"].relay
+        main.publish(StreamStart(main_info))
+        main.publish(main_packets[0])
+        got = [await asyncio.wait_for(anext(messages), 5) for _ in range(3)]
+        for p in main_packets[1:30]:  # one fragment each, as they come
+            main.publish(p)
+            got.append(await asyncio.wait_for(anext(messages), 5))
+        main.publish(StreamEnd("camera lost"))
+        got.append(await asyncio.wait_for(anext(messages), 5))  # offline
+        sub.publish(StreamStart(sub_info))
+        for p in sub_packets[:20]:
+            sub.publish(p)
+        # The feed waits for main, which sends nothing more: the select wakes it.
+        waiting = asyncio.ensure_future(anext(messages))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        feed.select("sub")
+        got.append(await asyncio.wait_for(waiting, 5))
+        got += [await asyncio.wait_for(anext(messages), 5) for _ in range(4)]
+        await messages.aclose()
+        assert len(main) == len(sub) == 0  # both subscriptions closed
+        return got
+
+    got = asyncio.run(body())
+    texts = [json.loads(m) for m in got if isinstance(m, str)]
+    assert [t["type"] for t in texts] == ["init", "offline", "state", "state", "init"]
+    assert texts[2]["switching"] == "sub"
+    # Main is offline: only the streams running are given.
+    assert texts[3] == {"type": "state", "stream": "sub", "streams": {"sub": [160, 120]}}
+    assert texts[4]["switch"] and (texts[4]["width"], texts[4]["height"]) == (160, 120)
+    moofs = [_moof(m) for m in got if isinstance(m, bytes) and m[4:8] == b"moof"]
+    assert len(moofs) == 30 + 1  # sub's GOP so far, in one fragment
+    # On after main's last frame, though main went offline in between.
+    assert moofs[30].video_base == moofs[29].video_base + moofs[29].video_duration
+    assert moofs[30].keyframe

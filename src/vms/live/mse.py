@@ -119,6 +119,9 @@ class MseFeed:
         self._waiter = Waiter()
         self._info: StreamInfo | None = None
         self._muxer: LiveMuxer | None = None
+        # The last muxer that sent the viewer media (the stream may have ended since): what a
+        # switch continues, the player having it in its SourceBuffer.
+        self._sent: LiveMuxer | None = None
         self._after: LiveMuxer | None = None  # the next muxer continues this one's timeline
 
     @property
@@ -250,7 +253,7 @@ class MseFeed:
         self._close(old)
         self._cur, self._pending = new, None
         self._stream = new.stream
-        self._after = self._muxer
+        self._after = self._sent
         self._muxer = self._info = None
         self.switches += 1
         return self._state()
@@ -338,7 +341,7 @@ class MseFeed:
                         self._muxer = muxer
                         if muxer is None:
                             break
-                        self._after = None
+                        self._after, self._sent = None, muxer
                         yield self._init(muxer, switch=muxer.continues)
                         yield muxer.init
                     # Parameter sets that change inside the batch start a new init segment.
