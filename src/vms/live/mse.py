@@ -110,7 +110,6 @@ class MseFeed:
         self._clock = clock
         self._queue = queue
         self.dropped = 0  # packets the relay dropped for this viewer (it fell behind)
-        self.switches = 0
         self._online: bool | None = None  # as last told to the viewer
         self._cur: _Run | None = None
         self._pending: _Run | None = None  # the stream being switched to
@@ -255,7 +254,6 @@ class MseFeed:
         self._stream = new.stream
         self._after = self._sent
         self._muxer = self._info = None
-        self.switches += 1
         return self._state()
 
     # --- the current stream --------------------------------------------------------------------
