@@ -301,7 +301,8 @@ def test_a_slow_viewer_skips_to_a_keyframe_and_still_decodes(clips: dict[str, Pa
     async def body() -> list[bytes | str]:
         relay = Relay(asyncio.get_running_loop())
         pipeline = StreamPipeline("c", 0, CameraHealth("c", SystemClock()), relay)
-        feed = MseFeed(lambda: pipeline, "main", SystemClock(), queue=30)
+        feed = MseFeed(lambda name: pipeline if name == "main" else None, "main", SystemClock(),
+                       queue=30)  # fmt: skip
         messages = feed.messages()
         got: list[bytes | str] = []
         relay.publish(StreamStart(info))

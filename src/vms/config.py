@@ -347,15 +347,27 @@ class ExportConfig(_Model):
     keep_days: float = Field(7, gt=0, le=365, title="Delete finished exports after this long")
 
 
+# A STUN or TURN URI's characters (RFC 3986's): it goes between <> in a Link header.
+_ICE_URI = r"[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]{1,253}$"
+
+
 class TurnServer(_Model):
-    url: str = Field(title="TURN server", pattern=r"^turns?:[^\s]{1,253}$")
-    username: str = Field("", max_length=256, title="TURN user")
-    credential: SecretStr = Field(SecretStr(""), title="TURN password")
+    url: str = Field(title="TURN server", pattern=r"^turns?:" + _ICE_URI)
+    # Printable ASCII: both go to browsers in a Link header (WHEP answers) as well as in JSON.
+    username: str = Field("", max_length=256, pattern=r"^[\x20-\x7e]*$", title="TURN user")
+    credential: SecretStr = Field(SecretStr(""), max_length=256, title="TURN password")
+
+    @field_validator("credential")
+    @classmethod
+    def _printable(cls, v: SecretStr) -> SecretStr:
+        if not re.fullmatch(r"[\x20-\x7e]*", v.get_secret_value()):
+            raise ValueError("the TURN password must be printable ASCII")
+        return v
 
 
 class LiveConfig(_Model):
     webrtc_max_sessions: int = Field(100, ge=0, le=10_000, title="WebRTC viewers at once")
-    stun_servers: list[Annotated[str, Field(pattern=r"^stuns?:[^\s]{1,253}$")]] = Field(
+    stun_servers: list[Annotated[str, Field(pattern=r"^stuns?:" + _ICE_URI)]] = Field(
         default_factory=list, title="STUN servers for WebRTC (stun:host:port)"
     )
     turn_servers: list[TurnServer] = Field(default_factory=list, title="TURN servers for WebRTC")

@@ -33,8 +33,8 @@ from vms.cameras.store import CameraStore
 from vms.catalog.store import Catalog
 from vms.clock import Clock, SystemClock
 from vms.config import CameraConfig, Config, Reader, RecordMode, StreamName, Transport
-from vms.errors import Kind, VmsError
 from vms.detect.service import Detection
+from vms.errors import Kind, VmsError
 from vms.events.snapshots import Snapshots
 from vms.events.store import EventStore
 from vms.export.jobs import Exports
@@ -43,8 +43,8 @@ from vms.health import CameraHealth
 from vms.ingest.pyav_reader import Ingest
 from vms.ingest.rtsp import Reactor, Session
 from vms.live.source import LiveSources
-from vms.notify import sinks
 from vms.media import MAIN, SUB
+from vms.notify import sinks
 from vms.playback.thumbnail import Thumbnails
 from vms.recording.recorder import Recorder
 from vms.recording.recovery import recover

@@ -12,6 +12,9 @@
   which camera ids exist beyond theirs; one it may view but not act on is **403**.
 - :func:`media_access` ``(action)``: as ``camera_access``, also taking a media token in
   ``?token=`` (players that send no header), valid for its camera and action only.
+- :func:`any_media_access` ``(action)``: for routes about no camera that a player calls (the
+  ICE servers for live view): a principal that holds the action on some camera, by its header,
+  or by a media token in ``?token=`` for the camera named in ``?camera_id=``.
 
 They take the connection (``HTTPConnection``), not the request, so that a WebSocket route is
 guarded by the same dependencies: a refusal raised before the socket is accepted answers the
@@ -151,6 +154,37 @@ def media_access(
         return principal
 
     guard.__name__ = f"media_{action.value}"
+    return guard
+
+
+def any_media_access(
+    action: Action,
+) -> Callable[[HTTPConnection, Auth, str | None, str | None], Awaitable[Principal]]:
+    """As :func:`require`, also accepting a media token in ``?token=``, valid for the camera
+    named in ``?camera_id=`` (see the module)."""
+
+    async def guard(
+        request: HTTPConnection,
+        auth: AuthService,
+        token: Annotated[str | None, Query(max_length=4096, description="a media token")] = None,
+        camera_id: Annotated[
+            str | None, Query(max_length=64, description="the camera the media token is for")
+        ] = None,
+    ) -> Principal:
+        headers = request.headers
+        if token is not None and "authorization" not in headers and API_KEY_HEADER not in headers:
+            if camera_id is None:
+                raise unauthenticated("a media token goes with the camera_id it is for")
+            principal = await run_in_threadpool(auth.media, token, camera_id, action)
+            request.state.principal = principal
+            check_camera(principal, action, camera_id)  # the grants of now, not the token's
+            return principal
+        principal = await authenticated(request, auth)
+        if not principal.holds(action):
+            raise forbidden(action)
+        return principal
+
+    guard.__name__ = f"any_media_{action.value}"
     return guard
 
 

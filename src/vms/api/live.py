@@ -1,5 +1,7 @@
 """Live view over a WebSocket for Media Source Extensions:
 ``GET /api/v1/cameras/{camera_id}/live.ws?stream=main|sub`` (the messages: :mod:`vms.live.mse`).
+The viewer may switch streams by sending ``{"type": "select", "stream": "main" | "sub"}``; any
+other message is answered with an ``error`` message, and the feed goes on.
 
 A browser cannot send a header with a WebSocket, so the route takes a media token for ``live``
 in ``?token=`` (``POST /api/v1/auth/media-token``), or the usual headers from other clients; the
@@ -9,14 +11,15 @@ accepted, as the HTTP answer to the handshake in the one error body; once accept
 ``{"type": "error"}`` messages.
 
 The viewer's messages are sent by one task while another reads the socket: the reader notices a
-viewer that went away even while nothing is sent (a camera offline), and either task ending
-ends the other, and the relay subscription with them.
+viewer that went away even while nothing is sent (a camera offline) and hands the viewer's
+selects to the feed; either task ending ends the other, and the relay subscription with them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -32,7 +35,7 @@ from vms.cameras.pipeline import StreamPipeline
 from vms.cameras.relay import Relay
 from vms.config import StreamName
 from vms.errors import Detail, Kind, VmsError, capped
-from vms.live.mse import Message, MseFeed
+from vms.live.mse import Message, MseFeed, message
 from vms.live.source import relay_of
 from vms.media import AAC, AudioInfo
 from vms.server import Server
@@ -82,21 +85,28 @@ async def live_ws(
     )  # fmt: skip
     await websocket.accept()
 
-    def browser(pipeline: StreamPipeline) -> contextlib.AbstractContextManager[Relay]:
+    def browser(name: str, pipeline: StreamPipeline) -> contextlib.AbstractContextManager[Relay]:
         cam = server.camera(camera_id)
-        relays = {name.value: p.relay for name, p in cam.streams.items()}
-        relays[stream.value] = pipeline.relay
+        relays = {n.value: p.relay for n, p in cam.streams.items()}
+        relays[name] = pipeline.relay
         return relay_of(server.live_sources.for_browser(
-            camera_id, relays, stream.value, hevc=hevc, plays=_plays_in_mp4, audio_into=into,
+            camera_id, relays, name, hevc=hevc, plays=_plays_in_mp4, audio_into=into,
         ))  # fmt: skip
+
+    def lookup(name: str) -> StreamPipeline | None:
+        try:
+            return stream_of(server, camera_id, StreamName(name))
+        except ValueError:
+            return None
 
     into = AAC if server.config.live.transcode_audio else None
     feed = MseFeed(
-        lambda: stream_of(server, camera_id, stream), stream.value, server.clock, browser=browser
-    )
+        lookup, stream.value, server.clock, browser=browser,
+        streams=[s.value for s in StreamName],
+    )  # fmt: skip
     messages = feed.messages()
     sender = asyncio.create_task(_send(websocket, messages))
-    reader = asyncio.create_task(_read(websocket))
+    reader = asyncio.create_task(_read(websocket, feed))
     try:
         await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -107,7 +117,7 @@ async def live_ws(
         if feed.dropped:
             log.info(
                 "live viewer of %s/%s fell behind: %d packets skipped",
-                camera_id, stream.value, feed.dropped,
+                camera_id, feed.stream, feed.dropped,
             )  # fmt: skip
     if sender.done() and not sender.cancelled() and sender.exception() is None:
         with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
@@ -129,12 +139,36 @@ async def _send(websocket: WebSocket, messages: AsyncIterator[Message]) -> None:
             return  # the viewer went away mid-message: nothing to tell anyone
 
 
-async def _read(websocket: WebSocket) -> None:
-    """Until the viewer closes or goes away; what it sends is not used (yet)."""
+MAX_MESSAGE = 1024  # a select is some 40 bytes
+
+
+async def _read(websocket: WebSocket, feed: MseFeed) -> None:
+    """Until the viewer closes or goes away: its selects go to the feed. A message that is no
+    select is answered through the feed (one task sends), with an error."""
     try:
         while True:
             msg = await websocket.receive()
             if msg["type"] == "websocket.disconnect":
                 return
+            stream = _select(msg.get("text"))
+            if stream is None:
+                feed.tell(message("error", message='expected {"type": "select", '
+                                  '"stream": "main" | "sub"}'))  # fmt: skip
+            else:
+                feed.select(stream)
     except (WebSocketDisconnect, RuntimeError, OSError):
         return
+
+
+def _select(text: object) -> str | None:
+    """The stream a viewer's message selects; None when it is not a select."""
+    if not isinstance(text, str) or len(text) > MAX_MESSAGE:
+        return None
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(msg, dict) or msg.get("type") != "select":
+        return None
+    stream = msg.get("stream")
+    return stream if isinstance(stream, str) else None

@@ -17,7 +17,8 @@ Routers (each a module of this package):
 - :data:`vms.api.hls.router`: ``/api/v1/cameras/{camera_id}/playback.m3u8`` (HLS, byte ranges
   of the stored files);
 - :data:`vms.api.whep.router`: ``/api/v1/cameras/{camera_id}/whep`` (live over WebRTC, WHEP)
-  and its sessions (a media token will do);
+  and its sessions (a media token will do); :data:`vms.api.whep.ice_router`:
+  ``/api/v1/live/ice-servers`` (the STUN and TURN servers, for anyone who may watch live);
 - :data:`vms.api.live_hls.router`: ``/api/v1/cameras/{camera_id}/live.m3u8``,
   ``live/master.m3u8`` and the live parts, segments and init segments (LL-HLS; a media token
   will do);
@@ -72,7 +73,7 @@ from vms.api import (
     timeline,
     whep,
 )
-from vms.api.guard import camera_access, media_access, require
+from vms.api.guard import any_media_access, camera_access, media_access, require
 from vms.auth.rbac import Action
 from vms.config import ServerConfig
 
@@ -104,6 +105,7 @@ GUARDED: tuple[tuple[APIRouter, list[Any]], ...] = (
     (whep.router, [Depends(media_access(Action.LIVE))]),
     (events.router, []),  # per route: view on the event's camera (a media token will do)
     (events.camera_router, [Depends(camera_access(Action.PLAYBACK))]),
+    (whep.ice_router, [Depends(any_media_access(Action.LIVE))]),
 )
 ROUTERS = tuple(router for router, _ in GUARDED)
 

@@ -1,9 +1,12 @@
 """Live view over WebRTC through WHEP: ``POST /api/v1/cameras/{camera_id}/whep``. (WHEP is
-draft-ietf-wish-whep, the viewer's side of WHIP, RFC 9725.)
+draft-ietf-wish-whep, the viewer's side of WHIP, RFC 9725.) And the STUN and TURN servers a
+browser needs first: ``GET /api/v1/live/ice-servers`` (:data:`ice_router`).
 
 The body is the viewer's SDP offer (``Content-Type: application/sdp``, ``?stream=main|sub``);
 the answer is ``201`` with the server's SDP answer, every ICE candidate already in it (the
-server does not trickle), and ``Location:`` the session's resource. ``DELETE`` on the resource
+server does not trickle), ``Location:`` the session's resource, and a ``Link: <…>;
+rel="ice-server"`` header per configured STUN or TURN server (RFC 9725 §4.6, TURN with its
+``username`` and ``credential``). ``DELETE`` on the resource
 ends the session; ``PATCH`` (trickle ICE, ICE restart) answers 405, as WHEP has a server that
 does neither answer. The media: :mod:`vms.live.webrtc` (an offer that opens a data
 channel is told there when the camera goes offline and comes back; the session stays up);
@@ -16,12 +19,18 @@ Behind ``media_access(LIVE)``: a header, or a media token in ``?token=`` for a p
 sends none. The resource URL carries a token of its own (for the same user, this camera and
 live only, :data:`RESOURCE_TOKEN_S`), so a player can still end its session after the token it
 started with has expired; only the user who opened a session can end it. One audit entry per
-caller, camera and stream a minute (``live``, ``{"protocol": "webrtc", "stream": …}``).
+caller, camera and stream a minute (``live``, ``{"protocol": "webrtc", "stream": …}``); a
+viewer's switch of stream on the data channel is the same session, not audited again.
+
+The ICE servers route is for any user who may watch some camera live (a header), or holds a
+media token for live (``?token=`` with the ``camera_id`` it is for): TURN credentials go to no
+one else (:mod:`vms.live.ice`), and the answer is not to be cached.
 """
 
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Annotated, Any
 
@@ -35,12 +44,16 @@ from vms.api.errors import LIVE_ERRORS, ErrorBody
 from vms.api.guard import CameraIdParam
 from vms.api.playback import audit_once
 from vms.auth import Action, Principal, local
+from vms.cameras.relay import Relay
 from vms.config import StreamName
 from vms.errors import Detail, Kind, VmsError
+from vms.live.ice import browser_servers, link_headers
 from vms.live.offer import MAX_OFFER_BYTES
 from vms.live.source import Chosen, Plays
+from vms.server import Server
 
 router = APIRouter(prefix="/api/v1/cameras/{camera_id}", tags=["live"], responses=LIVE_ERRORS)
+ice_router = APIRouter(prefix="/api/v1/live", tags=["live"])
 
 SDP = "application/sdp"
 RESOURCE_TOKEN_S = 12 * 3600
@@ -76,6 +89,39 @@ class WhepQuery(TokenQuery):
 
 class SdpResponse(Response):
     media_type = SDP
+
+
+class IceServer(BaseModel):
+    """One entry of a browser's ``RTCPeerConnection({iceServers})``."""
+
+    urls: list[str] = Field(description="stun: or turn: URIs")
+    username: str | None = Field(None, description="for a TURN server")
+    credential: str | None = Field(None, description="for a TURN server")
+
+
+class IceServers(BaseModel):
+    ice_servers: list[IceServer] = Field(
+        description="the STUN and TURN servers to give RTCPeerConnection (may be empty)"
+    )
+
+
+class IceQuery(TokenQuery):
+    camera_id: str | None = Field(
+        None, max_length=64, description="the camera the media token is for"
+    )
+
+
+def _relays(server: Server, camera_id: str) -> Callable[[str], Relay | None]:
+    """The camera's streams' relays as the server runs them when asked (a viewer's select)."""
+
+    def relay(name: str) -> Relay | None:
+        try:
+            pipeline = server.camera(camera_id).streams.get(StreamName(name))
+        except (VmsError, ValueError):
+            return None
+        return None if pipeline is None else pipeline.relay
+
+    return relay
 
 
 async def _offer(request: Request) -> str:
@@ -125,7 +171,7 @@ async def whep_offer(
         )
 
     session, answer = await server.webrtc.open(
-        offer, source, camera_id, q.stream.value, who.user_id
+        offer, source, camera_id, q.stream.value, who.user_id, _relays(server, camera_id)
     )
     location = f"/api/v1/cameras/{urllib.parse.quote(camera_id)}/whep/{session.id}"
     try:
@@ -140,9 +186,14 @@ async def whep_offer(
     except BaseException:
         await server.webrtc.close(session, "its answer was not sent")
         raise
-    # The resource URL holds a token: no cache may keep it.
-    headers = {"Location": location, "Cache-Control": "no-store"}
-    return SdpResponse(answer, status_code=201, headers=headers)
+    # The resource URL holds a token, the Link headers may hold TURN credentials: no cache
+    # may keep them.
+    response = SdpResponse(
+        answer, status_code=201, headers={"Location": location, "Cache-Control": "no-store"}
+    )
+    for link in link_headers(server.config.live):
+        response.headers.append("Link", link)
+    return response
 
 
 @router.delete(
@@ -168,3 +219,14 @@ async def whep_delete(
         )
     await server.webrtc.close(session, "the viewer ended it")
     return Response(status_code=200)
+
+
+@ice_router.get("/ice-servers", response_model=IceServers, responses=LIVE_ERRORS)
+async def ice_servers(
+    server: ServerDep, _: Annotated[IceQuery, Query()], response: Response
+) -> IceServers:
+    """The STUN and TURN servers a browser gives its RTCPeerConnection before its WHEP offer."""
+    response.headers["Cache-Control"] = "no-store"
+    return IceServers(
+        ice_servers=[IceServer(**s) for s in browser_servers(server.config.live)]
+    )

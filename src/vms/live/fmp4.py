@@ -13,11 +13,14 @@ The traps:
   a fragment's last sample gets the last measured frame interval, and every fragment's ``tfdt``
   comes from its own packets' decode time: an estimate that was wrong leaves a sliver of gap or
   overlap that MSE absorbs, never a drift.
-- The timeline starts at 0 with the first video packet. Forward jumps are kept as they are (a
-  slow viewer that skipped to the next keyframe, media lost on the way): the player sees a gap
-  in its buffer and seeks over it. A decode time that goes backwards (a camera's clock jump)
-  would overwrite what the player has buffered, so the timeline is rebased to go on where it
-  was, audio with it.
+- The timeline starts at 0 with the first video packet, or, for a viewer switched from another
+  stream of the camera (``after=``), where the other stream's muxer left off: the player appends
+  the new init segment and fragments to the same ``SourceBuffer``, so the decode times must go
+  on, never back and with no hole, whatever the new stream's own clock says. Forward jumps
+  are kept as they are (a slow viewer that skipped to the next keyframe, media lost on the
+  way): the player sees a gap in its buffer and seeks over it. A decode time that goes
+  backwards (a camera's clock jump) would overwrite what the player has buffered, so the
+  timeline is rebased to go on where it was, audio with it.
 - Audio and video decode times share one origin (the readers see to it), so audio is placed by
   its own timestamps against the first video packet's instant. Only AAC is carried: MSE plays
   no G.711 in MP4, and an init segment naming a track a browser cannot decode fails as a whole.
@@ -27,7 +30,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Iterable, Sequence
+from fractions import Fraction
 
 from vms.media import (
     AAC,
@@ -65,10 +70,13 @@ class LiveMuxer:
     """Init segment and fragments for one run of a stream (see the module docstring).
 
     Raises ValueError when the stream's video has no complete parameter sets: wait for a
-    keyframe that carries them (:func:`with_params`).
+    keyframe that carries them (:func:`with_params`). ``after``: the muxer of the stream the
+    viewer played until now; this one's timeline goes on where that one's ended.
     """
 
-    def __init__(self, info: StreamInfo, *, audio: bool = True) -> None:
+    def __init__(
+        self, info: StreamInfo, *, audio: bool = True, after: LiveMuxer | None = None
+    ) -> None:
         video = info.video
         params = video.params
         if params is None or not params.complete:
@@ -94,10 +102,33 @@ class LiveMuxer:
         self._delta = 0  # the last measured frame interval
         self._audio_offset = 0
         self._audio_end: int | None = None  # timeline end of the last audio sample sent
+        self._origin = 0  # timeline time of the first video sample
+        self.continues = after is not None  # on another muxer's timeline
+        if after is not None:
+            self._origin = math.ceil(after.end * vts)
+            if after.audio_end is not None and self.info.audio is not None:
+                self._audio_end = math.ceil(after.audio_end * self.info.audio.timescale)
 
     @property
     def has_audio(self) -> bool:
         return self.info.audio is not None
+
+    @property
+    def end(self) -> Fraction:
+        """Where the next video sample goes on the timeline, in seconds: the end of the last
+        one sent (its duration estimated, see the module docstring)."""
+        vts = self.info.video.timescale
+        if self._last is None:
+            return Fraction(self._origin, vts)
+        return Fraction(self._last + (self._delta or self._nominal), vts)
+
+    @property
+    def audio_end(self) -> Fraction | None:
+        """The end of the last audio sample sent, in seconds; None before any."""
+        a = self.info.audio
+        if a is None or self._audio_end is None:
+            return None
+        return Fraction(self._audio_end, a.timescale)
 
     def params_changed(self, p: Packet) -> bool:
         """Whether a keyframe carries parameter sets other than this init segment's: the player
@@ -128,7 +159,7 @@ class LiveMuxer:
         samples: list[_Sample] = []
         for p in packets:
             if self._offset is None:
-                self._offset = -p.dts
+                self._offset = self._origin - p.dts
             t = p.dts + self._offset
             prev = samples[-1].dts if samples else self._last
             if samples and t == prev:
@@ -183,9 +214,10 @@ class LiveMuxer:
         if end is not None and start < end:
             start = end  # never overlap what was sent: MSE would drop the frames it covers
         kept = [p for p in packets if p.data]
-        if start < 0:
+        origin = self._origin * a.timescale // vts
+        if start < origin:
             # Audio from before the first video frame: the timeline starts at the video.
-            drop = (-start + AAC_FRAME - 1) // AAC_FRAME
+            drop = (origin - start + AAC_FRAME - 1) // AAC_FRAME
             kept = kept[drop:]
             start += drop * AAC_FRAME
         if not kept:

@@ -29,6 +29,16 @@ saying so fails ICE's consent checks within about 30 s), when it does not connec
 server stop. While the camera is offline the session waits, and resumes at the next keyframe.
 A viewer whose offer opens a data channel is told: ``{"type": "offline", "since": ISO time}``
 when the camera stream ends, ``{"type": "online"}`` when it is back (MSE's messages).
+
+On that channel the viewer may send ``{"type": "select", "stream": "main" | "sub"}``, as over
+MSE's WebSocket: the video track subscribes to the other stream's relay and switches at its
+first keyframe (the relay's replay of the current GOP, :mod:`vms.live.switch`), the old stream
+flowing until then. The keyframe carries its parameter sets (:func:`annexb`), the RTP
+timestamps go on from the old stream's (:class:`RtpClock` pulls the new stream's own to the
+send time) and the replayed GOP is sent squeezed, as at a start; the browser's decoder takes
+the new size at that keyframe. The answer is ``{"type": "state", "stream", "switching"?}``, or
+``{"type": "error", "message", "stream"}`` for a stream that cannot be sent (none, offline,
+H.265). The audio stays on the stream the session was opened with (its codec was negotiated).
 """
 
 from __future__ import annotations
@@ -48,17 +58,17 @@ from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
     RTCDataChannel,
-    RTCIceServer,
     RTCPeerConnection,
     RTCSessionDescription,
 )
 from aiortc import sdp as aiortc_sdp
 from aiortc.mediastreams import MediaStreamError
 
-from vms.cameras.relay import Relay, Subscription
+from vms.cameras.relay import Item, Relay, Subscription
 from vms.clock import Clock
 from vms.config import LiveConfig
 from vms.errors import Kind, VmsError
+from vms.live.ice import aiortc_servers
 from vms.live.offer import (
     G711_RATE,
     VIDEO_RATE,
@@ -68,6 +78,7 @@ from vms.live.offer import (
     parse_offer,
 )
 from vms.live.source import Chosen, Plays
+from vms.live.switch import POLL_S, Waiter, read_ahead, sizes
 from vms.media import (
     AUDIO,
     H264,
@@ -90,10 +101,15 @@ CLOCK_SLACK_S = 0.15  # how far RTP time may run from send time before it is pul
 # for a long GOP handed over at the start, with audio. The packets are the relay's own, shared
 # by every subscriber: the bound costs references, not copies.
 QUEUE = 1024
+STREAMS = ("main", "sub")
+MAX_MESSAGE = 1024  # a select is some 40 bytes
+MAX_BUFFERED = 64 * 1024  # bytes queued on the data channel past which no more is told
 _START = b"\x00\x00\x00\x01"
 # What a session reads while it lives: the relay for a browser of the stream (its audio as the
 # viewer plays it, else transcoded into the codec given when there is one).
 Source = Callable[[Plays, str | None], contextlib.AbstractContextManager[Chosen]]
+# A stream's relay as the server runs it now, by stream name; None when the camera has none.
+RelayLookup = Callable[[str], Relay | None]
 
 
 class RtpClock:
@@ -135,6 +151,16 @@ def annexb(p: Packet, info: StreamInfo) -> bytes:
     return b"".join(_START + n for n in nals)
 
 
+@dataclass(eq=False)
+class _Pending:
+    """The stream a video track is being switched to, read ahead to its first keyframe."""
+
+    stream: str
+    relay: Relay
+    sub: Subscription
+    held: list[Item] = field(default_factory=list)
+
+
 class _Passthrough(MediaStreamTrack):
     """One kind of a relay's packets, as ``av.Packet`` for aiortc's sender."""
 
@@ -153,9 +179,56 @@ class _Passthrough(MediaStreamTrack):
         self._rtp = RtpClock(self._rate, now)
         self._caught_up = False
         self._skip = False
+        self._waiter = Waiter()
+        self._held: list[Item] = []  # the switched-to stream's first items: handled first
+        self._pending: _Pending | None = None
         self.sent = 0
         self.dropped = 0
         self.skips = 0
+
+    def select(self, relay: Relay, stream: str) -> bool:
+        """Switch to ``relay`` (``stream``'s) at its first keyframe; False when there is
+        nothing to wait for (it is this track's relay, or the track has not started)."""
+        self._drop_pending()
+        if relay is self._relay:
+            return False
+        if self._sub is None:
+            self._relay, self._info = relay, relay.info
+            return False
+        self._pending = _Pending(stream, relay, relay.subscribe(QUEUE))
+        self._waiter.wake()
+        return True
+
+    def _drop_pending(self) -> None:
+        if self._pending is not None:
+            self._pending.sub.close()
+            self._pending = None
+
+    def _switch(self) -> None:
+        new = self._pending
+        assert new is not None and self._sub is not None
+        self._sub.close()
+        self._relay, self._sub, self._held, self._pending = new.relay, new.sub, new.held, None
+        # The replayed GOP is a backlog, as at a start: sent, squeezed, not skipped.
+        self._caught_up = self._skip = False
+        self._session.switched(new.stream)
+
+    async def _next(self) -> Item | None:
+        """The next item; None when a switch was made or asked for (look again)."""
+        assert self._sub is not None
+        if self._held:
+            return self._held.pop(0)
+        pending = self._pending
+        if pending is not None and await read_ahead(pending.sub, pending.held):
+            self._switch()
+            return None
+        try:
+            return await self._waiter.next(self._sub, None if pending is None else POLL_S)
+        except StopAsyncIteration:
+            if self._pending is None:
+                raise
+            self._switch()  # the old stream closed first: go on with the new one
+            return None
 
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
@@ -165,10 +238,12 @@ class _Passthrough(MediaStreamTrack):
             self._sub = self._relay.subscribe(QUEUE)
         while True:
             try:
-                item = await anext(self._sub)
+                item = await self._next()
             except StopAsyncIteration:
                 self._session.ended("the camera stream closed")
                 raise MediaStreamError from None
+            if item is None:
+                continue
             if isinstance(item, StreamStart):
                 self._info = item.info
                 if self.media == VIDEO:
@@ -214,6 +289,7 @@ class _Passthrough(MediaStreamTrack):
 
     def stop(self) -> None:
         super().stop()
+        self._drop_pending()
         if self._sub is not None:
             self._sub.close()
             self._sub = None
@@ -245,16 +321,20 @@ class WhepSession:
     channel: RTCDataChannel | None = None  # the viewer's, when its offer opened one
     offline_since: str | None = None
     held: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # its source
+    relays: RelayLookup | None = None  # the camera's streams, for a viewer's select
     _timer: asyncio.TimerHandle | None = None
 
     def now(self) -> float:
         return self.sessions.clock.monotonic()
 
     def tell(self, message: dict[str, Any]) -> None:
-        """A state message for the viewer, on its data channel if it opened one."""
+        """A state message for the viewer, on its data channel if it opened one; dropped when
+        the viewer does not read what it was sent (a peer that floods the channel with what
+        it should not send, and reads nothing, grows no queue here)."""
         channel = self.channel
         if channel is not None and channel.readyState == "open":
-            channel.send(json.dumps(message))
+            if channel.bufferedAmount <= MAX_BUFFERED:
+                channel.send(json.dumps(message))
 
     def stream_ended(self) -> None:
         self.offline_since = iso(self.sessions.clock.wall_us())
@@ -264,6 +344,56 @@ class WhepSession:
         if self.offline_since is not None:
             self.offline_since = None
             self.tell({"type": "online"})
+
+    def received(self, text: object) -> None:
+        """A message from the viewer on its data channel: a select, or an error back."""
+        stream = None
+        if isinstance(text, str) and len(text) <= MAX_MESSAGE:
+            with contextlib.suppress(ValueError):
+                msg = json.loads(text)
+                if isinstance(msg, dict) and msg.get("type") == "select":
+                    stream = msg.get("stream")
+        if not isinstance(stream, str):
+            expected = 'expected {"type": "select", "stream": "main" | "sub"}'
+            self.tell({"type": "error", "message": expected})
+            return
+        error = self.select(stream)
+        if error is not None:
+            self.tell({"type": "error", "message": error, "stream": stream[:20]})
+
+    def select(self, stream: str) -> str | None:
+        """Switch the video to ``stream``; why not, or None."""
+        if stream not in STREAMS:
+            return f"no stream {stream[:20]!r}: {' or '.join(STREAMS)}"
+        relay = None if self.relays is None else self.relays(stream)
+        if relay is None:
+            return f"the camera has no {stream} stream"
+        info = relay.info
+        if info is None:
+            return f"the camera's {stream} stream is not running"
+        if info.video.codec != H264:
+            return f"the camera's {stream} stream is {info.video.codec}, not H.264"
+        video = next(t for t in self.tracks if isinstance(t, VideoPassthrough))
+        if video.select(relay, stream):
+            self.tell(self.state(switching=stream))
+        else:
+            self.switched(stream)
+        return None
+
+    def switched(self, stream: str) -> None:
+        """The video is ``stream``'s from now on."""
+        if stream != self.stream:
+            log.info("WebRTC viewer %s of %s switched to the %s stream",
+                     self.id[:8], self.camera_id, stream)  # fmt: skip
+        self.stream = stream
+        self.tell(self.state())
+
+    def state(self, switching: str | None = None) -> dict[str, Any]:
+        """The state message: the stream sent, the one being switched to, the camera's
+        streams and their sizes."""
+        extra = {} if switching is None else {"switching": switching}
+        streams = sizes({n: self.relays(n) for n in STREAMS}) if self.relays else {}
+        return {"type": "state", "stream": self.stream, **extra, "streams": streams}
 
     def ended(self, reason: str) -> None:
         """Close this session soon (from a callback on the loop)."""
@@ -287,24 +417,13 @@ class WebRtcSessions:
         s = self._sessions.get(session_id)
         return s if s is not None and s.camera_id == camera_id else None
 
-    def _ice_servers(self) -> list[RTCIceServer]:
-        # An empty list, not None: aiortc's default asks Google's STUN server.
-        servers = [RTCIceServer(urls=url) for url in self.config.stun_servers]
-        for t in self.config.turn_servers:
-            servers.append(
-                RTCIceServer(
-                    urls=t.url,
-                    username=t.username or None,
-                    credential=t.credential.get_secret_value() or None,
-                )
-            )
-        return servers
-
     async def open(
-        self, offer: str, source: Source, camera_id: str, stream: str, owner: int
+        self, offer: str, source: Source, camera_id: str, stream: str, owner: int,
+        relays: RelayLookup | None = None,
     ) -> tuple[WhepSession, str]:
         """A session answering ``offer`` with what ``source`` gives for it (held until the
-        session ends): the session and the answer."""
+        session ends): the session and the answer. ``relays``: the camera's streams, for the
+        viewer's selects."""  # fmt: skip
         if len(self._sessions) + self._opening >= self.config.webrtc_max_sessions:
             raise VmsError(
                 Kind.UNAVAILABLE,
@@ -331,10 +450,11 @@ class WebRtcSessions:
                 )
             held = held.pop_all()  # the session's from here
         self._opening += 1
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers()))
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=aiortc_servers(self.config)))
         session = WhepSession(
             secrets.token_urlsafe(18), camera_id, stream, owner, pc, self, self.clock.monotonic(),
             held=held,
+            relays=relays,
         )  # fmt: skip
         try:
             answer = await self._negotiate(session, description, offer, chosen.relay, info)
@@ -380,6 +500,8 @@ class WebRtcSessions:
         @pc.on("datachannel")
         def _channel(channel: RTCDataChannel) -> None:
             session.channel = channel
+            channel.on("message", session.received)
+            session.tell(session.state())
             if session.offline_since is not None:
                 session.tell({"type": "offline", "since": session.offline_since})
 

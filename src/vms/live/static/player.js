@@ -2,12 +2,15 @@
 //
 // Each protocol is a file of its own that registers a player (PROTOCOLS below):
 //   window.vmsPlayers[name] = async (video, opts) => stop      (stop: an async function)
-//   opts: {camera, stream, token, base,
+//   opts: {camera, stream ("main" | "sub" | "auto": the player chooses), token, base,
 //          mediaToken(action) -> Promise<string>   a media token for this camera,
 //          onState(state, detail)   "connecting" | "live" | "offline" (detail: since, ISO) |
 //                                   "reconnecting" | "error" (detail: message),
-//          onLatency(seconds)       when the protocol can measure it}
-// A player reconnects by itself until stopped.
+//          onLatency(seconds)       when the protocol can measure it,
+//          onRendition(stream, auto)   the stream played now, when the protocol switches}
+//   stop.select(stream), where the protocol has it: another stream choice, without
+//   reconnecting (MSE and WebRTC; the page restarts the others).
+// A player reconnects by itself until stopped. abr.js, loaded first, is the automatic choice.
 //
 // ?token=<access token>&camera=&stream=&protocol= skip the login form and start at once.
 (() => {
@@ -20,8 +23,11 @@
   const base = location.origin;
   const params = new URLSearchParams(location.search);
   const $ = (id) => document.getElementById(id);
-  // What the page shows, also read by the tests and the latency benchmark.
-  const live = (window.vmsLive = { state: "idle", detail: "", latency: null, frames: 0 });
+  // What the page shows, also read by the tests and the latency benchmark (stream: the
+  // rendition played, as the protocol says; null when it does not).
+  const live = (window.vmsLive = {
+    state: "idle", detail: "", latency: null, frames: 0, stream: null,
+  });
   let token = params.get("token");
   let stop = null;
   let generation = 0;
@@ -78,6 +84,12 @@
     $("latency").textContent = seconds == null ? "–" : `${(seconds * 1000).toFixed(0)} ms`;
   }
 
+  function setRendition(stream, auto) {
+    live.stream = stream;
+    $("video").dataset.stream = stream || "";
+    $("rendition").textContent = stream ? `${stream}${auto ? " (auto)" : ""}` : "–";
+  }
+
   function countFrames(video) {
     if (!("requestVideoFrameCallback" in video)) return;
     const tick = () => { live.frames += 1; video.requestVideoFrameCallback(tick); };
@@ -94,12 +106,14 @@
     const player = (window.vmsPlayers || {})[$("protocol").value];
     if (!camera || !player) return setState("error", camera ? "no such protocol" : "no camera");
     setLatency(null);
+    setRendition(null);
     const current = (f) => (...args) => { if (mine === generation) f(...args); };
     try {
       const stopper = await player($("video"), {
         camera, stream: $("stream").value, token, base,
         mediaToken: (action) => mediaToken(camera, action),
         onState: current(setState), onLatency: current(setLatency),
+        onRendition: current(setRendition),
       });
       if (mine === generation) stop = stopper; else await stopper();
     } catch (e) {
@@ -107,9 +121,16 @@
     }
   }
 
+  // Another stream choice: the player switches if it can, else it starts again.
+  async function changeStream() {
+    if (stop && stop.select) stop.select($("stream").value);
+    else await start();
+  }
+
   async function showViewer() {
     $("login").hidden = true;
     $("viewer").hidden = false;
+    await loadScript("abr.js");
     await Promise.all(PROTOCOLS.map(([, file]) => loadScript(file)));
     for (const [name, , label] of PROTOCOLS) {
       if ((window.vmsPlayers || {})[name]) $("protocol").append(new Option(label, name));
@@ -118,7 +139,7 @@
     for (const c of page.items) $("camera").append(new Option(c.name || c.id, c.id));
     for (const key of ["camera", "stream", "protocol"]) {
       if (params.get(key)) $(key).value = params.get(key);
-      $(key).addEventListener("change", start);
+      $(key).addEventListener("change", key === "stream" ? changeStream : start);
     }
     countFrames($("video"));
     await start();

@@ -8,12 +8,40 @@
 // the camera goes and comes back; the session stays up meanwhile. A connection that fails or
 // is closed by the server (camera removed or changed) is made again, until stop().
 // stop.pc is the current RTCPeerConnection (getStats), for tests and benchmarks.
+//
+// Before its offer it asks the server for the STUN and TURN servers to gather with
+// (GET /api/v1/live/ice-servers, with its media token): the offer carries every candidate.
+//
+// opts.stream: "main", "sub" or "auto" (the default): as over MSE, the player switches
+// between the camera's streams on the data channel ({"type": "select", stream}; the server
+// answers {"type": "state", stream, switching?, streams}) by the picture's size and the
+// delivery getStats measures (abr.js); stop.select(s) changes the choice while playing,
+// stop.rendition is the stream played.
 (() => {
   "use strict";
   const GATHER_MS = 3000; // past this, offer the candidates gathered so far
   const RETRY_MS = 2000;
   const STATS_MS = 1000;
   const DELETE_MS = 3000; // a server that does not answer: close anyway
+  // Delivery falls behind: this part of the video's packets lost over a second, or frames
+  // held this long in the jitter buffer.
+  const LOSS = 0.05;
+  const BUFFER_S = 1.0;
+
+  // The STUN and TURN servers to gather with; none when the server cannot say (the offer
+  // then has host candidates only, which a viewer on the server's network needs no more than).
+  async function iceServers(opts, token) {
+    const query = new URLSearchParams({ camera_id: opts.camera });
+    if (token) query.set("token", token);
+    const url = new URL(`/api/v1/live/ice-servers?${query}`, opts.base || location.href);
+    try {
+      const r = await fetch(url, { cache: "no-store" });
+      if (r.ok) return (await r.json()).ice_servers;
+    } catch (e) {
+      // none, then
+    }
+    return [];
+  }
 
   function gathered(pc) {
     if (pc.iceGatheringState === "complete") return Promise.resolve();
@@ -49,8 +77,16 @@
   async function play(video, opts) {
     const onState = opts.onState || (() => {});
     const onLatency = opts.onLatency || (() => {});
+    const onRendition = opts.onRendition || (() => {});
     const mediaToken = opts.mediaToken || (async () => opts.token || "");
-    let session = null; // {pc, media, resource, closed, timer, last}
+    const abr = window.vmsAbr;
+    const chooser = abr ? abr.chooser() : null;
+    let auto = !opts.stream || opts.stream === "auto";
+    let want = opts.stream === "sub" ? "sub" : "main"; // the stream asked for
+    let rendition = null; // the stream played, as the server says
+    let facts = { has: {}, main: 0, aspect: 0 };
+    const refused = {};
+    let session = null; // {pc, media, resource, closed, timer, last, channel, behind}
     let stopped = false;
     let retry = null;
     let shown = false; // a frame of the current connection has been shown
@@ -94,24 +130,70 @@
       });
       if (!rtp) return;
       const last = s.last;
-      s.last = { delay: rtp.jitterBufferDelay, count: rtp.jitterBufferEmittedCount };
+      s.last = { delay: rtp.jitterBufferDelay, count: rtp.jitterBufferEmittedCount,
+                 lost: rtp.packetsLost || 0, received: rtp.packetsReceived || 0 };
       if (!last || rtp.jitterBufferEmittedCount <= last.count) return;
       const buffer = (rtp.jitterBufferDelay - last.delay) / (rtp.jitterBufferEmittedCount - last.count);
       const decode = rtp.framesDecoded ? rtp.totalDecodeTime / rtp.framesDecoded : 0;
       onLatency(buffer + decode + (rtt || 0) / 2);
+      const lost = s.last.lost - last.lost;
+      const all = lost + s.last.received - last.received;
+      s.behind = (all > 0 && lost / all > LOSS) || buffer > BUFFER_S;
+    }
+
+    function send(stream) {
+      const s = session;
+      if (s && s.channel && s.channel.readyState === "open") {
+        s.channel.send(JSON.stringify({ type: "select", stream }));
+        return true;
+      }
+      return false;
+    }
+
+    function choose() {
+      const s = session;
+      if (!auto || !chooser || !s || !shown || video.srcObject !== s.media) return;
+      const now = performance.now();
+      const has = { main: facts.has.main && !refused.main, sub: facts.has.sub && !refused.sub };
+      const next = chooser.decide({
+        now, current: want, shown: abr.shownWidth(video, facts.aspect), main: facts.main,
+        behind: !!s.behind, has,
+      });
+      if (next && next !== want && send(next)) {
+        chooser.chose(now);
+        want = next;
+      }
+    }
+
+    function played(stream) {
+      if (stream && stream !== rendition) {
+        rendition = stream;
+        onRendition(stream, auto);
+      }
     }
 
     async function connect() {
       if (stopped) return;
       if (tries++ === 0) onState("connecting"); // later tries keep what again() said
-      const pc = new RTCPeerConnection();
-      const s = { pc, media: new MediaStream(), resource: null, closed: false, timer: null };
+      let token;
+      try {
+        token = await mediaToken("live");
+      } catch (e) {
+        again("reconnecting", e.message);
+        return;
+      }
+      const servers = await iceServers(opts, token);
+      if (stopped) return;
+      const pc = new RTCPeerConnection({ iceServers: servers });
+      const s = { pc, media: new MediaStream(), resource: null, closed: false, timer: null,
+                  channel: null, behind: false };
       session = s;
       shown = false;
       pc.addTransceiver("video", { direction: "recvonly" });
       pc.addTransceiver("audio", { direction: "recvonly" });
       pc.addEventListener("track", (event) => s.media.addTrack(event.track));
       const channel = pc.createDataChannel("vms");
+      s.channel = channel;
       channel.addEventListener("message", (event) => {
         const msg = JSON.parse(event.data);
         if (msg.type === "offline") {
@@ -119,6 +201,12 @@
           onState("offline", msg.since);
         } else if (msg.type === "online") {
           onState("connecting");
+        } else if (msg.type === "state") {
+          if (msg.streams && abr) facts = abr.facts(msg.streams);
+          if (!msg.switching) played(msg.stream);
+        } else if (msg.type === "error" && msg.stream) {
+          refused[msg.stream] = true; // a select the server cannot do: the session goes on
+          if (want === msg.stream) want = rendition || want;
         }
       });
       pc.addEventListener("connectionstatechange", () => {
@@ -128,11 +216,10 @@
         }
       });
       try {
-        const token = await mediaToken("live");
         await pc.setLocalDescription(await pc.createOffer());
         await gathered(pc);
         if (s.closed) return;
-        const query = new URLSearchParams({ stream: opts.stream || "main" });
+        const query = new URLSearchParams({ stream: want });
         if (token) query.set("token", token);
         const camera = encodeURIComponent(opts.camera);
         const url = new URL(`/api/v1/cameras/${camera}/whep?${query}`, opts.base || location.href);
@@ -162,7 +249,7 @@
       }
       video.srcObject = s.media;
       video.play().catch(() => {}); // muted autoplay; sound needs a gesture on the page
-      s.timer = setInterval(() => latency(s).catch(() => {}), STATS_MS);
+      s.timer = setInterval(() => latency(s).then(choose).catch(() => {}), STATS_MS);
     }
 
     // "live" once a frame of the current connection is shown.
@@ -185,6 +272,15 @@
       await end(s);
     };
     Object.defineProperty(stop, "pc", { get: () => (session ? session.pc : null) });
+    // Play "main", "sub", or "auto" from now on, on the same connection.
+    stop.select = (stream) => {
+      auto = stream === "auto";
+      if (auto || stream === want) return;
+      want = stream; // also what a new connection asks for
+      if (chooser) chooser.chose(performance.now());
+      send(stream);
+    };
+    Object.defineProperty(stop, "rendition", { get: () => rendition });
     return stop;
   }
 
