@@ -55,6 +55,7 @@ def _config(tmp: Path, door: str, still: str, names: tuple[str, str, str], hook:
     return from_dict(
         {
             "data_dir": str(tmp / "data"),
+            "storage": {"roots": [{"name": "r1", "path": str(tmp / "rec"), "create": True}]},
             "server": {"port": 0},
             "ingest": {"open_timeout_s": 5, "stall_timeout_s": 5, "backoff_initial_s": 0.2},
             "detection": {"threads": 1},

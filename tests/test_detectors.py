@@ -21,7 +21,7 @@ from vms.detect.ssd import SCORE_FLOOR, preprocess
 from vms.detection_config import DetectionConfig, ModelKind, OnnxModelConfig, OnnxOutput
 from vms.errors import Kind, VmsError
 from vms.events.model import Box
-from vms.standin.footage import footage_clip
+from vms.standin.footage import default_cache_dir, footage_clip
 
 CLASSES = ["person", "car", "dog"]
 
@@ -46,7 +46,7 @@ def ssd(ssd_dir: Path) -> Detector:
 def middle_second(request: pytest.FixtureRequest) -> list[np.ndarray]:
     """The frames of the footage's middle second, BGR. The clip (a re-encode of OpenCV's sample,
     read-only here) is kept in pytest's cache: making it takes 15-25 s."""
-    clip = footage_clip(request.config.cache.mkdir("vms-footage"))
+    clip = footage_clip(default_cache_dir())
     with av.open(str(clip)) as container:
         stream = container.streams.video[0]
         fps = round(float(stream.average_rate or 10))

@@ -3,8 +3,6 @@ switched on), real footage (people walking), per-minute score rows and the ON/OF
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import av
 import numpy as np
 import numpy.typing as npt
@@ -14,12 +12,11 @@ from vms.detect.motion import Motion, MotionMinutes, MotionSwitch, score_byte, s
 from vms.detection_config import MotionConfig
 from vms.errors import VmsError
 from vms.events.model import Box, MotionMessage
-from vms.standin.footage import footage_clip
+from vms.standin.footage import default_cache_dir, footage_clip
 
 W, H = 640, 360
 PAD = 64  # line padding of a decoded frame's plane: the rows are longer than the picture
 RECT_W, RECT_H = 60, 80
-FOOTAGE_CACHE = Path(__file__).resolve().parents[1] / ".cache" / "footage"
 
 
 def noise(rng: np.random.Generator, level: int = 100) -> npt.NDArray[np.uint8]:
@@ -179,7 +176,7 @@ def test_bad_planes_are_refused(bad: npt.NDArray[np.generic]) -> None:
 
 
 def test_real_footage_moves_in_most_frames() -> None:
-    clip = footage_clip(FOOTAGE_CACHE)
+    clip = footage_clip(default_cache_dir())
     motion = Motion(MotionConfig())
     scores = []
     with av.open(str(clip)) as container:
