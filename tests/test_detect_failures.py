@@ -45,12 +45,12 @@ def test_a_broken_model_is_one_clear_error_and_the_camera_records_on(
         data = bytearray(caffe.read_bytes())
         data[len(data) // 2] ^= 0xFF
         caffe.write_bytes(bytes(data))
+    rec = tmp_path / "rec"
     with StandinCamera(width=320, height=240, keyint=25) as cam:
         config = from_dict(
             {
                 "data_dir": str(tmp_path / "data"),
-                "storage": {"roots": [{"name": "r1", "path": str(tmp_path / "rec"),
-                                       "create": True}]},  # fmt: skip
+                "storage": {"roots": [{"name": "r1", "path": str(rec), "create": True}]},
                 "detection": {"model_dir": str(models)},
                 "cameras": [{"id": "yard", "main": {"url": cam.url}, "detect": {}}],
             }
