@@ -151,8 +151,8 @@ def test_helpers() -> None:
     assert sign("k", "1", b"x") == sign(b"k", "1", b"x")
     assert sign("k", "1", b"x").startswith("sha256=") and len(sign("k", "1", b"x")) == 71
     assert not verify("k", "not-a-number", b"x", sign("k", "1", b"x"), max_age_s=10)
-    assert display_url("https://u:p@example.com:8443/hook?token=abc") == (
-        "https://example.com:8443/hook"
+    assert display_url("https://u:p@example.com:8443/hook/T0K3N?token=abc") == (
+        "https://example.com:8443"
     )
     assert retry_after_s("7") == 7.0 and retry_after_s(None) is None
     assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date past: at once

@@ -10,7 +10,7 @@ camera ids and root names only, never URLs.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vms.health import State
 
@@ -181,7 +181,45 @@ def render(server: Server) -> bytes:
     w.lines.append("# TYPE vms_retention_deleted_bytes counter")
     w.lines.append(f"vms_retention_deleted_bytes_total {server.retention.deleted_bytes}")
     audit(w, server.audit)
+    detection(w, server.detection.status())
     return w.text()
+
+
+def detection(w: _Writer, status: dict[str, Any]) -> None:
+    """Detection per watched camera, the detectors' work, and each event sink's queue."""
+    cams = status["cameras"]
+
+    def per_camera(key: str) -> list[tuple[str, float | None]]:
+        return [(f'camera="{cid}"', c[key]) for cid, c in sorted(cams.items())]
+
+    for key, kind, text in (
+        ("analysed", "counter", "Frames motion detection looked at"),
+        ("moving", "counter", "Frames with motion"),
+        ("submitted", "counter", "Frames handed to the object detector"),
+        ("skipped", "counter", "Frames replaced while waiting for a busy detector"),
+        ("detections", "counter", "Objects found"),
+    ):
+        w.family(f"vms_detect_frames_{key}" if key != "detections" else "vms_detect_objects",
+                 kind, text, per_camera(key))  # fmt: skip
+    w.family(
+        "vms_detector_inferences", "counter", "Object detector runs",
+        [("", status["inferences"])],
+    )  # fmt: skip
+    w.family(
+        "vms_detector_busy_seconds", "counter", "Seconds the detector threads spent detecting",
+        [("", status["detector_busy_s"])],
+    )  # fmt: skip
+    sinks = sorted(status["sinks"].items())
+    for key in ("queued", "delivered", "dropped", "failed"):
+        w.family(
+            f"vms_event_sink_{key}", "gauge" if key == "queued" else "counter",
+            f"Event bus messages {key} per sink",
+            [(f'sink="{_label(name)}"', st[key]) for name, st in sinks],
+        )  # fmt: skip
+
+
+def _label(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def audit(w: _Writer, log: AuditLog) -> None:

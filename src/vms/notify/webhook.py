@@ -102,10 +102,11 @@ def body_of(message: Message) -> bytes:
 
 
 def display_url(url: str) -> str:
-    """``url`` without user, password and query (they may carry tokens)."""
+    """``url`` as logs and metrics name it: scheme, host and port only. User, password, query
+    and path may all carry a secret (chat services put the token in the path)."""
     u = httpx.URL(url)
     port = f":{u.port}" if u.port else ""
-    return f"{u.scheme}://{u.host}{port}{u.path}"
+    return f"{u.scheme}://{u.host}{port}"
 
 
 def retry_after_s(value: str | None) -> float | None:

@@ -139,7 +139,8 @@ class StandinCamera:
             self._args.append("--stamp")
         if frames is not None:
             rate = f"{frames.fps.numerator}/{frames.fps.denominator}"
-            self._args += ["--frames", str(frames.path), "--frames-fps", rate]
+            self._args += ["--frames", str(frames.path), "--frames-fps", rate,
+                           "--frames-count", str(frames.frame_count)]  # fmt: skip
             if frames.first_people is not None:
                 self._args += ["--frames-mark", str(frames.first_people)]
         self._process: subprocess.Popen[bytes] | None = None

@@ -276,6 +276,14 @@ class Scene:
         """Seconds the stand-in takes to play the whole file once."""
         return float(self.frame_count / self.fps)
 
+    def trimmed(self, people_s: float) -> Scene:
+        """The same file played with only ``people_s`` seconds of people after the empty
+        street: a shorter loop, so more people appear per minute (benchmarks)."""
+        if self.first_people is None:
+            return self
+        count = min(self.frame_count, self.first_people + max(1, round(people_s * self.fps)))
+        return dataclasses.replace(self, frame_count=count)
+
     def read_frame(self, index: int) -> np.ndarray:
         """Frame ``index`` as a (height*3/2, width) uint8 array: luma rows, then U, then V."""
         if not 0 <= index < self.frame_count:

@@ -108,6 +108,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="frame rate of --frames (default: --fps)",
     )
     parser.add_argument(
+        "--frames-count",
+        type=int,
+        default=None,
+        metavar="N",
+        help="play only the first N frames of --frames in the loop (default: all)",
+    )
+    parser.add_argument(
         "--frames-mark",
         type=int,
         default=None,
@@ -168,6 +175,10 @@ def check_frames(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
             f"{args.width}x{args.height} I420 frames ({frame_size} bytes each)"
         )
     args.frame_count = size // frame_size
+    if args.frames_count is not None:
+        if not 0 < args.frames_count <= args.frame_count:
+            parser.error(f"--frames-count must be 1..{args.frame_count}")
+        args.frame_count = args.frames_count
     if args.frames_mark is not None and not 0 <= args.frames_mark < args.frame_count:
         parser.error(f"--frames-mark must be a frame of the file, 0..{args.frame_count - 1}")
 
@@ -363,7 +374,7 @@ class FileFrames(PacedFrames):
         with open(args.frames, "rb") as file:
             # The mapping outlives the file object; a scene rebuilt meanwhile is a new file.
             self.data = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-        self.frame_count = len(self.data) // self.frame_size
+        self.frame_count = args.frame_count
         self.mark: int | None = args.frames_mark
         self.index = 0
         self.mark_ms: int | None = None
