@@ -131,8 +131,8 @@ def test_a_slow_detector_skips_frames_and_its_delay_stays_flat(tmp_path: Path) -
         bus.stop()
     # About 48 frames analysed after warm-up, at most one detection per 0.4 s: the rest skipped.
     assert cam.skipped >= 10, (cam.skipped, pool.inferences)
-    assert 15 <= pool.inferences <= 27
-    # A frame waits at most one detection (0.4 s) before its own starts, however long it runs:
-    # the delay does not grow with the backlog (which would reach seconds by the end).
-    assert max(lags) < 0.4 + 0.35, lags
-    assert max(lags[-5:]) < 0.75
+    assert 10 <= pool.inferences <= 27
+    # A frame waits at most one job (up to two crops of 0.4 s) before its own starts, however
+    # long the run: the delay does not grow with a backlog (which would reach seconds).
+    assert max(lags) < 2 * 0.4 + 0.35, lags
+    assert max(lags[-5:]) < 2 * 0.4 + 0.35

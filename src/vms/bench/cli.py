@@ -14,7 +14,9 @@ from vms.bench.report import Progress, emit
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vms bench")
-    p.add_argument("name", choices=["recording", "crash", "api", "seek", "live", "viewers"])
+    p.add_argument(
+        "name", choices=["recording", "crash", "api", "seek", "live", "viewers", "detect"]
+    )
     p.add_argument("--quick", action="store_true", help="small run, under 50 s")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
     p.add_argument("--cameras", type=int, help="override the number of cameras")
@@ -73,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
         from vms.bench import viewers
 
         result = viewers.run(args, progress)
+    elif args.name == "detect":
+        from vms.bench import detect
+
+        result = detect.run(args, progress)
     else:
         print(f"vms: no benchmark {args.name!r}", file=sys.stderr)
         return 2

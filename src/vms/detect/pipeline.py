@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -26,6 +25,7 @@ import numpy.typing as npt
 
 from vms.cameras.relay import Relay
 from vms.clock import Clock
+from vms.detect import regions
 from vms.detect.detector import Detection, Detector
 from vms.detect.events import CameraEvents
 from vms.detect.frames import Frame, Frames
@@ -44,52 +44,14 @@ from vms.events.store import EventStore
 log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 1.0  # looks at still tracks, and ticks open events, this often
-PAD = 0.1  # around the moving area, a fraction of its size
+MAX_CROPS = 2  # detector runs per frame at most (vms.detect.regions)
 JPEG_QUALITY = 85
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Job:
     frame: Frame
-    region: Box | None  # where to look; None: only tick the trackers and events
-
-
-def crop_of(region: Box, width: int, height: int, side: int) -> tuple[int, int, int, int]:
-    """The pixel rectangle (x, y, w, h) a detector gets for a region: padded, square, at least
-    ``side`` pixels (the model's input) when the frame allows, inside the frame."""
-    x1, y1 = region.x1 * width, region.y1 * height
-    x2, y2 = region.x2 * width, region.y2 * height
-    pad = PAD * max(x2 - x1, y2 - y1) + 8
-    size = max(x2 - x1, y2 - y1) + 2 * pad
-    size = min(max(size, side), min(width, height))
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    if size >= min(width, height) and (x2 - x1 > size or y2 - y1 > size):
-        return 0, 0, width, height  # wider than a square fits: the whole frame
-    left = int(min(max(cx - size / 2, 0), width - size))
-    top = int(min(max(cy - size / 2, 0), height - size))
-    return left, top, int(size), int(size)
-
-
-def union(boxes: Sequence[Box]) -> Box:
-    return Box(
-        min(b.x1 for b in boxes),
-        min(b.y1 for b in boxes),
-        max(b.x2 for b in boxes),
-        max(b.y2 for b in boxes),
-    )
-
-
-def to_frame(d: Detection, crop: tuple[int, int, int, int], width: int, height: int) -> Detection:
-    """A detection's box, normalised to the crop, normalised to the frame."""
-    x, y, w, h = crop
-    b = d.box
-    box = Box(
-        (x + b.x1 * w) / width,
-        (y + b.y1 * h) / height,
-        (x + b.x2 * w) / width,
-        (y + b.y2 * h) / height,
-    )
-    return Detection(d.label, d.score, box)
+    regions: tuple[Box, ...]  # where something moved; none: only tick the tracks and events
 
 
 def draw(image: npt.NDArray[np.uint8], event: Event) -> npt.NDArray[np.uint8]:
@@ -135,7 +97,8 @@ class CameraDetector:
         self.store = store
         self.snapshots = snapshots
         self.clock = clock
-        self.model_side = model_side
+        # Small enough that a small object is enlarged for the model, not shrunk.
+        self.min_side = int(model_side * 0.55)
         self.labels = frozenset(config.labels)
         self.frames = Frames(relay, config.fps, clock, f"{camera_id} ({stream})")
         self.motion = Motion(config.motion, config.masks)
@@ -193,19 +156,19 @@ class CameraDetector:
             self._store_motion(minute_us, scores)
         if (change := self.switch.update(bool(result.regions), frame.t_us)) is not None:
             self.bus.publish(change)
-        regions: list[Box] = list(result.regions)
-        if regions:
+        moving: list[Box] = list(result.regions)
+        if moving:
             self.moving += 1
         due = frame.t_us - self._last_look_us >= KEEPALIVE_S * 1_000_000
-        if not regions and due:
-            regions = self.tracker.boxes()  # still objects: look where they were
-        if regions:
+        if not moving and due:
+            moving = self.tracker.boxes()  # still objects: look where they were
+        if moving:
             self._last_look_us = frame.t_us
             self.submitted += 1
-            self.pool.submit(self, Job(frame, union(regions)))
+            self.pool.submit(self, Job(frame, tuple(moving)))
         elif due and self._open_events:
             self._last_look_us = frame.t_us
-            self.pool.submit(self, Job(frame, None))
+            self.pool.submit(self, Job(frame, ()))
 
     def _store_motion(self, minute_us: int, scores: bytes) -> None:
         try:
@@ -220,15 +183,17 @@ class CameraDetector:
         frame = job.frame
         image: npt.NDArray[np.uint8] | None = None
         found: list[Detection] = []
-        if job.region is not None:
-            image = frame.bgr()
-            crop = crop_of(job.region, frame.width, frame.height, self.model_side)
-            x, y, w, h = crop
-            for d in detector.detect(image[y : y + h, x : x + w]):
-                d = to_frame(d, crop, frame.width, frame.height)
+        crops = regions.crops(job.regions, frame.width, frame.height, max_crops=MAX_CROPS,
+                              min_side=self.min_side)  # fmt: skip
+        for c in crops:
+            if image is None:
+                image = frame.bgr()
+            for d in detector.detect(image[c.y : c.y + c.h, c.x : c.x + c.w]):
+                d = regions.to_frame(d, c, frame.width, frame.height)
                 if d.label in self.labels and not self.zones.masked(d.box):
                     found.append(d)
-            self.detections += len(found)
+        found = regions.merge(found)
+        self.detections += len(found)
         with self._lock:
             tracks = self.tracker.update(found, frame.t_us)
             changes = self.zones.update(tracks, frame.t_us)
@@ -243,7 +208,7 @@ class CameraDetector:
             for count in update.counts:
                 self.bus.publish(count)
             self._open_events = len(self.events.active)
-        return 0 if job.region is None else 1
+        return len(crops)
 
     def _snapshot(self, image: npt.NDArray[np.uint8], event: Event) -> None:
         params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
