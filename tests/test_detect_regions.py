@@ -50,7 +50,7 @@ def test_crops_lie_inside_the_frame_and_cover_every_area(
     got = crops(boxes, W, H, max_crops=most, min_side=160)
     assert 1 <= len(got) <= most
     for c in got:
-        assert 0 <= c.x and 0 <= c.y and c.x + c.w <= W and c.y + c.h <= H
+        assert c.x >= 0 and c.y >= 0 and c.x + c.w <= W and c.y + c.h <= H
     for b in boxes:  # the centre of every moving area is in some crop
         cx, cy = (b.x1 + b.x2) / 2 * W, (b.y1 + b.y2) / 2 * H
         assert any(c.x - 1 <= cx <= c.x + c.w + 1 and c.y - 1 <= cy <= c.y + c.h + 1 for c in got)
