@@ -51,6 +51,13 @@ def demo_config(data_dir: Path, port: int = 8080) -> Config:
                 "id": "demo-footage",
                 "name": "Demo footage (people walking)",
                 "main": {"url": clip.resolve().as_uri()},
+                # People found, tracked and raised as events; the street is a zone.
+                "detect": {
+                    "fps": 5,
+                    "zones": [
+                        {"name": "street", "polygon": [[0, 0.3], [1, 0.3], [1, 1], [0, 1]]}
+                    ],
+                },
             }
         )
     except Exception as e:  # noqa: BLE001 - offline machines still get the generated cameras
