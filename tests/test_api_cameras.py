@@ -186,3 +186,24 @@ def test_probe_says_what_a_stream_offers_and_why_not(
     for r in (good, wrong, anon):
         assert not leaks(r.text), r.text
     assert {c.config.id for c in server.cameras} == {"steady"}, "a probe adds no camera"
+
+
+def test_detection_settings_go_through_the_api_and_a_patch_keeps_them(
+    app: tuple[TestClient, Server], standin: StandinCamera
+) -> None:
+    client, server = app
+    detect = {"fps": 2, "labels": ["person"], "zones": [
+        {"name": "gate", "polygon": [[0, 0], [1, 0], [1, 1]], "labels": ["person"]}]}  # fmt: skip
+    body = {"id": "gate", "main": {"url": standin.url}, "detect": detect,
+            "event_retention_days": 30}  # fmt: skip
+    made = client.post(CAMS, json=body)
+    assert made.status_code == 201, made.text
+    assert made.json()["detect"]["zones"][0]["name"] == "gate"
+    assert made.json()["event_retention_days"] == 30
+    kept = client.patch(f"{CAMS}/gate", json={"name": "Gate"}).json()
+    assert kept["detect"] == made.json()["detect"]
+    assert server.camera("gate").config.detect is not None
+    bad = client.patch(f"{CAMS}/gate", json={"detect": {"fps": 0}})
+    assert bad.status_code == 400 and "fps" in bad.text
+    off = client.patch(f"{CAMS}/gate", json={"detect": None}).json()
+    assert off["detect"] is None and server.camera("gate").config.detect is None

@@ -79,6 +79,8 @@ def describe(cam: Camera) -> models.Camera:
         record=c.record,
         record_streams=list(c.record_streams),
         retention_days=c.retention_days,
+        event_retention_days=c.event_retention_days,
+        detect=c.detect,
         roots=c.roots,
         main=models.Stream(url=c.main.url, transport=c.main.transport),
         sub=None if c.sub is None else models.Stream(url=c.sub.url, transport=c.sub.transport),

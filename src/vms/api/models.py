@@ -27,6 +27,7 @@ from vms.config import (
     Transport,
     check_camera_url,
 )
+from vms.detection_config import DetectConfig
 from vms.health import State
 from vms.times import invalid, iso, iso_or_none
 
@@ -133,7 +134,9 @@ class Camera(BaseModel):
     record: RecordMode
     record_streams: list[StreamName]
     retention_days: float | None
+    event_retention_days: float | None
     roots: list[str] | None
+    detect: DetectConfig | None
     main: Stream
     sub: Stream | None
     has_sub_stream: bool
@@ -172,7 +175,9 @@ class CameraFields(_Request):
     record: RecordMode = RecordMode.CONTINUOUS
     record_streams: list[StreamName] = Field(default_factory=lambda: [StreamName.MAIN])
     retention_days: float | None = Field(None, gt=0)
+    event_retention_days: float | None = Field(None, gt=0)
     roots: list[str] | None = None
+    detect: DetectConfig | None = Field(None, title="Detection (none: not watched)")
 
 
 class CameraCreate(CameraFields):
@@ -194,7 +199,9 @@ class CameraPatch(_Request):
     record: RecordMode | None = None
     record_streams: list[StreamName] | None = None
     retention_days: float | None = Field(None, gt=0)
+    event_retention_days: float | None = Field(None, gt=0)
     roots: list[str] | None = None
+    detect: DetectConfig | None = None
 
 
 class ProbeRequest(_Request):
