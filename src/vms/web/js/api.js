@@ -107,7 +107,7 @@ function keep(tokens) {
 }
 
 async function doRefresh() {
-  const r = await send(`${PREFIX}/auth/refresh`, { method: "POST" });
+  const r = await send("/api/v1/auth/refresh", { method: "POST" });
   if (!r.ok) {
     access = null;
     throw await errorOf(r);
@@ -172,7 +172,7 @@ export async function api(path, { method = "GET", query, body, signal, raw = fal
 
 /** Logs in; answers the user (UserOut). Throws ApiError (401 wrong name or password, 429). */
 export async function login(name, password) {
-  const r = await send(`${PREFIX}/auth/login`, { method: "POST", body: { name, password } });
+  const r = await send("/api/v1/auth/login", { method: "POST", body: { name, password } });
   if (!r.ok) throw await errorOf(r);
   const tokens = await r.json();
   keep(tokens);
@@ -184,7 +184,7 @@ export async function logout() {
   access = null;
   mediaTokens.clear();
   try {
-    await send(`${PREFIX}/auth/logout`, { method: "POST" });
+    await send("/api/v1/auth/logout", { method: "POST" });
   } catch {
     // offline: the access token is forgotten anyway and the cookie expires on its own
   }
@@ -192,14 +192,14 @@ export async function logout() {
 
 /** Whether the server has no user yet (the first administrator is made with the setup token). */
 export async function setupNeeded() {
-  const r = await send(`${PREFIX}/auth/setup`, { method: "GET" });
+  const r = await send("/api/v1/auth/setup", { method: "GET" });
   if (!r.ok) throw await errorOf(r);
   return Boolean((await r.json()).needed);
 }
 
 /** Makes the first administrator with the one-time setup token the server printed. */
 export async function setup(token, name, password) {
-  const r = await send(`${PREFIX}/auth/setup`, {
+  const r = await send("/api/v1/auth/setup", {
     method: "POST", body: { token, name, password },
   });
   if (!r.ok) throw await errorOf(r);
