@@ -532,9 +532,9 @@ function Shell() {
   }, [phase, user]);
 
   const logout = async () => {
-    unmountPage();
-    await session.logout();
+    setPhase("boot"); // the chrome goes first: nothing renders for a user that is gone
     router.user = null;
+    await session.logout();
     setUser(null);
     await toLogin();
   };
