@@ -110,9 +110,23 @@ def new_page(browser: Any, width: int = 1280, height: int = 800, **kw: Any) -> A
     return page
 
 
-def serve_page(page: Any, name: str, source: str) -> None:
-    page.route(f"**/ui/js/pages/{name}.js",
-               lambda route: route.fulfill(content_type="text/javascript", body=source))  # fmt: skip
+PAGE_MODULE = re.compile(r"/ui/js/pages/(\w+)\.js(\?.*)?$")
+
+
+def serve_pages(page: Any, sources: dict[str, str]) -> dict[str, str]:
+    """Page modules answered by the browser from ``sources`` (name → source, changeable
+    later); a page not in it goes to the server."""
+
+    def answer(route: Any) -> None:
+        found = PAGE_MODULE.search(route.request.url)
+        name = found[1] if found else ""
+        if name in sources:
+            route.fulfill(content_type="text/javascript", body=sources[name])
+        else:
+            route.continue_()
+
+    page.route(PAGE_MODULE, answer)
+    return sources
 
 
 def log_in(page: Any, name: str, password: str = PASSWORD) -> None:
@@ -192,7 +206,7 @@ def test_only_the_table_of_files_is_served(path: str) -> None:
 def test_first_admin_through_the_setup_token(tmp_path: Path, browser: Any) -> None:
     with served_app(config(tmp_path)) as (base, server):
         page = new_page(browser)
-        serve_page(page, "users", PROBE)
+        serve_pages(page, {"users": PROBE})
         page.goto(f"{base}/#/users?tab=roles")
         page.wait_for_selector("#token")
         assert page.input_value("#token") == ""  # never filled in for whoever comes first
@@ -227,9 +241,12 @@ def test_a_viewer_sees_only_the_pages_it_may(app: tuple[str, Server], browser: A
     base, server = app
     add_user(server, "vera", "viewer", ("a",))
     page = new_page(browser)
-    serve_page(page, "live", PROBE)
+    serve_pages(page, {"live": PROBE})
+    refreshes: list[str] = []
+    page.on("request", lambda r: r.url.endswith("/auth/refresh") and refreshes.append(r.url))
     page.goto(f"{base}/")
     log_in(page, "vera")
+    assert refreshes == []  # a browser that never logged in here asks for no refresh
     assert nav(page) == ["live", "events"]
     assert hash_of(page) == "#/live"  # the first page it may open
     assert page.inner_text("#who") == 'vera viewer ["a"]'
@@ -252,7 +269,7 @@ def test_an_ended_session_goes_to_login_and_back(app: tuple[str, Server], browse
     server.auth.store.put_role("operator2", frozenset(
         {Action.VIEW, Action.LIVE, Action.PLAYBACK, Action.EXPORT}))  # fmt: skip
     page = new_page(browser)
-    serve_page(page, "playback", PROBE)
+    serve_pages(page, {"playback": PROBE})
     page.goto(f"{base}/#/playback?camera=a&t=1700000000000000")
     log_in(page, "otto")
     page.wait_for_selector("#probe")
@@ -284,8 +301,7 @@ def test_the_page_contract(app: tuple[str, Server], browser: Any) -> None:
     base, server = app
     add_user(server, "pat", "operator")
     page = new_page(browser)
-    serve_page(page, "playback", PROBE)
-    serve_page(page, "exports", BROKEN)
+    sources = serve_pages(page, {"playback": PROBE, "exports": BROKEN})
     page.goto(f"{base}/#/playback?camera=a")
     log_in(page, "pat")
     page.wait_for_selector("#probe")
@@ -324,6 +340,10 @@ def test_the_page_contract(app: tuple[str, Server], browser: Any) -> None:
     page.keyboard.press("k")
     assert page.evaluate("window.probe.keys") == 1
     assert hash_of(page) == "#/exports?range=1-2"
+    sources["exports"] = PROBE  # mended: "Try again" loads it
+    page.click(".page-exports .error-box button")
+    page.wait_for_selector(".page-exports #probe")
+    assert page.inner_text("#params") == "range=1-2"
     page.evaluate("location.hash = '#/nowhere'")
     page.wait_for_selector(".empty >> text=no such page")
 
@@ -332,7 +352,7 @@ def test_theme_and_language_persist(app: tuple[str, Server], browser: Any) -> No
     base, server = app
     add_user(server, "lia", "operator")
     page = new_page(browser, color_scheme="light")
-    serve_page(page, "playback", PROBE)
+    serve_pages(page, {"playback": PROBE})
     page.goto(f"{base}/#/playback")
     log_in(page, "lia")
     page.wait_for_selector("#probe")
@@ -362,7 +382,7 @@ def test_a_phone_gets_a_menu(app: tuple[str, Server], browser: Any) -> None:
     base, server = app
     add_user(server, "phil", "admin")
     page = new_page(browser, width=360, height=740, is_mobile=True, has_touch=True)
-    serve_page(page, "live", PROBE)
+    serve_pages(page, {"live": PROBE})
     page.goto(base)
     log_in(page, "phil")
     page.wait_for_selector("#probe")
@@ -438,7 +458,7 @@ def test_screenshots(app: tuple[str, Server], browser: Any, tmp_path: Path) -> N
     page.fill("#name", "operator")
     page.screenshot(path=tmp_path / "login.png")
     dark = new_page(browser, color_scheme="dark")
-    serve_page(dark, "live", BLANK)
+    serve_pages(dark, {"live": BLANK})
     dark.goto(base)
     log_in(dark, "operator")
     dark.wait_for_selector(".page-live .empty")
