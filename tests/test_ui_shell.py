@@ -333,6 +333,20 @@ def test_the_page_contract(app: tuple[str, Server], browser: Any) -> None:
     page.evaluate(f"window.probe.ctx.toast({json.dumps(evil)}, 'error')")
     assert page.inner_text(".toast-error span") == evil
     assert page.query_selector(".toasts img") is None and page.evaluate("window.pwned") is None
+    # The shared table: cells are text, a column may render its own; no row says so.
+    table = page.evaluate("""async () => {
+      const ui = await import("/ui/js/ui.js");
+      const el = document.body.appendChild(document.createElement("div"));
+      const columns = [{ key: "name", label: "Name" },
+                       { key: "n", label: "N", align: "end", render: (r) => r.n * 2 }];
+      ui.render(ui.html`<${ui.Table} columns=${columns} rows=${[{ id: 1, name: "<b>x</b>", n: 2 }]} />`, el);
+      const cells = [...el.querySelectorAll("td")].map((td) => td.textContent.trim());
+      ui.render(ui.html`<${ui.Table} columns=${columns} rows=${[]} />`, el);
+      const empty = el.textContent.trim();
+      el.remove();
+      return [cells, empty];
+    }""")
+    assert table == [["<b>x</b>", "4"], "Nothing here yet."]
     # Leaving: the page cleans up, its shortcut goes with it; a page that fails to load says so.
     page.evaluate("window.probe.ctx.navigate('exports', {range: '1-2'})")
     page.wait_for_selector(".page-exports .error-box >> text=could not be loaded")
@@ -351,11 +365,16 @@ def test_the_page_contract(app: tuple[str, Server], browser: Any) -> None:
 def test_theme_and_language_persist(app: tuple[str, Server], browser: Any) -> None:
     base, server = app
     add_user(server, "lia", "operator")
-    page = new_page(browser, color_scheme="light")
+    page = new_page(browser, color_scheme="light", locale="en-US", timezone_id="America/Sao_Paulo")
     serve_pages(page, {"playback": PROBE})
     page.goto(f"{base}/#/playback")
     log_in(page, "lia")
     page.wait_for_selector("#probe")
+    # (ICU's narrow and no-break spaces made plain, whichever this Chromium's ICU uses)
+    formats = ("(f => [f.time(0), f.bytes(1500000), f.duration(125), f.number(1234.5)]"
+               ".map(x => x.replace(/[\\u202f\\u00a0]/g, ' ')))(window.probe.ctx.fmt)")  # fmt: skip
+    # µs since the epoch, UTC, shown in the browser's zone (UTC-3) and locale.
+    assert page.evaluate(formats) == ["9:00:00 PM", "1.5 MB", "2 min 05 s", "1,234.5"]
     bg = "getComputedStyle(document.body).backgroundColor"
     light = page.evaluate(bg)
     assert page.get_attribute("#theme", "data-theme-now") == "light"
@@ -365,6 +384,7 @@ def test_theme_and_language_persist(app: tuple[str, Server], browser: Any) -> No
     page.select_option("#language", "pt-BR")
     page.wait_for_selector(".nav a >> text=Ao vivo")
     page.wait_for_selector("#title >> text=Reprodução")  # the page rendered again, in pt-BR
+    assert page.evaluate(formats) == ["21:00:00", "1,5 MB", "2 min 05 s", "1.234,5"]
     page.reload()
     page.wait_for_selector("#probe")  # the session survives a reload (the refresh cookie)
     assert page.evaluate("document.documentElement.dataset.theme") == "dark"
