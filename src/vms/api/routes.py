@@ -32,8 +32,9 @@ Routers (each a module of this package):
   not view is 404; a media token will do for the snapshot and the clip);
 - :data:`vms.api.events.camera_router`: ``/api/v1/cameras/{camera_id}/motion``.
 
-Outside the API, not in :data:`ROUTERS`: the API docs page and :data:`vms.api.pages.router`,
-the live player page (``/live``, ``/live/static/*``): static files, no data, no credentials.
+Outside the API, not in :data:`ROUTERS`: the API docs page, :data:`vms.api.pages.router`,
+the live player page (``/live``, ``/live/static/*``), and :data:`vms.api.ui.router`, the web
+client (``/`` and ``/ui/*``): static files, no data, no credentials.
 
 Handlers take what they use as dependencies (:mod:`vms.api.deps`); the app holds one thing,
 ``app.state.server``, which ``vms.app.create_app`` sets. A guard is a dependency added where a
@@ -72,6 +73,7 @@ from vms.api import (
     system,
     thumbnails,
     timeline,
+    ui,
     whep,
 )
 from vms.api.guard import any_media_access, camera_access, media_access, require
@@ -136,6 +138,7 @@ def create_api(lifespan: Lifespan | None = None, *, config: ServerConfig | None 
         return HTMLResponse(page, headers={"Content-Security-Policy": policy})
 
     app.include_router(pages.router)
+    app.include_router(ui.router)
     security.install(app, config.cors_origins)
     return app
 
