@@ -65,8 +65,9 @@ def test_a_camera_is_added_through_the_form(admin_site: Site) -> None:
         problem.wait_for(timeout=TIMEOUT_MS)
         assert "scheme" in problem.inner_text()
         assert "lobby" not in [c.config.id for c in s.server.cameras]
+        dialog.locator("#cam-url").fill("rtsp://127.0.0.1:9/none")  # edited: the problem goes
+        dialog.locator(".adm-field-error").wait_for(state="detached", timeout=TIMEOUT_MS)
         # A stream that does not answer: the test says so.
-        dialog.locator("#cam-url").fill("rtsp://127.0.0.1:9/none")
         dialog.locator("[data-action=test]").click()
         dialog.locator("[data-probe=failed]").wait_for(timeout=TIMEOUT_MS)
         # The real one: codec, resolution and frame rate before saving.
@@ -78,6 +79,7 @@ def test_a_camera_is_added_through_the_form(admin_site: Site) -> None:
         assert dialog.locator("[data-probe-field=fps]").inner_text().startswith("10")
         assert dialog.locator("[data-probe-field=audio]").inner_text() == "None"
         dialog.locator("#cam-retention").fill("3")
+        dialog.locator(".dialog-content").evaluate("e => { e.scrollTop = 0; }")
         shot(page, "cameras")
         dialog.locator("[data-action=save]").click()
         page.locator("dialog[open]").wait_for(state="detached", timeout=TIMEOUT_MS)
@@ -204,6 +206,7 @@ def test_users_page_makes_a_user_and_an_api_key_shown_once(admin_site: Site) -> 
         dialog.locator("[data-action=save]").click()
         page.locator("dialog[open]").wait_for(state="detached", timeout=TIMEOUT_MS)
         assert s.server.auth.store.grants(otto.id) == [Grant("door", None)]
+        shot(page, "users")
 
         page.click("[data-tab=keys]")
         page.click("[data-action=add-key]")
@@ -216,7 +219,6 @@ def test_users_page_makes_a_user_and_an_api_key_shown_once(admin_site: Site) -> 
         secret.wait_for(timeout=TIMEOUT_MS)
         key = secret.input_value()
         assert len(key) > 20
-        shot(page, "users")
         dialog.locator("[data-action=copy]").click()
         dialog.get_by_text("Copied").wait_for(timeout=TIMEOUT_MS)
         assert page.evaluate("navigator.clipboard.readText()") == key

@@ -237,6 +237,15 @@ function CameraInfo({ ctx, cam, onClose }) {
     <//>`;
 }
 
+// A form field → the API's names for it in an error's details (a problem is hidden once its
+// field is edited).
+const FIELDS = {
+  id: ["id"], name: ["name"], url: ["main.url", "main", "url"], transport: ["main.transport"],
+  subUrl: ["sub.url", "sub"], subTransport: ["sub.transport"], username: ["username"],
+  password: ["password"], clearPassword: ["password"], record: ["record"],
+  retention: ["retention_days"], recordSub: ["record_streams"], enabled: ["enabled"],
+};
+
 function formOf(cam) {
   if (!cam) {
     return {
@@ -286,10 +295,15 @@ function CameraDialog({ ctx, cam = null, onClose }) {
   const [probe, setProbe] = useState(null); // {busy} | {result} | {error}
   const [saving, setSaving] = useState(false);
   const [error, setError] = useState(null);
-  const problems = fieldErrors(error);
+  const [problems, setProblems] = useState({}); // API field → problem, until edited
   const set = (k) => (e) => {
     const el = e.currentTarget;
     setF((old) => ({ ...old, [k]: el.type === "checkbox" ? el.checked : el.value }));
+    const fields = FIELDS[k] || [];
+    if (fields.some((name) => problems[name])) {
+      setProblems((p) => Object.fromEntries(Object.entries(p)
+        .filter(([name]) => !fields.includes(name))));
+    }
   };
   const test = async () => {
     setProbe({ busy: true });
@@ -320,6 +334,7 @@ function CameraDialog({ ctx, cam = null, onClose }) {
       onClose(true);
     } catch (err) {
       setError(err);
+      setProblems(fieldErrors(err));
       setSaving(false);
     }
   };
@@ -328,14 +343,14 @@ function CameraDialog({ ctx, cam = null, onClose }) {
     <${Button} onClick=${() => onClose(false)}>${t("cancel")}<//>
     <${Button} type="submit" kind="primary" form="camera-form" busy=${saving}
       data-action="save">${cam ? t("save") : t("add_save")}<//>`;
-  const general = error && Object.keys(problems).length === 0;
+  const general = error && Object.keys(fieldErrors(error)).length === 0;
   return html`
     <${Dialog} wide title=${cam ? t("edit_title", { name: cameraName(cam) }) : t("add_title")}
       onClose=${() => onClose(false)} footer=${footer}>
       <form id="camera-form" class="adm-form cameras-form" onSubmit=${save} novalidate>
         ${general && html`<${ErrorBox} title=${t("save_failed")} error=${error} />`}
-        ${!general && error && html`<p class="adm-error-text" role="alert">
-          ${t("fix_fields")}</p>`}
+        ${!general && Object.keys(problems).length > 0 && html`
+          <p class="adm-error-text" role="alert">${t("fix_fields")}</p>`}
         <div class="adm-grid">
           ${!cam && html`
             <${Field} id="cam-id" label=${t("id")} hint=${t("id_hint")} error=${problems.id}>

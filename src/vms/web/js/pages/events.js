@@ -11,7 +11,7 @@
 //   unknown camera: the page says "not found", never "forbidden".
 // - Times in the filter are the browser's zone (datetime-local); the API gets µs (UTC).
 
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { api, mediaToken } from "../api.js";
 import { Button, Empty, ErrorBox, Spinner } from "../ui.js";
 import {
@@ -69,10 +69,13 @@ function EventsPage({ ctx }) {
     return () => controller.abort();
   }, []);
 
+  const latest = useRef(0); // only the newest request's answer is shown
   const load = async (f, cursor, signal) => {
+    const mine = ++latest.current;
     setList((l) => ({ ...l, loading: true, error: null }));
     try {
       const page = await api("/api/v1/events", { query: query(f, cursor), signal });
+      if (mine !== latest.current) return;
       setList((l) => ({
         items: cursor ? [...l.items, ...page.items] : page.items,
         next: page.next,
@@ -80,7 +83,7 @@ function EventsPage({ ctx }) {
         error: null,
       }));
     } catch (e) {
-      if (e?.name === "AbortError" || signal?.aborted) return;
+      if (e?.name === "AbortError" || mine !== latest.current) return;
       setList((l) => ({ ...l, items: cursor ? l.items : [], loading: false, error: e }));
     }
   };
@@ -92,8 +95,7 @@ function EventsPage({ ctx }) {
   }, [filters]);
 
   const apply = (f) => {
-    const clean = Object.fromEntries(Object.entries(f).filter(([, v]) => v !== ""));
-    ctx.setParams(clean, { replace: true });
+    ctx.setParams(f, { replace: true }); // merged: an empty value removes its key
     setFilters(f);
   };
 

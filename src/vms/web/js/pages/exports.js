@@ -4,10 +4,12 @@
 // the signature; cancel a running export; delete one. Exports are started on Playback.
 //
 // Traps:
-// - A download is a plain link to the file, so that the browser streams it to disk: a
-//   one-camera export is fetched with a media token for "export" in ?token= (a link sends no
-//   header). An export of several cameras takes only the header credential: it is fetched by
-//   the API client and handed to the browser as a blob (held in memory while it saves).
+// - A download is a plain link to the file where it can be, so that the browser streams it to
+//   disk: the user's own one-camera export, with a media token for "export" in ?token= (a link
+//   sends no header). The API takes a media token from the export's maker only, and for one
+//   camera: any other export (several cameras, or another user's seen by an administrator) is
+//   fetched by the API client with the header and handed to the browser as a blob (held in
+//   memory while it saves).
 // - The manifest and its signature are files of the export like the media: ?name= picks them.
 // - The list is polled fast only while a job is queued or running, then slowly.
 
@@ -20,18 +22,18 @@ import { Confirm, allPages, cameraName, html, mountPage, StateBadge, usePoll } f
 export const catalog = "exports";
 const RUNNING = new Set(["queued", "running"]);
 const FAST_MS = 1000;
-const SLOW_MS = 15000;
+const SLOW_MS = 5000;
 
 export function render(root, ctx) {
   return mountPage(root, ExportsPage, ctx, "exports");
 }
 
 /** Saves a file of an export; answers when the browser has it. */
-async function download(job, name) {
+async function download(job, name, user) {
   const a = document.createElement("a");
   a.download = name;
   a.rel = "noopener";
-  if (job.cameras.length === 1) {
+  if (job.cameras.length === 1 && user && job.created_by === user.name) {
     const token = await mediaToken(job.cameras[0], "export");
     const url = new URL(`/api/v1/exports/${encodeURIComponent(job.id)}/file`, location.origin);
     url.searchParams.set("name", name);
@@ -90,7 +92,7 @@ function ExportsPage({ ctx }) {
   const cancel = (job) =>
     act(job, "cancel", () => api(`/api/v1/exports/${encodeURIComponent(job.id)}/cancel`,
       { method: "POST" }));
-  const save = (job, name) => act(job, name, () => download(job, name));
+  const save = (job, name) => act(job, name, () => download(job, name, ctx.user));
   const savePem = () => {
     const blob = new Blob([key.data.pem], { type: "application/x-pem-file" });
     const a = document.createElement("a");
