@@ -55,6 +55,9 @@ def test_a_camera_is_added_through_the_form(admin_site: Site) -> None:
     with StandinCamera(width=640, height=360, fps=10, bitrate_kbps=300) as lobby, \
             s.page("admin", "cameras") as page:  # fmt: skip
         page.click("[data-action=add]")
+        page.keyboard.press("Escape")  # closes it
+        page.locator("dialog[open]").wait_for(state="detached", timeout=TIMEOUT_MS)
+        page.click("[data-action=add]")
         dialog = page.locator("dialog[open]")
         dialog.locator("#cam-id").fill("lobby")
         dialog.locator("#cam-name").fill("Lobby")
@@ -231,6 +234,17 @@ def test_users_page_makes_a_user_and_an_api_key_shown_once(admin_site: Site) -> 
         prefix = row.locator("code").inner_text().rstrip("…")
         assert prefix in key and key not in page.content()  # shown once only
 
+        page.click("[data-tab=roles]")
+        page.click("[data-action=add-role]")
+        dialog = page.locator("dialog[open]")
+        dialog.locator("#role-name").fill("night-shift")
+        dialog.locator("input[name=role-playback]").check()
+        dialog.locator("[data-action=save]").click()
+        page.locator("tr[data-role=night-shift]").wait_for(timeout=TIMEOUT_MS)
+        night = next(r for r in s.server.auth.store.roles() if r.name == "night-shift")
+        assert night.actions == {Action.VIEW, Action.LIVE, Action.PLAYBACK}
+        assert page.locator("tr[data-role=admin] [data-action=edit]").count() == 0  # built in
+
         page.click("[data-tab=audit]")
         page.locator("[data-verified=true]").wait_for(timeout=TIMEOUT_MS)
         page.locator("tr[data-seq]", has_text="user.create").first.wait_for(timeout=TIMEOUT_MS)
@@ -260,15 +274,34 @@ def test_system_page_shows_health_rates_and_version(admin_site: Site) -> None:
     assert s.errors == []
 
 
-def test_pages_fold_to_a_phone_width(admin_site: Site) -> None:
+def test_pages_fold_to_a_phone_width_in_portuguese(admin_site: Site) -> None:
     s = admin_site
-    with s.page("admin", "cameras", theme="light", viewport={"width": 360, "height": 740},
-                is_mobile=True) as page:  # fmt: skip
+    with s.page("admin", "cameras", theme="light", lang="pt-BR", is_mobile=True,
+                viewport={"width": 360, "height": 740}) as page:  # fmt: skip
         page.locator("tr[data-camera=door]").wait_for(timeout=TIMEOUT_MS)
+        assert page.locator("h1").inner_text() == "Câmeras"
+        assert "Online" in page.locator("tr[data-camera=door]").inner_text()
         for route in ("cameras", "system", "users", "exports", "events"):
             page.goto(f"{s.base}/#/{route}")
             page.locator(".adm-page").wait_for(timeout=TIMEOUT_MS)
             page.wait_for_load_state("networkidle")
             wide = page.evaluate("document.documentElement.scrollWidth")
             assert wide <= 360, (route, wide)
+    assert s.errors == []
+
+
+def test_a_server_that_cannot_be_reached_is_said_on_every_page(admin_site: Site) -> None:
+    s = admin_site
+    with s.page("admin", "cameras") as page:
+        page.locator("tr[data-camera=door]").wait_for(timeout=TIMEOUT_MS)
+        # The network fails under the page (the edge): every data request is dropped.
+        page.route("**/api/v1/**", lambda route: route.abort("connectionrefused"))
+        for route in ("cameras", "events", "exports", "users", "system"):
+            page.goto(f"{s.base}/#/{route}")
+            box = page.locator(".adm-page .error-box").first
+            box.wait_for(timeout=TIMEOUT_MS)
+            assert "The server cannot be reached" in box.inner_text(), route
+        page.unroute("**/api/v1/**")
+        page.locator(".adm-page .error-box").first.get_by_role("button").click()
+        page.locator("tr[data-camera=door]").wait_for(timeout=TIMEOUT_MS)  # tried again
     assert s.errors == []

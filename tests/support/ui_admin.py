@@ -60,18 +60,20 @@ class Site:
         return user.id
 
     @contextlib.contextmanager
-    def page(self, name: str, route: str = "", *, theme: str = "dark",
+    def page(self, name: str, route: str = "", *, theme: str = "dark", lang: str = "en",
              **context: Any) -> Iterator[Any]:  # fmt: skip
         """A browser context logged in as ``name`` through the login form, on ``#/<route>``;
         closed on exit. Every JavaScript dialog (alert, confirm) is recorded in
-        :attr:`dialogs` and dismissed; uncaught page errors in :attr:`errors`."""
+        :attr:`dialogs` and dismissed; uncaught page errors and missing messages (i18n.js
+        warns) in :attr:`errors`."""
         ctx = self.browser.new_context(**{"viewport": VIEWPORT, **context})
         try:
             ctx.add_init_script(f"localStorage.setItem('vms.theme', '{theme}');"
-                                "localStorage.setItem('vms.lang', 'en');")  # fmt: skip
+                                f"localStorage.setItem('vms.lang', '{lang}');")  # fmt: skip
             page = ctx.new_page()
             page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
             page.on("pageerror", lambda e: self.errors.append(str(e)))
+            page.on("console", lambda m: m.text.startswith("i18n:") and self.errors.append(m.text))
             page.goto(f"{self.base}/#/{route}")
             page.fill("#name", name)
             page.fill("#password", PASSWORD)

@@ -188,9 +188,9 @@ function Filters({ t, cameras, value, onApply }) {
 function Snapshot({ ev, alt, t }) {
   const [src, setSrc] = useState(null);
   const [failed, setFailed] = useState(false);
-  useEffect(() => {
+  const tries = useRef(0);
+  const fetchSrc = () => {
     let live = true;
-    if (!ev.snapshot_box_url) return undefined;
     mediaToken(ev.camera, "view")
       .then((token) => {
         if (!live) return;
@@ -202,13 +202,25 @@ function Snapshot({ ev, alt, t }) {
     return () => {
       live = false;
     };
+  };
+  useEffect(() => {
+    tries.current = 0;
+    setFailed(false);
+    return ev.snapshot_box_url ? fetchSrc() : undefined;
   }, [ev.id, ev.snapshot_box_url]);
+  // A lazy image far down the list loads when scrolled to, maybe after its token expired:
+  // one more try with a token asked for now (api.js hands out a fresh one near expiry).
+  const onError = () => {
+    tries.current += 1;
+    if (tries.current > 1) setFailed(true);
+    else fetchSrc();
+  };
   if (!ev.snapshot_box_url || failed) {
     return html`<div class="events-snap events-nosnap">${t(failed ? "snapshot_failed"
       : "no_snapshot")}</div>`;
   }
   return html`<img class="events-snap" src=${src || undefined} alt=${alt} loading="lazy"
-    decoding="async" width="320" height="180" onError=${() => setFailed(true)} />`;
+    decoding="async" width="320" height="180" onError=${onError} />`;
 }
 
 function EventCard({ ev, ctx, cameraLabel, onOpen }) {
