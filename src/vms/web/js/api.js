@@ -40,6 +40,7 @@ export class ApiError extends Error {
   }
 }
 
+const HINT = "vms.session"; // "1" while this browser holds a login: not a credential
 let access = null; // {token, expiresAt (ms)}
 let refreshing = null; // the refresh in flight in this tab
 let lost = () => {};
@@ -101,15 +102,39 @@ async function send(path, { method, query, body, signal, headers = {} }) {
   }
 }
 
+function hint(on) {
+  try {
+    if (on) localStorage.setItem(HINT, "1");
+    else localStorage.removeItem(HINT);
+  } catch {
+    // no storage: mayHaveSession() says yes, and a refresh finds out
+  }
+}
+
+/**
+ * Whether a login may be restored from the refresh cookie (which script cannot see): false
+ * once this browser logged out or was refused, so the login page asks no refresh it knows
+ * will fail (a 401 in the console, a round trip).
+ */
+export function mayHaveSession() {
+  try {
+    return localStorage.getItem(HINT) !== null;
+  } catch {
+    return true;
+  }
+}
+
 function keep(tokens) {
   access = { token: tokens.access_token, expiresAt: Date.now() + tokens.expires_in * 1000 };
   mediaTokens.clear();
+  hint(true);
 }
 
 async function doRefresh() {
-  const r = await send(`${PREFIX}/auth/refresh`, { method: "POST" });
+  const r = await send("/api/v1/auth/refresh", { method: "POST" });
   if (!r.ok) {
     access = null;
+    if (r.status === 401) hint(false);
     throw await errorOf(r);
   }
   keep(await r.json());
@@ -172,7 +197,7 @@ export async function api(path, { method = "GET", query, body, signal, raw = fal
 
 /** Logs in; answers the user (UserOut). Throws ApiError (401 wrong name or password, 429). */
 export async function login(name, password) {
-  const r = await send(`${PREFIX}/auth/login`, { method: "POST", body: { name, password } });
+  const r = await send("/api/v1/auth/login", { method: "POST", body: { name, password } });
   if (!r.ok) throw await errorOf(r);
   const tokens = await r.json();
   keep(tokens);
@@ -183,8 +208,9 @@ export async function login(name, password) {
 export async function logout() {
   access = null;
   mediaTokens.clear();
+  hint(false);
   try {
-    await send(`${PREFIX}/auth/logout`, { method: "POST" });
+    await send("/api/v1/auth/logout", { method: "POST" });
   } catch {
     // offline: the access token is forgotten anyway and the cookie expires on its own
   }
@@ -192,14 +218,14 @@ export async function logout() {
 
 /** Whether the server has no user yet (the first administrator is made with the setup token). */
 export async function setupNeeded() {
-  const r = await send(`${PREFIX}/auth/setup`, { method: "GET" });
+  const r = await send("/api/v1/auth/setup", { method: "GET" });
   if (!r.ok) throw await errorOf(r);
   return Boolean((await r.json()).needed);
 }
 
 /** Makes the first administrator with the one-time setup token the server printed. */
 export async function setup(token, name, password) {
-  const r = await send(`${PREFIX}/auth/setup`, {
+  const r = await send("/api/v1/auth/setup", {
     method: "POST", body: { token, name, password },
   });
   if (!r.ok) throw await errorOf(r);
