@@ -18,7 +18,7 @@ import vms
 from tests.support.events import event
 from tests.support.events import new as new_event
 from tests.support.polling import wait_for
-from tests.support.ui_admin import PASSWORD, XSS_NAME, Site, config, shot, site
+from tests.support.ui_admin import PASSWORD, XSS_NAME, Site, config, shot, site, until
 from vms.auth import Action
 from vms.auth.store import Grant
 from vms.standin import StandinCamera, gstreamer_available
@@ -262,8 +262,7 @@ def test_system_page_shows_health_rates_and_version(admin_site: Site) -> None:
         assert "Front door" in row.inner_text()
         # The recording rate is a difference of two polls: it appears at the second.
         rate = page.locator("tr[data-camera=door] td[data-rate]")
-        page.wait_for_function(
-            "el => Number(el.dataset.rate) > 0", arg=rate.element_handle(), timeout=TIMEOUT_MS)
+        until(page, "el => Number(el.dataset.rate) > 0", rate.element_handle())
         assert "bit/s" in rate.inner_text()
         assert page.locator("tr[data-camera=xss][data-state=disabled]").count() == 1
         assert page.locator("tr[data-root=r1][data-state=ok]").count() == 1

@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from tests.support.polling import wait_for
-from tests.support.ui_admin import PASSWORD, Site, config, shot, site
+from tests.support.ui_admin import PASSWORD, Site, config, shot, site, until
 from vms.catalog.store import CLOSED
 from vms.events.model import Box, Change, Event, EventMessage
 from vms.export.jobs import Files
@@ -100,33 +100,29 @@ def test_events_show_with_snapshots_filter_page_and_open_playback(events_site: S
         assert "No picture" in first.inner_text() and "Back yard" in first.inner_text()
         # Snapshots are real pictures, fetched with a media token.
         img = page.locator(f"[data-event='{car.id}'] img")
-        page.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=img.element_handle(),
-                               timeout=TIMEOUT_MS)  # fmt: skip
+        until(page, "i => i.complete && i.naturalWidth > 0", img.element_handle())
         src = urllib.parse.urlsplit(img.get_attribute("src") or "")
         assert src.path == f"/api/v1/events/{car.id}/snapshot.jpg"
         assert "token" in urllib.parse.parse_qs(src.query)
         assert "gate" in page.locator(f"[data-event='{car.id}']").inner_text()
         # Every snapshot on the first screen comes (each a media-token URL, cached per camera).
-        page.wait_for_function(
-            "() => [...document.querySelectorAll('[data-event] img')].slice(0, 8)"
-            ".every(i => i.complete && i.naturalWidth > 0)", timeout=TIMEOUT_MS)
+        until(page, "() => [...document.querySelectorAll('[data-event] img')].slice(0, 8)"
+                    ".every(i => i.complete && i.naturalWidth > 0)")
         shot(page, "events")
         # The next page, by the API's cursor.
         page.get_by_role("button", name="Load more").click()
-        page.wait_for_function("n => document.querySelectorAll('[data-event]').length === n",
-                               arg=len(people) + 2, timeout=TIMEOUT_MS)  # fmt: skip
+        until(page, "n => document.querySelectorAll('[data-event]').length === n",
+              len(people) + 2)
         # Filters: a label, kept in the URL.
         page.fill("input[name=label]", "car")
         page.get_by_role("button", name="Apply").click()
-        page.wait_for_function("() => document.querySelectorAll('[data-event]').length === 1",
-                               timeout=TIMEOUT_MS)  # fmt: skip
+        until(page, "() => document.querySelectorAll('[data-event]').length === 1")
         assert "label=car" in page.url
         page.get_by_role("button", name="Clear").click()
         page.locator("select[name=camera]").select_option("yard")
         page.wait_for_url("**/#/events?camera=yard", timeout=TIMEOUT_MS)
-        page.wait_for_function("id => document.querySelectorAll('[data-event]').length === 1 "
-                               "&& document.querySelector(`[data-event='${id}']`)",
-                               arg=dark.id, timeout=TIMEOUT_MS)  # fmt: skip
+        until(page, "id => document.querySelectorAll('[data-event]').length === 1 "
+                    "&& document.querySelector(`[data-event='${id}']`) !== null", dark.id)
         # A bad filter: the API's reason, not a blank page.
         page.goto(f"{s.base}/#/events?label=no%2Fslashes")
         page.locator(".error-box").wait_for(timeout=TIMEOUT_MS)
@@ -184,8 +180,7 @@ def test_an_export_shows_progress_then_downloads_and_verifies(
             page.locator(f"tr[data-export='{job}'][data-state=running]").wait_for(
                 timeout=TIMEOUT_MS)
             bar = row.locator("progress")
-            page.wait_for_function("p => Number(p.value) > 0", arg=bar.element_handle(),
-                                   timeout=TIMEOUT_MS)  # fmt: skip
+            until(page, "p => Number(p.value) > 0", bar.element_handle())
             assert 0 < float(bar.get_attribute("value") or 0) < 100
             assert "admin" in row.inner_text() and "Street" in row.inner_text()  # who, what
             disk.gate.set()

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from tests.support.browser import chromium, served_app
+from tests.support.polling import wait_for
 from vms.auth import local
 from vms.auth.store import Grant
 from vms.config import Config, from_dict
@@ -92,6 +93,13 @@ def site(cfg: Config) -> Iterator[Site]:
             s = Site(base, server, browser, client)
             s.user("admin", "admin")
             yield s
+
+
+def until(page: Any, script: str, arg: Any = None, timeout: float = 30.0) -> Any:
+    """Polls ``script`` (a function of ``arg``) in the page from the test until it answers
+    something truthy. Not Playwright's wait_for_function: its polling evaluates a string in
+    the page, an eval the page's policy refuses (docs/design/ui.md)."""
+    return wait_for(lambda: page.evaluate(script, arg), timeout, script)
 
 
 def shot(page: Any, name: str) -> None:
