@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import urllib.parse
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -23,10 +22,12 @@ from typing import Any, BinaryIO
 import httpx
 import pytest
 
+from tests.support.events import event
+from tests.support.events import new as new_event
 from tests.support.polling import wait_for
 from tests.support.ui_admin import PASSWORD, Site, config, shot, site, until
 from vms.catalog.store import CLOSED
-from vms.events.model import Box, Change, Event, EventMessage
+from vms.events.model import Event
 from vms.export.jobs import Files
 from vms.standin.footage import default_cache_dir, footage_clip
 
@@ -70,14 +71,13 @@ def picture(s: Site, at_us: int) -> bytes:
 
 def add_event(s: Site, camera: str, start_us: int, label: str = "person",
               zones: tuple[str, ...] = (), jpeg: bytes | None = None) -> Event:  # fmt: skip
-    box = Box(0.3, 0.2, 0.5, 0.9)
-    e = Event(
-        id=str(uuid.uuid4()), camera_id=camera, label=label, start_us=start_us,
-        end_us=start_us + 2 * SECOND_US, score=0.8, top_score=0.87, box=box, zones=list(zones),
-        path=[(start_us, box)], snapshot_us=start_us if jpeg else None,
-    )  # fmt: skip
-    s.server.event_store.write(EventMessage(Change.NEW, e))
-    if jpeg:
+    """An event through the server's event store (tests/support/events.py makes it), with
+    ``jpeg`` as its snapshot (none without)."""
+    e = event(camera, label, start_us=start_us, end_us=start_us + 2 * SECOND_US, zones=zones)
+    if jpeg is None:
+        e.snapshot_us = None
+    s.server.event_store.write(new_event(e))
+    if jpeg is not None:
         s.server.snapshots.write(camera, e.id, jpeg, jpeg)
     return e
 
