@@ -313,3 +313,22 @@ class Storage(BaseModel):
     """The storage roots (as many as the configuration names: not paged)."""
 
     roots: list[StorageRoot]
+
+
+class SystemInfo(BaseModel):
+    """The server as a whole, in numbers: what ``/metrics`` exposes that no other JSON route
+    answers (per-camera figures are in the camera list, the roots in ``/api/v1/storage``)."""
+
+    version: str
+    now_us: int = Field(description="the server's clock: for rates from two readings")
+    now: str
+    recording: bool
+    cameras: int
+    cameras_by_state: dict[State, int] = Field(description="how many cameras are in each state")
+    retention_deleted_bytes: int = Field(description="bytes retention deleted since start")
+    reader_longest_round_s: float = Field(
+        description="longest round of the RTSP reader thread since start"
+    )
+    audit_head_seq: int = Field(description="newest audit entry appended or seen")
+    audit_checkpoint_seq: int = Field(description="newest signed audit checkpoint (0: none)")
+

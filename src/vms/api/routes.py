@@ -3,7 +3,8 @@ routers, the one error mapping and the web hardening.
 
 Routers (each a module of this package):
 
-- :data:`vms.api.system.router`: ``/healthz``, ``/api/v1/storage``, ``/metrics``;
+- :data:`vms.api.system.router`: ``/healthz``, ``/api/v1/storage``, ``/api/v1/system``,
+  ``/metrics``;
 - :data:`vms.api.cameras.collection`: ``/api/v1/cameras`` (list, add) and
   ``/api/v1/cameras/test`` (probe a stream): no camera named;
 - :data:`vms.api.cameras.camera`: ``/api/v1/cameras/{camera_id}`` (read, replace, change,
@@ -84,12 +85,12 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 DOCS_URL = "/api/docs"
 OPENAPI_URL = "/api/openapi.json"
 
-# Each router with its guard, where the router has one (system: health open, storage for any
-# user, metrics for admins; the camera collection: any user sees the cameras it may view,
-# adding and probing need manage; auth: login, refresh, logout and setup open, the rest per
-# route; exports: per route, export on every camera a job names, a media token for a
-# one-camera download). Nothing else answers without credentials (tests/test_api_guard.py
-# walks the table).
+# Each router with its guard, where the router has one (system: health open, storage and the
+# server's figures for any user, metrics for admins; the camera collection: any user sees the
+# cameras it may view, adding and probing need manage; auth: login, refresh, logout and setup
+# open, the rest per route; exports: per route, export on every camera a job names, a media
+# token for a one-camera download). Nothing else answers without credentials
+# (tests/test_api_guard.py walks the table).
 GUARDED: tuple[tuple[APIRouter, list[Any]], ...] = (
     (system.router, []),
     (cameras.collection, []),

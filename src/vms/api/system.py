@@ -1,17 +1,21 @@
 """The server as a whole: ``/healthz`` (for a load balancer or a supervisor), the storage roots,
-and the Prometheus metrics."""
+the server's own numbers (``/api/v1/system``: version and the figures of ``/metrics`` that no
+other JSON route gives, for the web client) and the Prometheus metrics."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import Response
 
+import vms
 from vms import metrics
 from vms.api import models
 from vms.api.deps import ServerDep
 from vms.api.errors import responses
 from vms.api.guard import Admin, Authenticated
+from vms.health import State
 from vms.recording.storage import Root
+from vms.times import iso
 
 router = APIRouter(tags=["system"])
 
@@ -51,6 +55,28 @@ def storage(server: ServerDep, _: Authenticated) -> models.Storage:
             )
         )
     return models.Storage(roots=out)
+
+
+@router.get("/api/v1/system", response_model=models.SystemInfo, responses=responses(401))
+def system(server: ServerDep, _: Authenticated) -> models.SystemInfo:
+    """Version and the server-wide figures. (In a worker thread: the audit checkpoint is read
+    from the catalog the first time.)"""
+    by_state = dict.fromkeys(State, 0)
+    for cam in server.cameras:
+        by_state[cam.health.state] += 1
+    now = server.clock.wall_us()
+    return models.SystemInfo(
+        version=vms.__version__,
+        now_us=now,
+        now=iso(now),
+        recording=server.started,
+        cameras=len(server.cameras),
+        cameras_by_state=by_state,
+        retention_deleted_bytes=server.retention.deleted_bytes,
+        reader_longest_round_s=server.reactor.max_round_s,
+        audit_head_seq=server.audit.head_seq,
+        audit_checkpoint_seq=server.audit.checkpoint_seq,
+    )
 
 
 @router.get(
