@@ -127,4 +127,4 @@ def test_vms_bench_is_reached_by_name(capsys: pytest.CaptureFixture[str]) -> Non
         "--viewers",
     ):
         assert option in out
-    assert "{recording,crash,api,seek,live,viewers}" in out
+    assert "{recording,crash,api,seek,live,viewers,detect}" in out
