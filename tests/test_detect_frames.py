@@ -7,6 +7,7 @@ import itertools
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -139,4 +140,42 @@ def test_a_failing_job_loses_only_itself() -> None:
         pool.submit(good, 3)
         wait_for(lambda: good.done == [2, 3], timeout=5)
     finally:
+        pool.stop()
+
+
+def test_something_new_is_looked_at_first_but_nothing_waits_long() -> None:
+    gate = threading.Event()
+    pool: DetectorPool[int] = DetectorPool(lambda: _Slow(gate), threads=1)
+    pool.start()
+    busy, follow, new = _Owner("busy"), _Owner("follow"), _Owner("new")
+    order: list[str] = []
+    for o in (follow, new):
+        run = o.run_job
+
+        def tracked(detector: Detector, job: int, o: _Owner = o, run: Any = run) -> int:
+            order.append(o.name)
+            return run(detector, job)
+
+        o.run_job = tracked  # type: ignore[method-assign]
+    try:
+        pool.submit(busy, 0)
+        wait_for(lambda: pool._busy, timeout=5)
+        pool.submit(follow, 1)  # follows known objects: waits first...
+        pool.submit(new, 2, urgent=True)  # ...but the new motion goes first
+        gate.set()
+        wait_for(lambda: len(order) == 2, timeout=5)
+        assert order == ["new", "follow"]
+        # A job that has waited past the limit goes before newer urgent ones.
+        gate.clear()
+        order.clear()
+        pool.submit(busy, 3)
+        wait_for(lambda: pool._busy, timeout=5)
+        pool.submit(follow, 4)
+        threading.Event().wait(0.6)  # longer than the pool's limit (STARVE_S)
+        pool.submit(new, 5, urgent=True)
+        gate.set()
+        wait_for(lambda: len(order) == 2, timeout=5)
+        assert order == ["follow", "new"]
+    finally:
+        gate.set()
         pool.stop()

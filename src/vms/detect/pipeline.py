@@ -54,6 +54,13 @@ class Job:
     regions: tuple[Box, ...]  # where something moved; none: only tick the tracks and events
 
 
+def _inside(region: Box, box: Box, margin: float = 0.25) -> bool:
+    """Whether the centre of ``region`` lies in ``box`` widened by ``margin`` of its size."""
+    mx, my = margin * (box.x2 - box.x1), margin * (box.y2 - box.y1)
+    cx, cy = (region.x1 + region.x2) / 2, (region.y1 + region.y2) / 2
+    return box.x1 - mx <= cx <= box.x2 + mx and box.y1 - my <= cy <= box.y2 + my
+
+
 def draw(image: npt.NDArray[np.uint8], event: Event) -> npt.NDArray[np.uint8]:
     """A copy of ``image`` with the event's box and label drawn."""
     out = image.copy()
@@ -159,13 +166,23 @@ class CameraDetector:
         moving: list[Box] = list(result.regions)
         if moving:
             self.moving += 1
+        with self._lock:
+            tracks = self.tracker.tracks()
         due = frame.t_us - self._last_look_us >= KEEPALIVE_S * 1_000_000
         if not moving and due:
-            moving = self.tracker.boxes()  # still objects: look where they were
+            moving = [t.box for t in tracks]  # still objects: look where they were
         if moving:
+            # Something new (motion outside every track, or a track not confirmed yet) is
+            # looked at now and first; motion of objects already followed, at half the rate.
+            urgent = any(not t.confirmed for t in tracks) or any(
+                not any(_inside(m, t.box) for t in tracks) for m in moving
+            )
+            half = 2_000_000 / self.config.fps
+            if not urgent and frame.t_us - self._last_look_us < half:
+                return
             self._last_look_us = frame.t_us
             self.submitted += 1
-            self.pool.submit(self, Job(frame, tuple(moving)))
+            self.pool.submit(self, Job(frame, tuple(moving)), urgent=urgent)
         elif due and self._open_events:
             self._last_look_us = frame.t_us
             self.pool.submit(self, Job(frame, ()))

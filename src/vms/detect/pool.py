@@ -6,7 +6,9 @@ camera already has a job waiting, the new one *replaces* it and the old one coun
 a detector slower than the cameras' frame rate then drops frames instead of queueing them, so
 the delay from a frame to its detection stays one inference plus one wait, whatever the load.
 A camera's jobs run one at a time and in order (a tracker must see frames in order), cameras
-are served oldest-waiting first so a busy camera cannot starve a quiet one, and each thread owns
+are served oldest-waiting first so a busy camera cannot starve a quiet one — except that a job
+with something new to find (motion where no track is, a track not confirmed yet) goes before
+those that only follow known objects: that is the alert's delay — and each thread owns
 its detector instance unless the plugin says it is thread-safe (OpenCV's DNN nets are not).
 """
 
@@ -22,6 +24,7 @@ from vms.detect.detector import Detector
 
 log = logging.getLogger(__name__)
 
+STARVE_S = 0.5  # a job waiting this long is served before newer urgent ones
 J = TypeVar("J")
 J_contra = TypeVar("J_contra", contravariant=True)
 
@@ -47,6 +50,8 @@ class DetectorPool(Generic[J]):
             collections.OrderedDict()
         )
         self._busy: set[int] = set()
+        self._urgent: set[int] = set()  # waiting owners whose job is urgent
+        self._since: dict[int, float] = {}  # when each waiting owner began to wait
         self._stopping = False
         self.inferences = 0
         self.busy_s = 0.0  # summed over threads
@@ -58,14 +63,20 @@ class DetectorPool(Generic[J]):
             t.start()
             self._threads.append(t)
 
-    def submit(self, owner: Owner[J], job: J) -> bool:
-        """Queue ``job`` for ``owner``; False when it replaced one still waiting (skipped)."""
+    def submit(self, owner: Owner[J], job: J, *, urgent: bool = False) -> bool:
+        """Queue ``job`` for ``owner``; False when it replaced one still waiting (skipped).
+        An ``urgent`` job (something new to find) is served before the others."""
         with self._cond:
             if self._stopping:
                 return False
             key = id(owner)
             replaced = key in self._waiting
+            if replaced:
+                urgent = urgent or key in self._urgent
             self._waiting[key] = (owner, job)
+            self._since.setdefault(key, time.monotonic())
+            if urgent:
+                self._urgent.add(key)
             if replaced:
                 self.skipped[owner.name] += 1
             self._cond.notify()
@@ -75,6 +86,8 @@ class DetectorPool(Generic[J]):
         """Drop ``owner``'s waiting job and wait until its running one ends (it is stopping)."""
         with self._cond:
             self._waiting.pop(id(owner), None)
+            self._urgent.discard(id(owner))
+            self._since.pop(id(owner), None)
             while id(owner) in self._busy:
                 self._cond.wait(1.0)
 
@@ -90,11 +103,18 @@ class DetectorPool(Generic[J]):
     def _take(self) -> tuple[Owner[J], J] | None:
         with self._cond:
             while not self._stopping:
-                for key in self._waiting:
-                    if key not in self._busy:
-                        owner, job = self._waiting.pop(key)
-                        self._busy.add(key)
-                        return owner, job
+                ready = [k for k in self._waiting if k not in self._busy]
+                if ready:
+                    key = ready[0]
+                    # Urgent first, unless the oldest has waited too long (a tree in the wind
+                    # is urgent all day: it must not starve the cameras following people).
+                    if time.monotonic() - self._since[key] < STARVE_S:
+                        key = next((k for k in ready if k in self._urgent), key)
+                    owner, job = self._waiting.pop(key)
+                    self._urgent.discard(key)
+                    self._since.pop(key, None)
+                    self._busy.add(key)
+                    return owner, job
                 self._cond.wait()
             return None
 
