@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 1.0  # looks at still tracks, and ticks open events, this often
 MAX_CROPS = 2  # detector runs per frame at most (vms.detect.regions)
+YOUNG_US = 1_000_000  # a track not confirmed this long after it began is not news any more
 JPEG_QUALITY = 85
 
 
@@ -54,7 +55,7 @@ class Job:
     regions: tuple[Box, ...]  # where something moved; none: only tick the tracks and events
 
 
-def _inside(region: Box, box: Box, margin: float = 0.25) -> bool:
+def _inside(region: Box, box: Box, margin: float = 0.5) -> bool:
     """Whether the centre of ``region`` lies in ``box`` widened by ``margin`` of its size."""
     mx, my = margin * (box.x2 - box.x1), margin * (box.y2 - box.y1)
     cx, cy = (region.x1 + region.x2) / 2, (region.y1 + region.y2) / 2
@@ -174,7 +175,8 @@ class CameraDetector:
         if moving:
             # Something new (motion outside every track, or a track not confirmed yet) is
             # looked at now and first; motion of objects already followed, at half the rate.
-            urgent = any(not t.confirmed for t in tracks) or any(
+            young = frame.t_us - YOUNG_US
+            urgent = any(not t.confirmed and t.first_us >= young for t in tracks) or any(
                 not any(_inside(m, t.box) for t in tracks) for m in moving
             )
             half = 2_000_000 / self.config.fps
