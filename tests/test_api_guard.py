@@ -30,6 +30,7 @@ OPEN = {
     ("POST", "/api/v1/auth/refresh"),  # a refresh token is its credential
     ("POST", "/api/v1/auth/logout"),  # revokes the refresh token it is given, if any
     ("POST", "/api/v1/auth/setup"),  # the one-time setup token is its credential
+    ("GET", "/api/v1/auth/setup"),  # says only whether the first admin is still to be made
 }
 PARAMS = {
     "camera_id": "b", "user_id": "1", "key_id": "1", "name": "custom", "segment_id": "1",
@@ -119,7 +120,8 @@ def test_outside_the_guarded_routers_only_docs_and_static_pages(
     rest = served - {path for _, path in routes()}
     docs = {"/api/openapi.json", "/api/docs"}
     pages = {"/live", "/live/static/vendor/hls.min.js", "/live/static/{name}"}
-    assert rest == docs | pages
+    web_client = {"/", "/ui/{path:path}"}
+    assert rest == docs | pages | web_client
     bare = TestClient(client.app)
     page = bare.get("/live")
     assert page.status_code == 200 and "<video" in page.text and "token" not in page.text.lower()

@@ -162,6 +162,11 @@ class MediaTokenOut(BaseModel):
     expires_in: int
 
 
+class SetupStateOut(BaseModel):
+    needed: bool = Field(description="no user exists yet: the first admin is made with the "
+                         "one-time setup token the server logged")
+
+
 class SetupIn(_In):
     token: Secret
     name: UserName
@@ -267,6 +272,13 @@ def change_password(
         raise VmsError(Kind.FORBIDDEN, "a password is changed by its user logged in, not a key")
     auth.change_password(principal, body.current_password, body.new_password)
     _forget_cookie(response)
+
+
+@router.get("/setup")
+def setup_state(auth: AuthService) -> SetupStateOut:
+    """Whether the first admin is still to be made (the web client then offers the setup
+    form). Open, like the setup itself: it tells no more than that no user exists yet."""
+    return SetupStateOut(needed=auth.store.count_users() == 0)
 
 
 @router.post("/setup", status_code=status.HTTP_201_CREATED, responses=responses(409))

@@ -33,8 +33,9 @@ Routers (each a module of this package):
 - :data:`vms.api.views.router`: ``/api/v1/views`` (the web client's saved walls: the caller's
   own, each camera in them judged again when read).
 
-Outside the API, not in :data:`ROUTERS`: the API docs page and :data:`vms.api.pages.router`,
-the live player page (``/live``, ``/live/static/*``): static files, no data, no credentials.
+Outside the API, not in :data:`ROUTERS`: the API docs page, :data:`vms.api.pages.router`,
+the live player page (``/live``, ``/live/static/*``), and :data:`vms.api.ui.router`, the web
+client (``/`` and ``/ui/*``): static files, no data, no credentials.
 
 Handlers take what they use as dependencies (:mod:`vms.api.deps`); the app holds one thing,
 ``app.state.server``, which ``vms.app.create_app`` sets. A guard is a dependency added where a
@@ -73,6 +74,7 @@ from vms.api import (
     system,
     thumbnails,
     timeline,
+    ui,
     views,
     whep,
 )
@@ -139,6 +141,7 @@ def create_api(lifespan: Lifespan | None = None, *, config: ServerConfig | None 
         return HTMLResponse(page, headers={"Content-Security-Policy": policy})
 
     app.include_router(pages.router)
+    app.include_router(ui.router)
     security.install(app, config.cors_origins)
     return app
 
