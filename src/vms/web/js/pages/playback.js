@@ -26,7 +26,7 @@ export const catalog = "playback";
 
 export const SPEEDS = [0.5, 1, 2, 4, 8, 16];
 const MAX_CAMERAS = 16;
-const DEFAULT_SPAN_US = 3600e6;
+const DEFAULT_SPAN_US = 1800e6;
 const REFRESH_MS = 15000;
 const HOVER_MS = 150;
 const THUMB_WIDTH = 192;
@@ -59,6 +59,15 @@ function recordedAt(runs, us) {
   }
   return false;
 }
+
+// Transport icons (inline SVG, as the shell's: no font has them all).
+const ICONS = {
+  back: "M6 5v14M19 6l-9 6 9 6z", next: "M18 5v14M5 6l9 6-9 6z",
+  play: "M7 5l12 7-12 7z", pause: "M8 5v14M16 5v14",
+};  // prettier-ignore
+const icon = (name) => html`<svg class="icon" viewBox="0 0 24 24" width="18" height="18"
+  fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round"
+  stroke-linejoin="round" aria-hidden="true"><path d=${ICONS[name]} /></svg>`;
 
 const columns = (n) => (n <= 1 ? 1 : n <= 4 ? 2 : n <= 9 ? 3 : 4);
 
@@ -250,7 +259,7 @@ function Playback({ ctx }) {
     sync.current = clock;
     clock.speed = speed;
     clock.anchor(now);
-    line.setWindow(now - DEFAULT_SPAN_US / 2, now + DEFAULT_SPAN_US / 2, { tell: false });
+    line.setWindow(now - DEFAULT_SPAN_US * 0.7, now + DEFAULT_SPAN_US * 0.3, { tell: false });
     const refresh = setInterval(() => {
       if (line.end > Date.now() * 1000 - (line.end - line.start) * 0.1) fetchData();
     }, REFRESH_MS);
@@ -433,14 +442,14 @@ function Playback({ ctx }) {
           title=${t("playback.back10")} aria-label=${t("playback.back10")}>−10s</button>
         <button type="button" class="btn btn-ghost btn-icon" id="pb-step-back"
           onClick=${() => sync.current.step(-1)} title=${t("playback.frame_back")}
-          aria-label=${t("playback.frame_back")}>⏮</button>
+          aria-label=${t("playback.frame_back")}>${icon("back")}</button>
         <button type="button" class="btn btn-primary btn-icon pb-play" id="pb-play"
           onClick=${togglePlay} aria-pressed=${playing}
           title=${playing ? t("playback.pause") : t("playback.play")}
-          aria-label=${playing ? t("playback.pause") : t("playback.play")}>${playing ? "❚❚" : "▶"}</button>
+          aria-label=${playing ? t("playback.pause") : t("playback.play")}>${icon(playing ? "pause" : "play")}</button>
         <button type="button" class="btn btn-ghost btn-icon" id="pb-step"
           onClick=${() => sync.current.step(1)} title=${t("playback.frame_next")}
-          aria-label=${t("playback.frame_next")}>⏭</button>
+          aria-label=${t("playback.frame_next")}>${icon("next")}</button>
         <button type="button" class="btn btn-ghost btn-icon" onClick=${() => seekBy(10)}
           title=${t("playback.on10")} aria-label=${t("playback.on10")}>+10s</button>
         <label><span class="sr-only">${t("playback.speed")}</span>
