@@ -64,15 +64,22 @@ export class RecordedPlayer {
     this.onState(state, detail);
   }
 
-  // The duration of a frame, from the frames the video shows (for frame steps).
+  // The frame shown (its media time) and the duration of a frame, from the frames the video
+  // presents (for frame steps): the median of the last intervals, seeks left out.
   watchFrames() {
     if (!this.video.requestVideoFrameCallback) return;
+    const gaps = [];
     let last = null;
     const tick = (_now, meta) => {
       if (this.destroyed) return;
+      this.shownMedia = meta.mediaTime;
       if (last !== null) {
         const d = meta.mediaTime - last;
-        if (d > 0.005 && d < 0.5) this.frame = this.frame * 0.8 + d * 0.2;
+        if (d > 0.005 && d < 0.5 && !this.video.paused) {
+          gaps.push(d);
+          if (gaps.length > 15) gaps.shift();
+          this.frame = [...gaps].sort((a, b) => a - b)[gaps.length >> 1];
+        }
       }
       last = meta.mediaTime;
       this.video.requestVideoFrameCallback(tick);
@@ -237,6 +244,26 @@ export class RecordedPlayer {
     return { gap: true, next: null };
   }
 
+  /** Output and wall time a frame away (dir ±1), across a hole between two runs; or null. */
+  frameAway(dir) {
+    const l = this.load;
+    const t = this.video.currentTime;
+    if (!l || this.state !== "ready") return null;
+    // From the frame shown: into the middle of the next (or the previous) one, whatever the
+    // position within the frame shown and the estimate's error.
+    const near = this.shownMedia !== undefined && Math.abs(this.shownMedia - t) < this.frame * 1.5;
+    const shown = near ? this.shownMedia : t;
+    const m = Math.max(0, dir > 0 ? shown + this.frame * 1.5 : shown - this.frame * 0.5);
+    const w = this.wallOf(m);
+    if (w !== null) return { m, w };
+    if (dir > 0) {
+      const p = l.pieces.find((x) => x.os > t);
+      return p ? { m: p.os, w: p.s } : null;
+    }
+    const p = [...l.pieces].reverse().find((x) => x.oe <= t);
+    return p ? { m: p.oe - this.frame, w: p.e - this.frame * 1e6 } : null;
+  }
+
   /** The wall time of the picture shown, or null. */
   wallNow() {
     return this.state === "ready" ? this.wallOf(this.video.currentTime) : null;
@@ -360,18 +387,13 @@ export class Sync {
   step(dir) {
     if (this.running) this.pause();
     const lead = this.players().find((p) => p.wallNow() !== null);
-    if (!lead) {
-      this.seek(this.wall + dir * FRAME_S * 1e6);
+    const next = lead ? lead.frameAway(dir) : null;
+    if (!next) {
+      this.seek(this.wall + dir * (lead ? lead.frame : FRAME_S) * 1e6);
       return;
     }
-    const m = Math.max(0, lead.video.currentTime + dir * lead.frame);
-    const w = lead.wallOf(m);
-    if (w === null) {
-      this.seek(this.wall + dir * lead.frame * 1e6);
-      return;
-    }
-    lead.video.currentTime = m;
-    this.anchor(w);
+    lead.video.currentTime = next.m;
+    this.anchor(next.w);
     this.tick();
   }
 

@@ -161,6 +161,8 @@ export class Timeline {
     const same = start === this.start && start + span === this.end;
     this.start = start;
     this.end = start + span;
+    this.box.dataset.start = String(this.start); // where the window is (tests read it too)
+    this.box.dataset.end = String(this.end);
     this.draw();
     if (tell && !same) this.onWindow(this.start, this.end);
   }
