@@ -24,7 +24,7 @@
 // - Tiles move on the wall by CSS `order` (the page), never by moving their element: a <video>
 //   taken out of the document pauses, and a WebRTC player would not start it again.
 
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import { html } from "./ui.js";
 
 const PLAYER_FILES = ["abr.js", "whep.js", "mse.js", "llhls.js"];
@@ -212,6 +212,13 @@ export class LiveRunner {
 /** True while `ref`'s element is on screen and the page is visible (off after HIDE_AFTER_MS). */
 export function useVisible(ref) {
   const [visible, setVisible] = useState(false);
+  // Measured at once, before the first paint: an observer says so only a frame later, and on
+  // a busy machine a frame is a long wait for the first picture.
+  useLayoutEffect(() => {
+    const r = ref.current.getBoundingClientRect();
+    if (r.width && r.height && r.bottom > 0 && r.right > 0 && r.top < innerHeight &&
+        r.left < innerWidth && document.visibilityState === "visible") setVisible(true);
+  }, []);
   useEffect(() => {
     const el = ref.current;
     if (!el) return undefined;

@@ -31,8 +31,13 @@ const STEPS_S = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 
   43200, 86400, 172800];  // prettier-ignore
 const SEEK_EVERY_MS = 80; // while dragging: at most this often
 
-/** A colour for an event label, the same each time (a hue from its hash). */
+// The labels most events have, in colours apart from the recording's blue.
+const LABEL_COLORS = { person: "#f97316", car: "#a855f7", truck: "#d946ef", bicycle: "#14b8a6",
+  motorbike: "#eab308", dog: "#84cc16", cat: "#ec4899" };  // prettier-ignore
+
+/** A colour for an event label, the same each time (else a hue from its hash). */
 export function labelColor(label) {
+  if (LABEL_COLORS[label]) return LABEL_COLORS[label];
   let h = 0;
   for (const ch of String(label)) h = (h * 31 + ch.codePointAt(0)) % 360;
   return `hsl(${h} 75% 55%)`;
@@ -334,8 +339,9 @@ export class Timeline {
           if (!v) return;
           const x0 = this.x(d.motion.start + k * d.motion.bucketUs);
           const x1 = this.x(d.motion.start + (k + 1) * d.motion.bucketUs);
-          g.globalAlpha = 0.25 + (0.75 * v) / 255;
-          g.fillRect(x0, top + bar - 4, Math.max(1, x1 - x0), 4);
+          // Scores are the share of the picture that changed: small for people in a street.
+          g.globalAlpha = Math.min(1, 0.3 + Math.sqrt(v / 255) * 1.4);
+          g.fillRect(x0, top + bar - 5, Math.max(1, x1 - x0), 5);
         });
         g.globalAlpha = 1;
       }

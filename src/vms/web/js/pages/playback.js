@@ -204,7 +204,7 @@ function Playback({ ctx }) {
       .then((page) => {
         const by = new Map(ids.map((id) => [id, []]));
         for (const e of page.items) {
-          by.get(e.camera_id)?.push({ start: e.start_us, end: e.end_us, label: e.label });
+          by.get(e.camera)?.push({ start: e.start_us, end: e.end_us, label: e.label });
         }
         for (const [id, events] of by) line.setData(id, { events });
       }).catch(() => {}); // events are a bonus: the timeline stands without them
@@ -428,7 +428,10 @@ function Playback({ ctx }) {
   const shownCams = chosen.map((id) => byId.get(id) || { id, name: id });
   const trick = speed > 4;
 
-  return html`<div class="pb" data-time=${Math.round(now)} data-playing=${playing}>
+  // Room below the players: the timeline's rows, its help line, the export panel when shown.
+  const below = 28 + Math.max(1, chosen.length) * 38 + 40 + (range ? 130 : 0);
+  return html`<div class="pb" data-time=${Math.round(now)} data-playing=${playing}
+      style=${{ "--tl-h": `${below}px` }}>
     <div class="pb-toolbar" role="toolbar" aria-label=${t("playback.toolbar")}>
       <${Button} id="pb-cameras" icon="cameras" onClick=${() => setPicking(true)}
         disabled=${!cameras || !cameras.length}>${t("playback.cameras.button", { count: chosen.length })}<//>
@@ -457,13 +460,12 @@ function Playback({ ctx }) {
             onChange=${(e) => changeSpeed(Number(e.currentTarget.value))}>
             ${SPEEDS.map((s) => html`<option value=${String(s)}>${s === 0.5 ? "½" : s}×</option>`)}
           </select></label>
+        ${trick ? html`<small class="pb-trick" id="pb-trick">${t("playback.keyframes")}</small>` : null}
       </div>
-      <output class="pb-clock" id="pb-clock" aria-live="off">${fmt.dateTime(now)}
-        ${trick ? html`<small>${t("playback.keyframes")}</small>` : null}</output>
       <form class="pb-goto" onSubmit=${goTo}>
         <label><span class="sr-only">${t("playback.goto")}</span>
           <input type="datetime-local" step="1" id="pb-goto" value=${jump || localInput(now)}
-            onInput=${(e) => setJump(e.currentTarget.value)} /></label>
+            title=${fmt.dateTime(now)} onInput=${(e) => setJump(e.currentTarget.value)} /></label>
         <${Button} type="submit">${t("playback.go")}<//>
       </form>
       <span class="live-spacer"></span>
