@@ -4,8 +4,8 @@ another method breaks this test, not the user.
 The scan reads src/vms/web/js/**/*.js (no build step, so no generated client: this is the
 check instead, docs/design/ui.md). It finds
 
-- ``api("...")`` / ``api('...')`` / ``api(`...`)`` calls (js/api.js: a path under /api/v1, or
-  relative to it), with the ``method:`` of their options (GET when none);
+- ``api("...")`` / ``api('...')`` / ``api(`...`)`` calls, ``ctx.api(...)`` too (js/api.js: a
+  path under /api/v1, or relative to it), with the ``method:`` of their options (GET when none);
 - ``fetch(...)`` calls on a literal /api/v1 URL, with their method (and js/api.js's own
   ``send(...)``, which logs in, refreshes and sets up);
 - ``new WebSocket(...)`` on a literal /api/v1 URL (checked against the app's WebSocket routes:
@@ -34,7 +34,9 @@ PREFIX = "/api/v1"
 # A JS string literal: "..." or '...' or `...` (templates may hold ${...} with no backtick).
 LITERAL = r"(?:\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\\\n]|\\.)*'|`(?:[^`\\]|\\.)*`)"
 # send(): js/api.js's own low-level call (login, refresh, setup), checked as a fetch.
-CALL = re.compile(r"(?<![\w.$])(api|fetch|send|new\s+WebSocket)\(\s*(" + LITERAL + ")")
+CALL = re.compile(
+    r"(?:(?<![\w.$])|(?<=\bctx\.))(api|fetch|send|new\s+WebSocket)\(\s*(" + LITERAL + ")"
+)
 ANY_LITERAL = re.compile(LITERAL)
 METHOD = re.compile(r"\bmethod\s*:\s*[\"'](\w+)[\"']")
 
@@ -170,7 +172,7 @@ def test_every_api_call_of_the_web_client_is_a_route(routes: Routes) -> None:
 def test_the_check_fails_a_wrong_route(routes: Routes) -> None:
     js = """
       api("/api/v1/auth/me");
-      api(`cameras/${id}/recordings`, { query: {from: 1} });
+      ctx.api(`cameras/${id}/recordings`, { query: {from: 1} });
       api("/api/v1/auth/login", { method: "POST", body });
       fetch(`/api/v1/cameras/${id}/thumbnail.jpg?token=${tok}`);
       new WebSocket(`${base}/api/v1/cameras/${id}/live.ws?token=${t}`);

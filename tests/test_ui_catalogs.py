@@ -18,9 +18,11 @@ I18N = WEB / "i18n"
 JS = WEB / "js"
 LANGS = ("en", "pt-BR")
 PLURAL_FORMS = {"zero", "one", "two", "few", "many", "other"}
-# t("key") or t('key') or t(`key`) with no ${...} in it: a literal key. Template keys with parts
+# t("key") or t('key') or t(`key`) (or ctx.t(...)) with no ${...} in it: a literal key. Template keys with parts
 # (t(`common.nav.${name}`)) are the code's business; the literal ones are checked here.
-T_CALL = re.compile(r"(?<![\w.$])t\(\s*(?:\"([^\"\n]+)\"|'([^'\n]+)'|`([^`$\n]+)`)")
+T_CALL = re.compile(
+    r"(?:(?<![\w.$])|(?<=\bctx\.))t\(\s*(?:\"([^\"\n]+)\"|'([^'\n]+)'|`([^`$\n]+)`)"
+)
 PAGE_CATALOG = re.compile(r"export\s+const\s+catalog\s*=\s*[\"']([\w-]+)[\"']")
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
@@ -100,7 +102,7 @@ def test_the_scan_sees_keys_in_all_their_spellings(tmp_path: Path) -> None:
     source = tmp_path / "x.js"
     source.write_text(
         'a = t("one.key"); b = t(\'two\', {n: 1}); c = html`${t(`three`)}`;\n'
-        "d = t(`dyn.${x}`); e = fmt.t('no'); f = set('no');\n"
+        "d = t(`dyn.${x}`); e = fmt.t('no'); f = set('no'); g = ctx.t(\"four\");\n"
         '  // t("in.a.comment")\n'
     )
-    assert keys_used(source) == ["one.key", "two", "three"]
+    assert keys_used(source) == ["one.key", "two", "three", "four"]

@@ -40,6 +40,7 @@ export class ApiError extends Error {
   }
 }
 
+const HINT = "vms.session"; // "1" while this browser holds a login: not a credential
 let access = null; // {token, expiresAt (ms)}
 let refreshing = null; // the refresh in flight in this tab
 let lost = () => {};
@@ -101,15 +102,39 @@ async function send(path, { method, query, body, signal, headers = {} }) {
   }
 }
 
+function hint(on) {
+  try {
+    if (on) localStorage.setItem(HINT, "1");
+    else localStorage.removeItem(HINT);
+  } catch {
+    // no storage: mayHaveSession() says yes, and a refresh finds out
+  }
+}
+
+/**
+ * Whether a login may be restored from the refresh cookie (which script cannot see): false
+ * once this browser logged out or was refused, so the login page asks no refresh it knows
+ * will fail (a 401 in the console, a round trip).
+ */
+export function mayHaveSession() {
+  try {
+    return localStorage.getItem(HINT) !== null;
+  } catch {
+    return true;
+  }
+}
+
 function keep(tokens) {
   access = { token: tokens.access_token, expiresAt: Date.now() + tokens.expires_in * 1000 };
   mediaTokens.clear();
+  hint(true);
 }
 
 async function doRefresh() {
   const r = await send("/api/v1/auth/refresh", { method: "POST" });
   if (!r.ok) {
     access = null;
+    if (r.status === 401) hint(false);
     throw await errorOf(r);
   }
   keep(await r.json());
@@ -183,6 +208,7 @@ export async function login(name, password) {
 export async function logout() {
   access = null;
   mediaTokens.clear();
+  hint(false);
   try {
     await send("/api/v1/auth/logout", { method: "POST" });
   } catch {

@@ -193,7 +193,7 @@ function showInHost(root, vnode) {
   render(vnode, root);
 }
 
-async function mountPage(user, name, params) {
+async function mountPage(user, name, params, attempt = 0) {
   unmountPage();
   const generation = router.generation;
   const host = router.host;
@@ -215,14 +215,15 @@ async function mountPage(user, name, params) {
   showInHost(root, html`<${Spinner} />`);
   let mod;
   try {
-    mod = await import(`./pages/${name}.js`);
+    // A failed import stays failed in the module map: a retry asks for another URL.
+    mod = await import(attempt ? `./pages/${name}.js?retry=${attempt}` : `./pages/${name}.js`);
     if (mod.catalog) await loadCatalog(mod.catalog);
     if (typeof mod.render !== "function") throw new Error(`pages/${name}.js has no render()`);
   } catch (e) {
     if (generation !== router.generation) return;
     console.error(`page ${name} failed to load`, e);
     showInHost(root, html`<${ErrorBox} title=${t("common.page.load_failed")}
-      onRetry=${() => mountPage(user, name, parseHash().params)}>
+      onRetry=${() => mountPage(user, name, parseHash().params, attempt + 1)}>
       <p class="error-text">${String(e && e.message ? e.message : e)}</p><//>`);
     return;
   }
@@ -470,7 +471,7 @@ function Shell() {
   const start = async () => {
     setPhase("boot");
     try {
-      if (await session.refresh()) await enter();
+      if (session.mayHaveSession() && (await session.refresh())) await enter();
       else await toLogin();
     } catch (e) {
       setBootError(e);
@@ -532,9 +533,9 @@ function Shell() {
   }, [phase, user]);
 
   const logout = async () => {
-    unmountPage();
-    await session.logout();
+    setPhase("boot"); // the chrome goes first: nothing renders for a user that is gone
     router.user = null;
+    await session.logout();
     setUser(null);
     await toLogin();
   };
