@@ -536,32 +536,32 @@ export function LiveTile(props) {
         ${camera ? (known ? camera.name || camera.id : camera.id) : t("live.tile.empty")}</span>
       ${camera ? html`<span class=${`badge badge-${BADGE[status.state] || "paused"}`}
         role="status">${label()}</span>` : null}
-      <span class="tile-tools">
-        ${zoomed > 1 ? html`<button type="button" class="tile-btn" onClick=${() => zoom.current.reset()}
-          title=${t("live.tile.zoom_reset")} aria-label=${t("live.tile.zoom_reset")}>
-          ${`${zoomed.toFixed(1)}×`}</button>` : null}
-        ${id ? html`<button type="button" class="tile-btn tile-audio"
-          aria-pressed=${!muted} onClick=${() => setMuted(!muted)}
-          title=${muted ? t("live.tile.unmute") : t("live.tile.mute")}
-          aria-label=${muted ? t("live.tile.unmute") : t("live.tile.mute")}>
-          <svg class="icon" viewBox="0 0 24 24" width="16" height="16" aria-hidden="true">
-            <path d=${muted ? "M11 5L6 9H3v6h3l5 4zM23 9l-6 6M17 9l6 6"
-              : "M11 5L6 9H3v6h3l5 4zM15.5 8.5a5 5 0 0 1 0 7M19 5a10 10 0 0 1 0 14"} /></svg>
-          </button>` : null}
-        ${id ? html`<button type="button" class="tile-btn tile-snapshot" onClick=${snapshot}
-          title=${t("live.tile.snapshot")} aria-label=${t("live.tile.snapshot")}>
-          <svg class="icon" viewBox="0 0 24 24" width="16" height="16" aria-hidden="true">
-            <path d="M4 8h3l2-3h6l2 3h3v11H4zM12 17a4 4 0 1 0 0-8 4 4 0 0 0 0 8z" /></svg>
-          </button>` : null}
-        ${camera ? html`<button type="button" class="tile-btn tile-enlarge"
-          onClick=${() => props.onEnlarge(slot)}
-          title=${enlarged ? t("live.tile.shrink") : t("live.tile.enlarge")}
-          aria-label=${enlarged ? t("live.tile.shrink") : t("live.tile.enlarge")}>
-          <svg class="icon" viewBox="0 0 24 24" width="16" height="16" aria-hidden="true">
-            <path d=${enlarged ? "M9 4v5H4M15 4v5h5M9 20v-5H4M15 20v-5h5"
-              : "M4 9V4h5M20 9V4h-5M4 15v5h5M20 15v5h-5"} /></svg></button>` : null}
-        ${camera ? picker : null}
-      </span>
+    </div>
+    <div class="tile-tools">
+      ${zoomed > 1 ? html`<button type="button" class="tile-btn" onClick=${() => zoom.current.reset()}
+        title=${t("live.tile.zoom_reset")} aria-label=${t("live.tile.zoom_reset")}>
+        ${`${zoomed.toFixed(1)}×`}</button>` : null}
+      ${id ? html`<button type="button" class="tile-btn tile-audio"
+        aria-pressed=${!muted} onClick=${() => setMuted(!muted)}
+        title=${muted ? t("live.tile.unmute") : t("live.tile.mute")}
+        aria-label=${muted ? t("live.tile.unmute") : t("live.tile.mute")}>
+        <svg class="icon" viewBox="0 0 24 24" width="16" height="16" aria-hidden="true">
+          <path d=${muted ? "M11 5L6 9H3v6h3l5 4zM23 9l-6 6M17 9l6 6"
+            : "M11 5L6 9H3v6h3l5 4zM15.5 8.5a5 5 0 0 1 0 7M19 5a10 10 0 0 1 0 14"} /></svg>
+        </button>` : null}
+      ${id ? html`<button type="button" class="tile-btn tile-snapshot" onClick=${snapshot}
+        title=${t("live.tile.snapshot")} aria-label=${t("live.tile.snapshot")}>
+        <svg class="icon" viewBox="0 0 24 24" width="16" height="16" aria-hidden="true">
+          <path d="M4 8h3l2-3h6l2 3h3v11H4zM12 17a4 4 0 1 0 0-8 4 4 0 0 0 0 8z" /></svg>
+        </button>` : null}
+      ${camera ? html`<button type="button" class="tile-btn tile-enlarge"
+        onClick=${() => props.onEnlarge(slot)}
+        title=${enlarged ? t("live.tile.shrink") : t("live.tile.enlarge")}
+        aria-label=${enlarged ? t("live.tile.shrink") : t("live.tile.enlarge")}>
+        <svg class="icon" viewBox="0 0 24 24" width="16" height="16" aria-hidden="true">
+          <path d=${enlarged ? "M9 4v5H4M15 4v5h5M9 20v-5H4M15 20v-5h5"
+            : "M4 9V4h5M20 9V4h-5M4 15v5h5M20 15v5h-5"} /></svg></button>` : null}
+      ${camera ? picker : null}
     </div>
   </div>`;
 }

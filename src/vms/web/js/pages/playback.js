@@ -485,13 +485,13 @@ function Playback({ ctx }) {
           <video muted playsinline disablepictureinpicture
             ref=${(el) => (el ? videos.current.set(c.id, el) : videos.current.delete(c.id))}></video>
           <div class="tile-bar"><span class="tile-name" title=${c.name || c.id}>${c.name || c.id}</span>
-            ${label ? html`<span class=${`badge-${s && s.state === "error" ? "error" : "paused"}`}>${label}</span>` : null}
-            <span class="tile-tools"><button type="button" class="tile-btn"
+            ${label ? html`<span class=${`badge-${s && s.state === "error" ? "error" : "paused"}`}>${label}</span>` : null}</div>
+          <div class="tile-tools"><button type="button" class="tile-btn"
               title=${t("playback.snapshot")} aria-label=${t("playback.snapshot")}
               onClick=${() => downloadSnapshot(videos.current.get(c.id), c.id)}>
               <svg class="icon" viewBox="0 0 24 24" width="16" height="16" aria-hidden="true">
                 <path d="M4 8h3l2-3h6l2 3h3v11H4zM12 17a4 4 0 1 0 0-8 4 4 0 0 0 0 8z" /></svg>
-            </button></span></div>
+            </button></div>
         </div>`;
       })}
     </div>
