@@ -224,6 +224,10 @@ def test_tiles_swap_pick_enlarge_and_follow_the_keyboard(site: Site) -> None:
                            timeout=20_000)  # fmt: skip
     page.keyboard.press("Escape")
     page.wait_for_selector(f"{gate}:not(.enlarged)")
+    page.dblclick(f"{gate} video", force=True)  # a double click enlarges too, and back
+    page.wait_for_selector(f"{gate}.enlarged")
+    page.dblclick(f"{gate} video", force=True)
+    page.wait_for_selector(f"{gate}:not(.enlarged)")
     assert page.errors == []
     page.close()
 

@@ -294,6 +294,22 @@ def test_hover_shows_a_thumbnail_and_the_link_keeps_the_moment(site: Site) -> No
     url = page.url
     assert f"t={at_us}" in url and "cameras=cam2%2Ccam1" in url
     page.close()
+
     again = open_playback(site, url.split("#/", 1)[1])
     assert settle(again)["clock"] == at_us
+
+    # Go to a date and time typed in the browser's zone (whole seconds).
+    target_s = (site.start_us + 9_000_000) // 1_000_000
+    local = again.evaluate(
+        """(s) => { const d = new Date(s * 1000), p = (n) => String(n).padStart(2, '0');
+          return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}` +
+                 `:${p(d.getMinutes())}:${p(d.getSeconds())}`; }""",
+        target_s,
+    )
+    again.fill("#pb-goto", local)
+    again.press("#pb-goto", "Enter")
+    again.wait_for_function(
+        f"() => document.querySelector('.pb').dataset.time == {target_s * 1_000_000}"
+    )
+    assert settle(again)["clock"] == target_s * 1_000_000
     again.close()

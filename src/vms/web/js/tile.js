@@ -13,9 +13,10 @@
 // Traps:
 // - A protocol is given up for the next one only while it has never shown a frame: an error
 //   before the first frame, or no frame within FALLBACK_MS. "offline" is the camera, not the
-//   protocol: it never moves to another one. A protocol that failed so on one tile and never
-//   worked on any is skipped by the tiles that start after it (a network that blocks WebRTC
-//   should not cost every tile of a 16-tile wall its timeout).
+//   protocol, unless the server says the camera is online: a WHEP offer refused with 503 for
+//   "too many viewers" reads as offline to the player. A protocol that failed so on one tile
+//   and never worked on any is skipped by the tiles that start after it (a network that
+//   blocks WebRTC should not cost every tile of a 16-tile wall its timeout).
 // - A player starts asynchronously (a media token, an offer): a stop that comes meanwhile is
 //   kept, and the player is stopped the moment it is returned (a generation per start).
 // - Unmuting needs a gesture of the user: the audio button is one; autoplay is always muted.
@@ -103,11 +104,13 @@ const worked = new Set();
 /**
  * Plays one camera into `video`, moving to the next protocol while none has shown a frame.
  * onChange({state, detail, protocol, stream}) on every change; state is one of "starting",
- * "connecting", "live", "offline", "reconnecting", "error".
+ * "connecting", "live", "offline", "reconnecting", "error". online(): whether the server sees
+ * the camera online (asked when a protocol says offline before its first frame).
  */
 export class LiveRunner {
-  constructor(video, { camera, mediaToken, protocols, players, onChange }) {
+  constructor(video, { camera, mediaToken, protocols, players, onChange, online }) {
     Object.assign(this, { video, camera, mediaToken, protocols, players, onChange });
+    this.online = online || (async () => false);
     this.index = -1;
     this.stopper = null;
     this.generation = 0;
@@ -175,7 +178,8 @@ export class LiveRunner {
       gaveUp.delete(protocol);
       clearTimeout(this.timer);
     } else if (state === "offline") {
-      clearTimeout(this.timer); // the camera, not the protocol
+      clearTimeout(this.timer); // the camera, not the protocol (unless the server disagrees)
+      if (!this.everLive && this.index + 1 < this.protocols.length) this.doubt(protocol);
     } else if (state === "error" && !this.everLive && this.index + 1 < this.protocols.length) {
       this.tell({ detail: detail || "" });
       this.giveUp();
@@ -184,6 +188,20 @@ export class LiveRunner {
       if (this.status.state === "offline") this.arm(); // back from offline: time it again
     }
     this.tell({ state, detail: detail || "" });
+  }
+
+  // Said offline before any frame: if the server sees the camera online, the protocol is the
+  // trouble (refused for too many viewers, say), and the next one is tried.
+  async doubt(protocol) {
+    const generation = this.generation;
+    let online = false;
+    try {
+      online = await this.online();
+    } catch {
+      return; // cannot tell: stay, and keep trying this protocol
+    }
+    if (online && generation === this.generation && this.protocols[this.index] === protocol &&
+        !this.everLive && this.status.state === "offline") this.giveUp();
   }
 
   async halt() {
@@ -437,8 +455,10 @@ export function LiveTile(props) {
         report({ state: "error", detail: t("live.tile.no_protocol"), protocol: null });
         return;
       }
+      const online = () => ctx.api(`/api/v1/cameras/${encodeURIComponent(id)}`)
+        .then((c) => !!c.health && ["online", "degraded"].includes(c.health.state));
       runner.current = new LiveRunner(video.current, {
-        camera: id, mediaToken: ctx.mediaToken, protocols, players, onChange: report,
+        camera: id, mediaToken: ctx.mediaToken, protocols, players, onChange: report, online,
       });
       runner.current.start();
     });
