@@ -15,6 +15,7 @@ import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from tests.support.browser import chromium, served_app
 from tests.support.polling import wait_for
@@ -29,12 +30,12 @@ STREET = [[0.0, 0.25], [1.0, 0.25], [1.0, 1.0], [0.0, 1.0]]
 RECORD_S = 60
 
 
-def log_in(page: object, base: str, route: str, theme: str) -> None:
-    page.add_init_script(f"localStorage.setItem('vms.theme', '{theme}')")  # type: ignore[attr-defined]
-    page.goto(f"{base}/#/{route}")  # type: ignore[attr-defined]
-    page.fill("#name", "operator")  # type: ignore[attr-defined]
-    page.fill("#password", PASSWORD)  # type: ignore[attr-defined]
-    page.click("button[type=submit]")  # type: ignore[attr-defined]
+def log_in(page: Any, base: str, route: str, theme: str) -> None:
+    page.add_init_script(f"localStorage.setItem('vms.theme', '{theme}')")
+    page.goto(f"{base}/#/{route}")
+    page.fill("#name", "operator")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
 
 
 def main(out: Path) -> None:
