@@ -84,7 +84,7 @@ def test_the_migration_seeds_the_builtin_roles_and_goes_down_and_up(
     cat = Catalog(url)  # migrates to the head
     try:
         with cat.engine.connect() as c:
-            assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0006"
+            assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0007"
             rows = c.execute(sa.text("SELECT name, builtin, permissions FROM roles ORDER BY name"))
             roles = {r.name: (bool(r.builtin), json.loads(r.permissions)) for r in rows}
             assert c.execute(sa.text("SELECT count(*) FROM users")).scalar() == 0

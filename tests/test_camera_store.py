@@ -130,7 +130,7 @@ def test_a_0002_catalog_with_cameras_migrates_and_seeds(
     r = Rig(url, tmp_path / "data")
     try:
         with r.catalog.engine.connect() as c:
-            assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0006"
+            assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0007"
         row = r.row("door")
         assert (row.name, row.origin, row.seed, row.config, row.secret) == (
             "Door", FILE, None, None, None,

@@ -70,7 +70,7 @@ def test_migrations_create_the_schema_once(any_catalog: Catalog) -> None:
     again = Catalog(any_catalog.url)  # a second start must not fail or duplicate anything
     with again.engine.connect() as c:
         version = c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one()
-    assert version == "0006"
+    assert version == "0007"
     tables = set(sa.inspect(again.engine).get_table_names())
     assert {"roots", "cameras", "segments", "garbage", "alembic_version"} <= tables
     again.close()

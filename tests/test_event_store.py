@@ -266,7 +266,7 @@ def test_the_store_sink_writes_events_and_waits_for_the_catalog(
 def test_the_schema_is_migration_0006(store: EventStore) -> None:
     with store.catalog.engine.connect() as c:
         version = c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one()
-    assert version == "0006"
+    assert version >= "0006"  # this migration, or one after it
     assert {"events", "event_zones", "motion"} <= set(
         sa.inspect(store.catalog.engine).get_table_names()
     )

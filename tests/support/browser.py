@@ -34,10 +34,11 @@ def hls_js() -> bytes:
 
 
 @contextlib.contextmanager
-def served_app(config: Config) -> Iterator[tuple[str, Server]]:
-    """The app under uvicorn on 127.0.0.1 in a thread of its own; yields its base URL and the
-    server, and stops both (every open segment closed) on exit."""
-    port = free_port()
+def served_app(config: Config, port: int | None = None) -> Iterator[tuple[str, Server]]:
+    """The app under uvicorn on 127.0.0.1 (on ``port``, else a free one) in a thread of its
+    own; yields its base URL and the server, and stops both (every open segment closed) on
+    exit."""
+    port = port or free_port()
     app = create_app(config)
     uv = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,

@@ -30,7 +30,9 @@ Routers (each a module of this package):
 - :data:`vms.api.events.router`: ``/api/v1/events`` (the list: the cameras the caller may
   view), one event, its snapshot and its clip (per route: an event of a camera the caller may
   not view is 404; a media token will do for the snapshot and the clip);
-- :data:`vms.api.events.camera_router`: ``/api/v1/cameras/{camera_id}/motion``.
+- :data:`vms.api.events.camera_router`: ``/api/v1/cameras/{camera_id}/motion``;
+- :data:`vms.api.views.router`: ``/api/v1/views`` (the web client's saved walls: the caller's
+  own, each camera in them judged again when read).
 
 Outside the API, not in :data:`ROUTERS`: the API docs page, :data:`vms.api.pages.router`,
 the live player page (``/live``, ``/live/static/*``), and :data:`vms.api.ui.router`, the web
@@ -74,6 +76,7 @@ from vms.api import (
     thumbnails,
     timeline,
     ui,
+    views,
     whep,
 )
 from vms.api.guard import any_media_access, camera_access, media_access, require
@@ -109,6 +112,7 @@ GUARDED: tuple[tuple[APIRouter, list[Any]], ...] = (
     (events.router, []),  # per route: view on the event's camera (a media token will do)
     (events.camera_router, [Depends(camera_access(Action.PLAYBACK))]),
     (whep.ice_router, [Depends(any_media_access(Action.LIVE))]),
+    (views.router, [Depends(require(Action.VIEW))]),  # each user's own views only
 )
 ROUTERS = tuple(router for router, _ in GUARDED)
 

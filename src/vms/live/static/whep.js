@@ -90,6 +90,9 @@
     let stopped = false;
     let retry = null;
     let shown = false; // a frame of the current connection has been shown
+    // The camera said offline on this connection and not yet online: the frames still in the
+    // jitter buffer when the message comes are shown after it, and must not say "live".
+    let away = false;
     let tries = 0;
 
     async function end(s) {
@@ -189,6 +192,7 @@
                   channel: null, behind: false };
       session = s;
       shown = false;
+      away = false;
       pc.addTransceiver("video", { direction: "recvonly" });
       pc.addTransceiver("audio", { direction: "recvonly" });
       pc.addEventListener("track", (event) => s.media.addTrack(event.track));
@@ -198,8 +202,10 @@
         const msg = JSON.parse(event.data);
         if (msg.type === "offline") {
           shown = false;
+          away = true;
           onState("offline", msg.since);
         } else if (msg.type === "online") {
+          away = false;
           onState("connecting");
         } else if (msg.type === "state") {
           if (msg.streams && abr) facts = abr.facts(msg.streams);
@@ -255,7 +261,7 @@
     // "live" once a frame of the current connection is shown.
     const onFrame = () => {
       if (stopped) return;
-      if (!shown && session && video.srcObject === session.media) {
+      if (!shown && !away && session && video.srcObject === session.media) {
         shown = true;
         onState("live");
       }
