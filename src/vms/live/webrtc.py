@@ -206,7 +206,8 @@ class _Passthrough(MediaStreamTrack):
 
     def _switch(self) -> None:
         new = self._pending
-        assert new is not None and self._sub is not None
+        if new is None or self._sub is None:  # stopped meanwhile
+            return
         self._sub.close()
         self._relay, self._sub, self._held, self._pending = new.relay, new.sub, new.held, None
         # The replayed GOP is a backlog, as at a start: sent, squeezed, not skipped.
@@ -215,7 +216,9 @@ class _Passthrough(MediaStreamTrack):
 
     async def _next(self) -> Item | None:
         """The next item; None when a switch was made or asked for (look again)."""
-        assert self._sub is not None
+        sub = self._sub
+        if sub is None:  # stopped meanwhile
+            return None
         if self._held:
             return self._held.pop(0)
         pending = self._pending
@@ -223,7 +226,7 @@ class _Passthrough(MediaStreamTrack):
             self._switch()
             return None
         try:
-            return await self._waiter.next(self._sub, None if pending is None else POLL_S)
+            return await self._waiter.next(sub, None if pending is None else POLL_S)
         except StopAsyncIteration:
             if self._pending is None:
                 raise
@@ -237,6 +240,8 @@ class _Passthrough(MediaStreamTrack):
             # Subscribed here, on the loop, once DTLS is up: from the relay's latest keyframe.
             self._sub = self._relay.subscribe(QUEUE)
         while True:
+            if self._sub is None:  # stopped (the session closed) while it waited
+                raise MediaStreamError
             try:
                 item = await self._next()
             except StopAsyncIteration:
