@@ -109,7 +109,7 @@ def test_people_in_real_footage_become_events_on_every_channel(
                 delay = first["after"]["start_us"] / 1e6 - mark
                 # The event's time is the first frame of the person's track: after the frame
                 # that showed people entered the camera, within a few frames.
-                assert -0.5 < delay < 3.0, delay
+                assert -0.5 < delay < 6.0, delay
                 wait_for(lambda: any("street" in m["after"]["zones"] for m in person_events()),
                          30, "a zone entry")  # fmt: skip
                 wait_for(lambda: hook.requests, 30, "the webhook")
@@ -133,7 +133,9 @@ def test_people_in_real_footage_become_events_on_every_channel(
                 status = server.detection.status()
                 assert status["cameras"]["door"]["detections"] > 0
                 assert status["cameras"]["still"]["submitted"] == 0  # nothing moved there
-            # The server stopped: every event ended, and was told so.
+            # The server stopped: every event ended, and was told so; motion is off.
+            wait_for(lambda: sub.payloads(f"{mqtt_prefix}/door/motion")[-1:] == [b"OFF"], 10,
+                     "motion OFF")  # fmt: skip
             ends = [m for m in person_events() if m["type"] == "end"]
             news = [m for m in person_events() if m["type"] == "new"]
             assert {m["after"]["id"] for m in news} <= {m["after"]["id"] for m in ends}

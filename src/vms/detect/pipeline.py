@@ -37,7 +37,7 @@ from vms.detection_config import DetectConfig, DetectionConfig
 from vms.detection_config import EventsConfig as EventsSettings
 from vms.errors import VmsError
 from vms.events.bus import EventBus
-from vms.events.model import Box, Event, Message
+from vms.events.model import Box, Event, Message, MotionMessage
 from vms.events.snapshots import Snapshots
 from vms.events.store import EventStore
 
@@ -138,6 +138,8 @@ class CameraDetector:
             now = self.clock.wall_us()
             messages: list[Message] = [*self.events.close(now)]
             messages += self.events.count_changes(now)
+            if self.switch.on:  # no camera, no motion: a retained ON must not outlive it
+                messages.append(MotionMessage(self.camera_id, False, now))
             for message in messages:
                 self.bus.publish(message)
         for minute_us, scores in self.minutes.flush():
