@@ -4,6 +4,7 @@ and read back, in Python and in Chromium; and the stamped stand-in camera read o
 from __future__ import annotations
 
 import random
+import socket
 from fractions import Fraction
 from pathlib import Path
 
@@ -151,3 +152,18 @@ def test_chromium_reads_the_stamps(tmp_path: Path) -> None:
     # skip one; what it reads is never wrong).
     assert len(read) >= 10 and set(read) <= expected
     assert len(read) >= 0.8 * len([s for s in seen])
+
+
+def test_media_sent_before_the_play_reply_is_skipped() -> None:
+    """A camera sharing its media may send the session's frames before the PLAY reply."""
+    client = DirectClient("rtsp://127.0.0.1:1/cam")
+    ours, camera = socket.socketpair()
+    with ours, camera:
+        client._sock = ours
+        camera.sendall(b"$\x00\x00\x05hello$\x01\x00\x02hi" + b"RTSP/1.0 200 OK\r\nCSeq: 1\r\n"
+                       b"Session: 7\r\nContent-Length: 2\r\n\r\nok$\x00\x00\x01x")  # fmt: skip
+        buf = bytearray()
+        headers, body = client._request(buf, "PLAY", "rtsp://127.0.0.1:1/cam")
+    assert headers["session"] == "7" and body == b"ok"
+    assert bytes(buf) == b"$\x00\x00\x01x"  # the media after the reply stays for the reader
+    assert client._media_before_reply

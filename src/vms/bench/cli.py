@@ -23,6 +23,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, help="override the run length")
     p.add_argument("--no-peer", action="store_true", help="skip the ffmpeg peer run")
     p.add_argument(
+        "--peer-cameras",
+        type=int,
+        help="recording: ffmpeg processes in the peer run (at most --cameras; 40 by default)",
+    )
+    p.add_argument(
         "--slow-root",
         action="store_true",
         help="recording: a tenth of the cameras on a storage root whose every write and sync "

@@ -81,6 +81,7 @@ class DirectClient:
         self._thread = threading.Thread(target=self._run, name="direct-rtsp", daemon=True)
         self._cseq = 0
         self._session = ""
+        self._media_before_reply = False
         self._control = url
 
     def start(self) -> DirectClient:
@@ -120,7 +121,7 @@ class DirectClient:
         self._cseq += 1
         head = f"{method} {url} RTSP/1.0\r\nCSeq: {self._cseq}\r\nUser-Agent: vms-bench\r\n"
         self._sock.sendall((head + extra + "\r\n").encode())
-        while (end := buf.find(b"\r\n\r\n")) < 0:
+        while (end := self._reply_end(buf)) < 0:
             self._recv(buf)
         lines = buf[:end].decode("latin-1").split("\r\n")
         status = lines[0].split(" ", 2)
@@ -136,6 +137,20 @@ class DirectClient:
         body = bytes(buf[end + 4 : end + 4 + size])
         del buf[: end + 4 + size]
         return headers, body
+
+    def _reply_end(self, buf: bytearray) -> int:
+        """Where the reply's head ends in ``buf``, or -1. Trap: a camera whose media is
+        shared may send interleaved frames of the session before the PLAY reply itself;
+        those are dropped here, and the access unit they belonged to with them."""
+        while buf[:1] == b"$":
+            if len(buf) < 4:
+                return -1
+            size = 4 + ((buf[2] << 8) | buf[3])
+            if len(buf) < size:
+                return -1
+            del buf[:size]
+            self._media_before_reply = True
+        return buf.find(b"\r\n\r\n")
 
     def _recv(self, buf: bytearray) -> None:
         assert self._sock is not None
@@ -189,6 +204,8 @@ class DirectClient:
 
     def _media(self, buf: bytearray) -> None:
         depack = Depacketizer(H264)
+        if self._media_before_reply:
+            depack.lost()
         next_keepalive = time.monotonic() + KEEPALIVE_S
         decoder: VideoCodecContext | None = None
         if self.decode:
