@@ -17,10 +17,13 @@ from vms.bench import cli
 from vms.bench.report import emit, percentile
 from vms.standin import gstreamer_available
 
-pytestmark = pytest.mark.skipif(
-    not gstreamer_available(),
-    reason="GStreamer RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0, x264enc) missing",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not gstreamer_available(),
+        reason="GStreamer RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0, x264enc) missing",
+    ),
+    pytest.mark.serial,  # benchmarks measure CPU and time: the machine to themselves
+]
 
 ENVELOPE = {"bench", "quick", "figures", "peer", "ratio", "ok", "target", "machine"}
 

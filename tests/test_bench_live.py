@@ -70,6 +70,7 @@ def _spread(s: dict[str, Any], low: float, high: float) -> None:
 @needs_gstreamer
 @pytest.mark.skipif(not browser.available(), reason="no Chromium/Playwright")
 @pytest.mark.timeout(150)  # ~20 s on a quiet machine
+@pytest.mark.serial
 def test_live_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     result = _run(capsys, "live", "--seconds", "1.5")
     f = result["figures"]
@@ -98,6 +99,7 @@ def test_live_smoke(capsys: pytest.CaptureFixture[str]) -> None:
 
 @needs_gstreamer
 @pytest.mark.timeout(150)  # ~20 s on a quiet machine
+@pytest.mark.serial
 def test_viewers_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     result = _run(capsys, "viewers", "--viewers", "5", "--seconds", "1.5")
     f = result["figures"]

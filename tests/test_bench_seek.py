@@ -41,6 +41,7 @@ def _sane(way: dict[str, Any], requests: int) -> None:
 
 
 @pytest.mark.timeout(120)  # a smoke test of correctness; 20 s on a quiet machine
+@pytest.mark.serial
 def test_seek_smoke(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     args = ("--hours", "0.05", "--cameras", "2", "--instants", "4", "--data-dir", str(tmp_path))
     result = _run(capsys, *args)

@@ -26,9 +26,12 @@ from vms.notify.webhook import verify
 from vms.standin import StandinCamera, gstreamer_available
 from vms.standin.footage import default_cache_dir, scene_frames
 
-pytestmark = pytest.mark.skipif(
-    not gstreamer_available(), reason="GStreamer RTSP server (Debian packages) not installed"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not gstreamer_available(), reason="GStreamer RTSP server (Debian packages) not installed"
+    ),
+    pytest.mark.serial,  # bounds the alert's delay after the people appear
+]
 SECRET = "webhook secret for the test"
 STREET = [[0.0, 0.25], [1.0, 0.25], [1.0, 1.0], [0.0, 1.0]]  # where people walk in vtest
 

@@ -27,7 +27,10 @@ from vms.config import from_dict
 from vms.server import Server
 from vms.standin import StandinCamera, gstreamer_available, stamp
 
-pytestmark = pytest.mark.skipif(not gstreamer_available(), reason="needs GStreamer")
+pytestmark = [
+    pytest.mark.skipif(not gstreamer_available(), reason="needs GStreamer"),
+    pytest.mark.serial,  # its recordings come from cameras that must not stall under load
+]
 
 PASSWORD = "a long enough password"
 FAST = {"argon2_time_cost": 1, "argon2_memory_kib": 8192, "argon2_parallelism": 1}
