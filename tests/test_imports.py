@@ -98,6 +98,9 @@ def test_the_command_line_and_the_server_load_no_benchmark() -> None:
     assert {"vms.cli", "vms.serve", "vms.server", "vms.api.routes"} <= loaded
     assert not {m for m in loaded if m.startswith(tuple(p + "." for p in OUTSIDE_RUNTIME))}
     assert not loaded & set(OUTSIDE_RUNTIME)
+    # Detection and the event sinks' clients come when the configuration asks for them: a
+    # server that records only does not start OpenCV, SciPy, PyArrow or a broker's client.
+    assert not loaded & {"cv2", "scipy", "pyarrow", "aiomqtt", "nats", "vms.detect.pipeline"}
 
 
 def test_vms_bench_is_reached_by_name(capsys: pytest.CaptureFixture[str]) -> None:

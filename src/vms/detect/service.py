@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from vms.clock import Clock
 from vms.config import CameraConfig, Config, StreamName
 from vms.detect import models
-from vms.detect.pipeline import CameraDetector, Job
 from vms.detect.pool import DetectorPool
 from vms.detection_config import DetectStream
 from vms.errors import VmsError
@@ -31,6 +30,7 @@ from vms.health import CameraHealth
 
 if TYPE_CHECKING:
     from vms.cameras.pipeline import StreamPipeline
+    from vms.detect.pipeline import CameraDetector, Job
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,10 @@ class Detection:
         if want == DetectStream.AUTO and StreamName.SUB in streams:
             name = StreamName.SUB
         pipeline = streams.get(name) or main
+        # Imported here: it brings OpenCV and SciPy, which a server without detection never
+        # needs (a second of start-up and some 150 MB).
+        from vms.detect.pipeline import CameraDetector
+
         detector = CameraDetector(
             camera_id,
             name.value,
