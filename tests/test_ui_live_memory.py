@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.browser import chromium, served_app
+from tests.support.browser import WALL_FRAMES, chromium, served_app
 from tests.support.polling import wait_for
 from vms.auth.store import Grant
 from vms.config import from_dict
@@ -34,15 +34,6 @@ CAMERAS = ["c1", "c2", "c3", "c4"]
 WARM_S = 10
 RUN_S = 30
 HEAP_GROWTH_MAX = 500_000
-FRAMES = """() => [...document.querySelectorAll('#wall .tile video')].map((v) => {
-  if (!v.counting) {
-    v.counting = true;
-    v.frames = 0;
-    const f = () => { v.frames++; v.requestVideoFrameCallback(f); };
-    v.requestVideoFrameCallback(f);
-  }
-  return v.frames;
-})"""
 
 
 def sample(cdp: Any) -> dict[str, float]:
@@ -79,15 +70,15 @@ def test_a_sixteen_tile_wall_keeps_its_memory(tmp_path: Path) -> None:
                                    ".length === 16", timeout=60_000)  # fmt: skip
             cdp = page.context.new_cdp_session(page)
             cdp.send("Performance.enable")
-            page.evaluate(FRAMES)
+            page.evaluate(WALL_FRAMES)
             time.sleep(WARM_S)
             samples = [sample(cdp)]
-            frames0 = page.evaluate(FRAMES)
+            frames0 = page.evaluate(WALL_FRAMES)
             t0 = time.monotonic()
             while time.monotonic() - t0 < RUN_S:
                 time.sleep(10)
                 samples.append(sample(cdp))
-            frames = [b - a for a, b in zip(frames0, page.evaluate(FRAMES), strict=True)]
+            frames = [b - a for a, b in zip(frames0, page.evaluate(WALL_FRAMES), strict=True)]
             elapsed = time.monotonic() - t0
             states = page.eval_on_selector_all("#wall .tile", "ts => ts.map(t => t.dataset.state)")
             page.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.browser import chromium, served_app
+from tests.support.browser import WALL_FRAMES, chromium, served_app
 from tests.support.polling import free_port, wait_for
 from vms.auth.store import Grant
 from vms.config import from_dict
@@ -21,15 +21,6 @@ pytestmark = pytest.mark.skipif(not gstreamer_available(), reason="needs GStream
 PASSWORD = "a long enough password"
 FAST = {"argon2_time_cost": 1, "argon2_memory_kib": 8192, "argon2_parallelism": 1}
 STATES = "() => [...document.querySelectorAll('#wall .tile:not(.tile-empty)')].map(t => t.dataset.state)"
-FRAMES = """() => [...document.querySelectorAll('#wall .tile:not(.tile-empty) video')].map((v) => {
-  if (!v.counting) {
-    v.counting = true;
-    v.frames = 0;
-    const f = () => { v.frames++; v.requestVideoFrameCallback(f); };
-    v.requestVideoFrameCallback(f);
-  }
-  return v.frames;
-})"""
 
 
 def test_the_wall_plays_again_after_the_server_restarts(tmp_path: Path) -> None:
@@ -61,8 +52,8 @@ def test_the_wall_plays_again_after_the_server_restarts(tmp_path: Path) -> None:
         with served_app(cfg, port):
             wait_for(lambda: page.evaluate(STATES) == ["live", "live"], 60, "the wall again")
             back = time.monotonic() - gone
-            before = page.evaluate(FRAMES)
-            wait_for(lambda: all(n > m + 25 for n, m in zip(page.evaluate(FRAMES), before,
+            before = page.evaluate(WALL_FRAMES)
+            wait_for(lambda: all(n > m + 25 for n, m in zip(page.evaluate(WALL_FRAMES), before,
                                                              strict=True)), 20, "frames")  # fmt: skip
             assert not page.query_selector("#name")  # no new login
         print(f"\nplaying again {back:.1f} s after the server went down (its restart included)")

@@ -23,6 +23,18 @@ from vms.config import Config
 from vms.server import Server
 
 VENDOR = Path(__file__).resolve().parents[2] / ".cache" / "vendor"
+# For page.evaluate: the frames each Live wall tile (with a camera) has shown since the first
+# call, counted by requestVideoFrameCallback, in the wall's order.
+WALL_FRAMES = """() => [...document.querySelectorAll('#wall .tile:not(.tile-empty) video')]
+  .map((v) => {
+    if (!v.counting) {
+      v.counting = true;
+      v.frames = 0;
+      const f = () => { v.frames++; v.requestVideoFrameCallback(f); };
+      v.requestVideoFrameCallback(f);
+    }
+    return v.frames;
+  })"""
 
 
 def hls_js() -> bytes:
