@@ -98,16 +98,28 @@ def run(args: argparse.Namespace, progress: Progress) -> Result:
             # Each phase starts from a fresh camera, so neither inherits the other's state (a
             # gst-rtsp-server that 200 clients just left has been seen to stop answering new
             # ones, and to abort on a TCP backlog assertion when clients fell behind).
-            cam.stop()
-            cam.start()
-            camera_ps = psutil.Process(cam.pid)
-            progress.note(f"fresh stand-in camera for the peer: {cam.url}")
             peer_n = min(n, int(getattr(args, "peer_cameras", None) or PEER_CAMERAS))
-            try:
-                peer = _peer(cam, camera_ps, peer_n, seconds, warmup, tmp / "peer", progress)
+            first_error: str | None = None
+            # A second try, on another fresh camera, when ffmpeg could not start recording
+            # (the first try's error stays in the result).
+            for attempt in (1, 2):
+                cam.stop()
+                cam.start()
+                camera_ps = psutil.Process(cam.pid)
+                progress.note(f"fresh stand-in camera for the peer: {cam.url}")
+                try:
+                    peer = _peer(
+                        cam, camera_ps, peer_n, seconds, warmup, tmp / f"peer{attempt}",
+                        progress, connect_s=40.0 if quick else 120.0,
+                    )  # fmt: skip
+                except RuntimeError as e:  # our figures stand; say why there is no ratio
+                    progress.note(f"peer, try {attempt}: {e}")
+                    peer = {"error": str(e)}
+                    first_error = first_error or str(e)
+                    continue
                 peer["camera_restarted"] = ours["camera_error"] is not None
-            except RuntimeError as e:  # our figures stand; say why there is no ratio
-                peer = {"error": str(e)}
+                peer["first_try_error"] = first_error
+                break
     ratio = ratios(ours, peer, ["cpu_per_camera_pct", "rss_per_camera_mib"])
     if slow:  # the question is only whether the other root's cameras lost anything
         ok = ours["camera_error"] is None and ours["slow_root"]["fast_frames_lost"] == 0
@@ -348,6 +360,7 @@ def _peer(
     warmup: float,
     tmp: Path,
     progress: Progress,
+    connect_s: float = 120.0,
 ) -> dict[str, Any]:
     """One ``ffmpeg -c copy -f segment`` process per camera (how Frigate records)."""
     procs: list[subprocess.Popen[bytes]] = []
@@ -362,7 +375,10 @@ def _peer(
                 return subprocess.Popen(
                     [
                         "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
-                        "-rtsp_transport", "tcp", "-i", url, "-c", "copy", "-f", "segment",
+                        # -timeout (µs): an ffmpeg whose camera went quiet gives up and is
+                        # started again instead of waiting forever for its first packet.
+                        "-rtsp_transport", "tcp", "-timeout", "10000000", "-i", url,
+                        "-c", "copy", "-f", "segment",
                         "-segment_time", "10", "-reset_timestamps", "1", str(d / "%05d.mp4"),
                     ],
                     stdin=subprocess.DEVNULL,
@@ -379,7 +395,7 @@ def _peer(
                     procs.append(spawn(d))
                     time.sleep(0.05)
                 wave = slice(0, first + PEER_WAVE)
-                _wait_files(dirs[wave], procs, spawn, 120, progress, logs)
+                _wait_files(dirs[wave], procs, spawn, connect_s, progress, logs, cam)
             _sleep_with_bar(warmup, progress, "peer: warm-up")
             ps = [psutil.Process(p.pid) for p in procs]
             cpu0, cam0, t0 = cpu_seconds(ps), cpu_seconds([camera_ps]), time.monotonic()
@@ -432,6 +448,7 @@ def _wait_files(
     timeout: float,
     progress: Progress,
     log_path: Path,
+    cam: StandinCamera,
 ) -> None:
     """Until every ffmpeg wrote a file. One that gave up first (a camera busy with 200
     handshakes can refuse a few) is started again, as a supervisor would."""
@@ -449,9 +466,11 @@ def _wait_files(
             return
         time.sleep(0.2)
     tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+    camera = cam.stderr_tail(600).strip().splitlines()[-3:]
     raise RuntimeError(
-        f"ffmpeg peer: only {ready}/{len(dirs)} processes wrote a file; ffmpeg said: "
-        + (" | ".join(tail) or "nothing")
+        f"ffmpeg peer: only {ready}/{len(dirs)} processes wrote a file in {timeout:g} s; "
+        f"ffmpeg said: {' | '.join(tail) or 'nothing'}; "
+        f"the camera (running: {cam.running()}) said: {' | '.join(camera) or 'nothing'}"
     )
 
 
