@@ -197,7 +197,7 @@ def test_looped_clip_plays_at_real_rate_with_increasing_timestamps(clips: dict[s
     step = info.video.timescale // 25
     assert all(b - a == step for a, b in itertools.pairwise(dts)), "timeline must not restart"
     # Paced by timestamps: never faster than real time; a loaded machine may be a little late.
-    assert 4.6 <= elapsed <= 8.0, f"played 5 s of video in {elapsed:.2f} s"
+    assert 4.6 <= elapsed <= 10.0, f"played 5 s of video in {elapsed:.2f} s"
     assert [p.keyframe for p in got[::25]] == [True] * 5
     assert got[50].data == packets[0].data
 

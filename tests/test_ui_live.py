@@ -151,7 +151,9 @@ def test_a_four_camera_wall_plays_every_tile(site: Site) -> None:
     wait_states(page, dict.fromkeys(WALL, "live"))
     every = time.monotonic() - t0
     print(f"\nlogin to first live picture {first:.2f} s, to all four {every:.2f} s")
-    assert first < 5, first  # loopback; 1 s is the budget on an unshared machine
+    # Loopback: about 1 s on a quiet machine (printed above); the bound is for a machine
+    # shared with the other tests, where a start can wait seconds for a core.
+    assert first < 15, first
 
     shown = tiles(page)
     assert [t["camera"] for t in shown] == WALL

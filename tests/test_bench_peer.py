@@ -1,0 +1,43 @@
+"""The recording benchmark's ffmpeg peer when it cannot start: a clear reason, in time.
+
+Not with the benchmark smokes (tests/test_bench.py, serial): this one mostly waits.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import psutil
+import pytest
+
+from vms.bench import recording
+from vms.bench.report import Progress
+from vms.standin import StandinCamera, gstreamer_available
+
+pytestmark = pytest.mark.skipif(
+    not gstreamer_available(),
+    reason="GStreamer RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0, x264enc) missing",
+)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg (the peer) missing")
+def test_recording_peer_says_why_it_did_not_start(tmp_path: Path) -> None:
+    """A camera that accepts connections and never answers (stopped with SIGSTOP): the peer
+    gives up within its connect time and says what ffmpeg and the camera said."""
+    with StandinCamera(width=320, height=240, fps=5, bitrate_kbps=200) as cam:
+        os.kill(cam.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(RuntimeError) as caught:
+                recording._peer(
+                    cam, psutil.Process(cam.pid), 1, 1.0, 0.0, tmp_path / "peer",
+                    Progress(enabled=False), connect_s=15.0,
+                )  # fmt: skip
+        finally:
+            os.kill(cam.pid, signal.SIGCONT)
+    message = str(caught.value)
+    assert "only 0/1 processes wrote a file in 15 s" in message
+    assert "ffmpeg said:" in message and "the camera (running: True)" in message
