@@ -473,9 +473,10 @@ def test_whep_js_gathers_with_the_servers_and_chooses_sub_for_a_small_tile(site:
         assert [s["urls"] for s in servers] == [[site.stun], [site.turn]]
         assert servers[1]["username"] == TURN_USER and servers[1]["credential"] == TURN_SECRET
         assert len(asked) == 1 and "camera_id=cam1" in asked[0]
-        # It starts on main, is told the streams' sizes, and goes to sub at once.
-        page.wait_for_function("() => document.getElementById('v').videoWidth === 320",
-                               timeout=30_000)  # fmt: skip
+        # It starts on main, is told the streams' sizes, and goes to sub at once. The picture
+        # and the server's word that it switched come apart (media and the data channel).
+        page.wait_for_function("() => document.getElementById('v').videoWidth === 320 "
+                               "&& window.renditions.length >= 2", timeout=30_000)  # fmt: skip
         assert page.evaluate("window.renditions") == ["main", "sub"]
         assert page.evaluate("window.stop.rendition") == "sub"
         page.evaluate("window.stop()")
