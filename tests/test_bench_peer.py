@@ -40,4 +40,7 @@ def test_recording_peer_says_why_it_did_not_start(tmp_path: Path) -> None:
             os.kill(cam.pid, signal.SIGCONT)
     message = str(caught.value)
     assert "only 0/1 processes wrote a file in 15 s" in message
-    assert "ffmpeg said:" in message and "the camera (running: True)" in message
+    # ffmpeg gave up by itself after 10 s of silence (-timeout) and said so; without the
+    # timeout it would still be waiting, silent.
+    assert "ffmpeg said: " in message and "ffmpeg said: nothing;" not in message, message
+    assert "the camera (running: True)" in message
