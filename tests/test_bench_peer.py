@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import psutil
@@ -44,3 +45,23 @@ def test_recording_peer_says_why_it_did_not_start(tmp_path: Path) -> None:
     # timeout it would still be waiting, silent.
     assert "ffmpeg said: " in message and "ffmpeg said: nothing;" not in message, message
     assert "the camera (running: True)" in message
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg (the peer) missing")
+def test_recording_peer_stops_waiting_when_the_camera_dies(tmp_path: Path) -> None:
+    """A camera process that is gone (as when gst-rtsp-server aborts): the peer says so at
+    once instead of waiting out its connect time."""
+    with StandinCamera(width=320, height=240, fps=5, bitrate_kbps=200) as cam:
+        os.kill(cam.pid, signal.SIGKILL)
+        psutil.Process(cam.pid).wait(10)
+        t0 = time.monotonic()
+        with pytest.raises(RuntimeError) as caught:
+            recording._peer(
+                cam, psutil.Process(os.getpid()), 1, 1.0, 0.0, tmp_path / "peer",
+                Progress(enabled=False), connect_s=40.0,
+            )  # fmt: skip
+        took = time.monotonic() - t0
+    assert "only 0/1 processes wrote a file" in str(caught.value)
+    assert "the camera (running: False)" in str(caught.value)
+    assert took < 20, took  # not the 40 s connect time
