@@ -48,7 +48,7 @@ def test_percentile() -> None:
     assert percentile([float(i) for i in range(1, 101)], 95) == 95.0
 
 
-# A smoke test of correctness: 25 s on a quiet machine; the peer may take a second try.
+# A smoke test of correctness: 25 s on a quiet machine; the peer may need more tries.
 @pytest.mark.timeout(180)
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg (the peer) missing")
 def test_recording_smoke(capsys: pytest.CaptureFixture[str]) -> None:
